@@ -1,0 +1,59 @@
+"""Where recsys keeps its files, read from environment variables.
+
+Everything that differs between the embedded default (a laptop, CI) and the
+production-like stack is configuration, read here and nowhere else:
+
+- ``RECSYS_HOME``: root of run folders and batch outputs (default ``./var``).
+- ``MLFLOW_TRACKING_URI``: MLflow tracking store (default: SQLite inside ``mlruns/``).
+- ``RECSYS_MODEL_NAME``: name of the registered model (default ``recsys``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def recsys_home() -> Path:
+    """Root folder for run-scoped data, models and recommendations."""
+    return Path(os.environ.get("RECSYS_HOME", PROJECT_ROOT / "var")).resolve()
+
+
+def run_dir(run_key: str) -> Path:
+    """The folder owned by one pipeline run; a rerun of the same key overwrites it."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_key)
+    path = recsys_home() / "runs" / safe
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def mlruns_dir() -> Path:
+    """The local MLflow folder of the embedded default (database and artifacts)."""
+    return Path(os.environ.get("RECSYS_MLRUNS", PROJECT_ROOT / "mlruns")).resolve()
+
+
+def tracking_uri() -> str:
+    """MLflow tracking URI: ``MLFLOW_TRACKING_URI`` or a SQLite file in ``mlruns/``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    root = mlruns_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    """Default artifact location for experiments created by the embedded default."""
+    return os.environ.get("RECSYS_ARTIFACT_ROOT", (mlruns_dir() / "artifacts").as_uri())
+
+
+def model_name() -> str:
+    """Name of the registered model whose ``champion`` alias serves recommendations."""
+    return os.environ.get("RECSYS_MODEL_NAME", "recsys")
+
+
+def experiment_name() -> str:
+    """MLflow experiment that holds every training run."""
+    return os.environ.get("RECSYS_EXPERIMENT", "recsys")

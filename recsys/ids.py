@@ -1,0 +1,120 @@
+"""The one place where external user/item ids meet matrix indices.
+
+Models work on a CSR matrix ``X`` (rows = users, columns = items) and on index
+arrays; ids appear only at the edges, through an :class:`IdMap`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """Bidirectional map between external ids and contiguous indices.
+
+    ``users[i]`` is the external id of matrix row ``i``; ``items[j]`` the id of
+    column ``j``. Both indexes are unique.
+    """
+
+    users: pd.Index
+    items: pd.Index
+
+    @classmethod
+    def from_frame(
+        cls,
+        interactions: pd.DataFrame,
+        *,
+        extra_items: pd.Index | None = None,
+        user_col: str = USER_COL,
+        item_col: str = ITEM_COL,
+    ) -> IdMap:
+        """Index every user and item seen in ``interactions`` (plus ``extra_items``).
+
+        Ids are sorted so the same data always gives the same indices.
+        """
+        users = pd.Index(np.sort(interactions[user_col].unique()), name=user_col)
+        items = interactions[item_col].unique()
+        if extra_items is not None:
+            items = np.union1d(items, np.asarray(extra_items))
+        return cls(users=users, items=pd.Index(np.sort(items), name=item_col))
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def user_index(self, ids: object) -> np.ndarray:
+        """Row indices of ``ids``; unknown ids get ``-1``."""
+        return self.users.get_indexer(pd.Index(np.atleast_1d(np.asarray(ids))))
+
+    def item_index(self, ids: object) -> np.ndarray:
+        """Column indices of ``ids``; unknown ids get ``-1``."""
+        return self.items.get_indexer(pd.Index(np.atleast_1d(np.asarray(ids))))
+
+    def to_matrix(
+        self,
+        interactions: pd.DataFrame,
+        *,
+        weight_col: str | None = RATING_COL,
+        user_col: str = USER_COL,
+        item_col: str = ITEM_COL,
+    ) -> sp.csr_matrix:
+        """Build the user × item CSR matrix of ``interactions``.
+
+        Rows whose user or item is not in the map are left out; callers that must
+        not lose rows check :meth:`unknown` first. Duplicate pairs are summed.
+        With ``weight_col=None`` every interaction weighs 1.
+        """
+        u = self.user_index(interactions[user_col].to_numpy())
+        i = self.item_index(interactions[item_col].to_numpy())
+        keep = (u >= 0) & (i >= 0)
+        if weight_col is None or weight_col not in interactions:
+            w = np.ones(int(keep.sum()), dtype=np.float32)
+        else:
+            w = interactions[weight_col].to_numpy(dtype=np.float32)[keep]
+        X = sp.csr_matrix((w, (u[keep], i[keep])), shape=(self.n_users, self.n_items))
+        X.sum_duplicates()
+        return X
+
+    def unknown(self, interactions: pd.DataFrame, *, user_col: str = USER_COL,
+                item_col: str = ITEM_COL) -> pd.DataFrame:
+        """Rows of ``interactions`` whose user or item this map does not know."""
+        u = self.user_index(interactions[user_col].to_numpy())
+        i = self.item_index(interactions[item_col].to_numpy())
+        return interactions[(u < 0) | (i < 0)]
+
+    def sequences(
+        self,
+        interactions: pd.DataFrame,
+        *,
+        user_col: str = USER_COL,
+        item_col: str = ITEM_COL,
+        time_col: str = TIME_COL,
+    ) -> list[np.ndarray]:
+        """Each user's item indices ordered by time (stable on ties), one array per row.
+
+        Users without interactions get an empty array, so ``len(result) == n_users``.
+        """
+        u = self.user_index(interactions[user_col].to_numpy())
+        i = self.item_index(interactions[item_col].to_numpy())
+        keep = (u >= 0) & (i >= 0)
+        order_key = (
+            interactions[time_col].to_numpy()[keep]
+            if time_col in interactions and interactions[time_col].notna().all()
+            else np.arange(int(keep.sum()))
+        )
+        order = np.lexsort((order_key, u[keep]))
+        users_sorted = u[keep][order]
+        items_sorted = i[keep][order]
+        bounds = np.searchsorted(users_sorted, np.arange(self.n_users + 1))
+        return [items_sorted[bounds[r]:bounds[r + 1]] for r in range(self.n_users)]

@@ -1,0 +1,176 @@
+"""The one model contract every recommender in recsys satisfies.
+
+Conventions follow scikit-learn: ``__init__`` only stores hyper-parameters,
+``fit`` returns ``self``, learned attributes end in ``_``, randomness comes
+from ``random_state``. Models see only a CSR matrix ``X`` of users × items
+(and, for models that want them, time-ordered sequences and side features);
+the caller owns the id ↔ index maps (:mod:`recsys.ids`).
+
+A subclass implements :meth:`_fit` and :meth:`_score`; the base class does
+input checks, seen-item filtering and vectorised top-K in user batches.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import pickle
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitContext:
+    """Optional side information a model may use in ``fit``.
+
+    Attributes:
+        sequences: per user row, the item indices in time order (oldest first).
+        item_features: a frame indexed by item column index (0..n_items-1).
+        user_features: a frame indexed by user row index (0..n_users-1).
+    """
+
+    sequences: list[np.ndarray] | None = None
+    item_features: pd.DataFrame | None = None
+    user_features: pd.DataFrame | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Recommender(ABC):
+    """Base class: fit on a user × item matrix, recommend top-K item indices."""
+
+    #: Registry name (``popularity``, ``itemknn``, ...).
+    name: ClassVar[str] = ""
+
+    # ------------------------------------------------------------------ contract
+    def fit(self, X: sp.spmatrix, context: FitContext | None = None) -> Self:
+        """Learn from ``X`` (users × items, non-negative weights). Returns ``self``."""
+        X = check_matrix(X)
+        self.n_users_, self.n_items_ = X.shape
+        self._fit(X, context or FitContext())
+        return self
+
+    def recommend(
+        self,
+        users: np.ndarray | int,
+        X: sp.spmatrix,
+        k: int = 10,
+        *,
+        filter_seen: bool = True,
+        batch_size: int = 2048,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for the given user rows.
+
+        Args:
+            users: user row indices (into ``X``).
+            X: the interactions to condition on and, with ``filter_seen``, to
+                exclude; usually the training matrix.
+            k: list length; capped at the number of items.
+            filter_seen: drop items the user has in ``X``.
+            batch_size: users scored at once (memory is ``batch_size × n_items``).
+
+        Returns:
+            ``(items, scores)``, both ``(len(users), k)``, best first. Slots
+            that cannot be filled (a user has seen nearly everything) hold item
+            ``-1`` and score ``-inf``.
+        """
+        self._check_fitted()
+        users = np.atleast_1d(np.asarray(users, dtype=np.int64))
+        X = check_matrix(X)
+        if X.shape[1] != self.n_items_:
+            raise ValueError(
+                f"X has {X.shape[1]} items but the model was fitted on {self.n_items_}"
+            )
+        if users.size and (users.min() < 0 or users.max() >= X.shape[0]):
+            raise ValueError(f"user indices must lie in [0, {X.shape[0]})")
+        k = int(min(k, self.n_items_))
+        items_out = np.empty((users.size, k), dtype=np.int64)
+        scores_out = np.empty((users.size, k), dtype=np.float32)
+        for start in range(0, users.size, batch_size):
+            batch = users[start:start + batch_size]
+            scores = np.asarray(self._score(batch, X), dtype=np.float32)
+            if filter_seen:
+                rows = X[batch]
+                scores[rows.nonzero()] = -np.inf
+            items_out[start:start + batch.size], scores_out[start:start + batch.size] = (
+                top_k(scores, k)
+            )
+        return items_out, scores_out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model into folder ``path``; :meth:`load` reads it back."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / "model.pkl", "wb") as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Read a model written by :meth:`save`."""
+        with open(Path(path) / "model.pkl", "rb") as f:
+            model = pickle.load(f)
+        if not isinstance(model, cls):
+            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters, as given to ``__init__``."""
+        sig = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------ for subclasses
+    @abstractmethod
+    def _fit(self, X: sp.csr_matrix, context: FitContext) -> None:
+        """Learn attributes from ``X``."""
+
+    @abstractmethod
+    def _score(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
+        """Dense scores, shape ``(len(users), n_items)``; higher is better."""
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "n_items_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
+
+
+def check_matrix(X: sp.spmatrix) -> sp.csr_matrix:
+    """Validate and convert an interactions matrix to float32 CSR."""
+    if not sp.issparse(X):
+        raise ValueError(f"X must be a scipy sparse matrix, got {type(X).__name__}")
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X must be a non-empty 2-D users × items matrix, got shape {X.shape}")
+    X = sp.csr_matrix(X, dtype=np.float32)
+    if X.nnz and X.data.min() < 0:
+        raise ValueError("X must hold non-negative interaction weights")
+    return X
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-``k`` of a dense score matrix, best first (argpartition + sort).
+
+    Ties are broken by the lower item index, so results are deterministic.
+    Items scored ``-inf`` are returned as ``-1``.
+    """
+    n_items = scores.shape[1]
+    k = min(k, n_items)
+    if k < n_items:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(n_items), (scores.shape[0], 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    items = np.take_along_axis(part, order, axis=1)
+    best = np.take_along_axis(part_scores, order, axis=1)
+    items = np.where(np.isneginf(best), -1, items)
+    return items, best
