@@ -1,0 +1,41 @@
+"""Shared test set-up: every test runs against throw-away stores.
+
+Environment variables are set before anything imports airflow or mlflow, so a
+test never touches the developer's ``var/``, ``mlruns/`` or Airflow home.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="recsys-tests-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_SESSION_TMP / "airflow"))
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ["RECSYS_HOME"] = str(_SESSION_TMP / "var")
+os.environ["RECSYS_MLRUNS"] = str(_SESSION_TMP / "mlruns")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    """The real MovieLens 100K folder beside the checkout (never copied into the repo)."""
+    if not (ML100K / "u.data").exists():
+        pytest.skip(f"MovieLens 100K not found at {ML100K}")
+    return ML100K
+
+
+@pytest.fixture
+def isolated_mlflow(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store for one test; returns its tracking URI."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("RECSYS_ARTIFACT_ROOT", (tmp_path / "artifacts").as_uri())
+    return uri
