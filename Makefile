@@ -1,0 +1,56 @@
+# The two commands a user needs: `make demo` and `make test`.
+# Both create the environment in .venv/ first when it is missing or stale.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+UV_VERSION := 0.13.9
+
+# The embedded default: everything under var/ and mlruns/, no servers.
+export RECSYS_HOME       ?= $(CURDIR)/var
+export RECSYS_DATA_PATH  ?= $(RECSYS_HOME)/data/demo
+export AIRFLOW_HOME      ?= $(RECSYS_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER    ?= $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES  ?= False
+export AIRFLOW__CORE__PARALLELISM    ?= 4
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+DEMO_USERS ?= 2000
+DEMO_ITEMS ?= 1000
+DEMO_INTERACTIONS ?= 200000
+
+.PHONY: venv demo test bench lint clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	test -f $(RECSYS_DATA_PATH)/interactions.parquet || \
+	  $(BIN)/recsys generate --users $(DEMO_USERS) --items $(DEMO_ITEMS) \
+	    --interactions $(DEMO_INTERACTIONS) --out $(RECSYS_DATA_PATH)
+	$(BIN)/airflow db migrate > $(RECSYS_HOME)/airflow-migrate.log 2>&1 || \
+	  (cat $(RECSYS_HOME)/airflow-migrate.log; exit 1)
+	$(BIN)/airflow dags test recsys_training
+	$(BIN)/recsys status
+
+test: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/pytest -q -m slow
+	$(BIN)/python -m recsys.cli benchmark --data ../shared/data/ml-100k --protocol msr \
+	  --models popularity,itemknn,als,ease --output bench/msr.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check recsys dags plugins tests
+
+clean:
+	rm -rf var mlruns/mlflow.db mlruns/artifacts

@@ -1,0 +1,138 @@
+"""
+### recsys_training — retrain, evaluate and promote recommenders
+
+Each run reads interactions from **data_path**, checks them against the Great
+Expectations suites in `expectations/`, splits them, trains one model per task
+in parallel (each an MLflow run), scores every candidate and the current
+champion on the same test split, moves the registry alias `champion` only when
+the best candidate wins by **margin**, and writes the champion's top-K for
+every user.
+
+| task | does |
+|---|---|
+| `validate` | loads the input; a failing batch stops the run and is quarantined |
+| `prepare` | de-duplicates and splits into train / test (protocol) |
+| `train_<model>` | fits one model, logs it to MLflow (skipped when not selected) |
+| `evaluate` | leaderboard of candidates + the champion on the same holdout |
+| `promote` | registers the best candidate; moves `champion` if it wins |
+| `recommend` | batch top-K for every user from the champion → Parquet |
+
+Outputs live in `$RECSYS_HOME/runs/<run_id>/`; a rerun overwrites them.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+#: Every model the DAG can train, one task each. Keep in step with recsys.models.
+MODELS = ["popularity", "itemknn", "als", "ease"]
+DEFAULT_MODELS = ["popularity", "itemknn", "als", "ease"]
+
+
+def _run_key() -> str:
+    return get_current_context()["run_id"]
+
+
+@dag(
+    dag_id="recsys_training",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    tags=["recsys", "training"],
+    doc_md=__doc__,
+    params={
+        "data_path": Param(
+            os.environ.get("RECSYS_DATA_PATH", ""), type="string",
+            title="Data path",
+            description="File or folder of interactions; empty = $RECSYS_DATA_PATH.",
+        ),
+        "data_format": Param(
+            "auto", enum=["auto", "ml-100k", "ml-latest", "ml-1m", "recsys", "csv", "tsv",
+                          "parquet"],
+            title="Data format", description="auto detects it from the path.",
+        ),
+        "models": Param(
+            DEFAULT_MODELS, type="array", items={"type": "string", "enum": MODELS},
+            title="Models", description="Which recommenders to train this run.",
+        ),
+        "protocol": Param(
+            "temporal", enum=["temporal", "msr", "loo", "stratified", "random"],
+            title="Split protocol",
+        ),
+        "k": Param(10, type="integer", minimum=1, maximum=200, title="Top-K"),
+        "margin": Param(
+            0.0, type="number", minimum=0, title="Promotion margin",
+            description="How much NDCG@K must improve to replace the champion.",
+        ),
+    },
+)
+def recsys_training():
+    @task(doc_md="Load the input and run the expectation suites; quarantine a bad batch.")
+    def validate() -> dict:
+        from recsys import config, pipeline
+
+        ctx = get_current_context()
+        params = ctx["params"]
+        dag_run = ctx["dag_run"]
+        moment = dag_run.logical_date or dag_run.run_after
+        fmt = None if params["data_format"] == "auto" else params["data_format"]
+        return pipeline.validate_data(
+            _run_key(), params["data_path"] or config.data_path(), data_format=fmt,
+            now=moment.timestamp(),
+        )
+
+    @task(doc_md="Clean and split the validated interactions.")
+    def prepare(validated: dict) -> dict:
+        from recsys import pipeline
+
+        params = get_current_context()["params"]
+        return pipeline.prepare_data(_run_key(), protocol=params["protocol"])
+
+    def train_task(name: str):
+        @task(task_id=f"train_{name}", doc_md=f"Fit `{name}` and log it as an MLflow run.")
+        def train(split: dict) -> dict:
+            from recsys import pipeline
+
+            params = get_current_context()["params"]
+            if name not in params["models"]:
+                raise AirflowSkipException(f"{name} is not among this run's models")
+            return pipeline.train_model(_run_key(), name, k=params["k"])
+
+        return train
+
+    @task(trigger_rule="none_failed_min_one_success",
+          doc_md="Score every candidate and the champion on the same test split.")
+    def evaluate() -> dict:
+        from recsys import pipeline
+
+        params = get_current_context()["params"]
+        return pipeline.evaluate_candidates(_run_key(), params["models"], k=params["k"])
+
+    @task(doc_md="Register the best candidate; move `champion` when it wins by the margin.")
+    def promote(evaluation: dict) -> dict:
+        from recsys import pipeline
+
+        params = get_current_context()["params"]
+        return pipeline.promote(_run_key(), evaluation, margin=params["margin"])
+
+    @task(doc_md="Write the champion's top-K for every user to Parquet.")
+    def recommend(decision: dict) -> dict:
+        from recsys import pipeline
+
+        return pipeline.recommend_all(_run_key(), k=get_current_context()["params"]["k"])
+
+    split = prepare(validate())
+    trained = [train_task(name)(split) for name in MODELS]
+    evaluation = evaluate()
+    trained >> evaluation
+    recommend(promote(evaluation))
+
+
+recsys_training()

@@ -1,0 +1,64 @@
+"""The DAG files parse, stay thin and wire exactly the documented task graph."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+HEAVY = {"tensorflow", "keras", "mlflow", "great_expectations", "xgboost", "sklearn",
+         "pandas", "numpy", "implicit", "scipy", "recsys"}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_every_dag_file_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert "recsys_training" in dagbag.dags
+
+
+@pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
+def test_dag_files_import_nothing_heavy_at_top_level(path):
+    tree = ast.parse(path.read_text())
+    top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    names = {(n.module if isinstance(n, ast.ImportFrom) else n.names[0].name).split(".")[0]
+             for n in top}
+    assert names.isdisjoint(HEAVY), f"{path.name} imports {names & HEAVY} at top level"
+
+
+def test_training_dag_has_the_exact_task_graph(dagbag):
+    dag = dagbag.dags["recsys_training"]
+    models = ["popularity", "itemknn", "als", "ease"]
+    trains = {f"train_{m}" for m in models}
+    expected = {
+        "validate": {"prepare"},
+        "prepare": trains,
+        **{t: {"evaluate"} for t in trains},
+        "evaluate": {"promote"},
+        "promote": {"recommend"},
+        "recommend": set(),
+    }
+    graph = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
+    assert graph == expected
+
+
+def test_training_dag_schedule_retries_and_docs(dagbag):
+    dag = dagbag.dags["recsys_training"]
+    assert dag.max_active_runs == 1
+    assert set(dag.tags) == {"recsys", "training"}
+    assert "recsys_training" in dag.doc_md
+    assert all(t.retries == 2 for t in dag.tasks)
+    assert all(t.doc_md for t in dag.tasks)
+    assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
+    assert set(dag.params) == {"data_path", "data_format", "models", "protocol", "k", "margin"}
+
+
+def test_training_dag_schedule(dagbag):
+    assert dagbag.dags["recsys_training"].schedule == "@daily"
