@@ -82,6 +82,8 @@ class Recommender(ABC):
             ``-1`` and score ``-inf``.
         """
         self._check_fitted()
+        if int(k) < 1:
+            raise ValueError(f"k must be a positive integer, got {k}")
         users = np.atleast_1d(np.asarray(users, dtype=np.int64))
         X = check_matrix(X)
         if X.shape[1] != self.n_items_:
@@ -157,20 +159,35 @@ def check_matrix(X: sp.spmatrix) -> sp.csr_matrix:
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-``k`` of a dense score matrix, best first (argpartition + sort).
+    """Row-wise top-``k`` of a dense score matrix, best first.
 
-    Ties are broken by the lower item index, so results are deterministic.
-    Items scored ``-inf`` are returned as ``-1``.
+    Ties are broken by the lower item index, also at the cut-off: when more
+    items share the ``k``-th best score than there are slots left, the lowest
+    indices win. NaN counts as ``-inf``. Items scored ``-inf`` are returned as
+    ``-1`` (their score stays ``-inf``). Cost is linear in the number of items
+    per row (one partition and a few masks), plus sorting the ``k`` winners.
     """
-    n_items = scores.shape[1]
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    n_rows, n_items = scores.shape
     k = min(k, n_items)
-    if k < n_items:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        part = np.tile(np.arange(n_items), (scores.shape[0], 1))
+    if k < 1 or n_rows == 0:
+        return np.empty((n_rows, max(k, 0)), dtype=np.int64), np.empty(
+            (n_rows, max(k, 0)), dtype=scores.dtype
+        )
+    chosen = _select_k(scores, k)
+    part = np.nonzero(chosen)[1].reshape(n_rows, k)
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
     items = np.take_along_axis(part, order, axis=1)
     best = np.take_along_axis(part_scores, order, axis=1)
     items = np.where(np.isneginf(best), -1, items)
     return items, best
+
+
+def _select_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask with exactly ``k`` True per row: the best scores, lowest index on ties."""
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+    above = scores > kth
+    at_cut = scores == kth
+    room = k - above.sum(axis=1, keepdims=True)
+    return above | (at_cut & (np.cumsum(at_cut, axis=1) <= room))
