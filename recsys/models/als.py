@@ -1,0 +1,85 @@
+"""Implicit-feedback matrix factorisation (ALS) through the ``implicit`` library."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.models.base import FitContext, Recommender
+
+log = logging.getLogger(__name__)
+
+
+class ALSRecommender(Recommender):
+    """Alternating least squares for implicit feedback (Hu, Koren, Volinsky 2008).
+
+    Confidence is ``1 + alpha · x_ui``; preference is ``x_ui > 0``. The CPU
+    solver (``implicit.cpu.als``) is used even when a GPU exists, so results do
+    not depend on the machine. Only the learned factors are kept: the saved
+    model does not need ``implicit`` to load or score.
+
+    Args:
+        factors: latent dimensions.
+        regularization: L2 penalty on the factors.
+        alpha: confidence scaling of the interaction weights.
+        iterations: ALS sweeps.
+        num_threads: solver threads (results are the same for any count).
+        random_state: seed of the factor initialisation.
+
+    Attributes:
+        user_factors_: ``(n_users, factors)`` float32.
+        item_factors_: ``(n_items, factors)`` float32.
+    """
+
+    name = "als"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        alpha: float = 2.0,
+        iterations: int = 15,
+        num_threads: int = 1,
+        random_state: int | None = 42,
+    ) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.num_threads = num_threads
+        self.random_state = random_state
+
+    def _fit(self, X: sp.csr_matrix, context: FitContext) -> None:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        # implicit's solver is itself threaded; a threaded BLAS underneath only
+        # oversubscribes the cores (implicit warns about it at construction).
+        with threadpool_limits(limits=1, user_api="blas"):
+            solver = AlternatingLeastSquares(
+                factors=int(self.factors),
+                regularization=float(self.regularization),
+                alpha=float(self.alpha),
+                iterations=int(self.iterations),
+                num_threads=int(self.num_threads),
+                random_state=self._seed(),
+            )
+            solver.fit(X, show_progress=False)
+        self.user_factors_ = np.asarray(solver.user_factors, dtype=np.float32)
+        self.item_factors_ = np.asarray(solver.item_factors, dtype=np.float32)
+        log.debug("als fitted: %d users, %d items", *X.shape)
+
+    def _seed(self) -> int:
+        """A concrete seed for implicit, drawn from ``random_state``."""
+        rng = np.random.default_rng(self.random_state)
+        return int(rng.integers(0, 2**31 - 1))
+
+    def _score(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
+        if users.size and users.max() >= self.user_factors_.shape[0]:
+            raise ValueError(
+                f"ALS scores only the {self.user_factors_.shape[0]} users it was fitted on; "
+                f"got user index {int(users.max())}"
+            )
+        return self.user_factors_[users] @ self.item_factors_.T
