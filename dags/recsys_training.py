@@ -8,8 +8,13 @@ champion on the same test split, moves the registry alias `champion` only when
 the best candidate wins by **margin**, and writes the champion's top-K for
 every user.
 
+It runs daily and whenever `recsys_ingest` accepts new interactions, and
+skips itself when fewer than **min_new_interactions** arrived since the
+champion was trained.
+
 | task | does |
 |---|---|
+| `check_new_data` | stops the run early when too little new data arrived |
 | `validate` | loads the input; a failing batch stops the run and is quarantined |
 | `prepare` | de-duplicates and splits into train / test (protocol) |
 | `train_<model>` | fits one model, logs it to MLflow (skipped when not selected) |
@@ -22,16 +27,29 @@ Outputs live in `$RECSYS_HOME/runs/<run_id>/`; a rerun overwrites them.
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
+from airflow.timetables.assets import AssetOrTimeSchedule
+from airflow.timetables.trigger import CronTriggerTimetable
 
 #: Every model the DAG can train, one task each. Keep in step with recsys.models.
 MODELS = ["popularity", "itemknn", "als", "ease"]
 DEFAULT_MODELS = ["popularity", "itemknn", "als", "ease"]
+
+#: Updated by recsys_ingest when new interactions are accepted.
+INTERACTIONS = Asset("recsys_interactions")
+
+#: Runs when new data lands, and on a cron as a fallback.
+SCHEDULE = AssetOrTimeSchedule(
+    timetable=CronTriggerTimetable(
+        os.environ.get("RECSYS_TRAINING_SCHEDULE", "@daily"), timezone="UTC"),
+    assets=[INTERACTIONS],
+)
 
 
 def _run_key() -> str:
@@ -40,7 +58,7 @@ def _run_key() -> str:
 
 @dag(
     dag_id="recsys_training",
-    schedule="@daily",
+    schedule=SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -67,6 +85,12 @@ def _run_key() -> str:
             title="Split protocol",
         ),
         "k": Param(10, type="integer", minimum=1, maximum=200, title="Top-K"),
+        "min_new_interactions": Param(
+            int(os.environ.get("RECSYS_MIN_NEW_INTERACTIONS", "0")), type="integer",
+            minimum=0, title="Minimum new interactions",
+            description="Skip the run when fewer new interactions arrived since the "
+                        "champion was trained.",
+        ),
         "margin": Param(
             0.0, type="number", minimum=0, title="Promotion margin",
             description="How much NDCG@K must improve to replace the champion.",
@@ -74,6 +98,16 @@ def _run_key() -> str:
     },
 )
 def recsys_training():
+    @task.short_circuit(doc_md="Go on only when enough new interactions have arrived.")
+    def check_new_data() -> bool:
+        from recsys import config, pipeline
+
+        params = get_current_context()["params"]
+        fmt = None if params["data_format"] == "auto" else params["data_format"]
+        counts = pipeline.new_interactions(params["data_path"] or config.data_path(), fmt)
+        logging.getLogger("recsys").info("new interactions since the champion: %s", counts)
+        return counts["new"] >= params["min_new_interactions"] and counts["rows"] > 0
+
     @task(doc_md="Load the input and run the expectation suites; quarantine a bad batch.")
     def validate() -> dict:
         from recsys import config, pipeline
@@ -128,7 +162,9 @@ def recsys_training():
 
         return pipeline.recommend_all(_run_key(), k=get_current_context()["params"]["k"])
 
-    split = prepare(validate())
+    validated = validate()
+    check_new_data() >> validated
+    split = prepare(validated)
     trained = [train_task(name)(split) for name in MODELS]
     evaluation = evaluate()
     trained >> evaluation

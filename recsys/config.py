@@ -4,6 +4,8 @@ Everything that differs between the embedded default (a laptop, CI) and the
 production-like stack is configuration, read here and nowhere else:
 
 - ``RECSYS_HOME``: root of run folders and batch outputs (default ``./var``).
+- ``RECSYS_DATA_PATH``: the training DAG's default input (default ``<RECSYS_HOME>/data``).
+- ``RECSYS_LANDING``: folder the ingest DAG reads new batches from.
 - ``MLFLOW_TRACKING_URI``: MLflow tracking store (default: SQLite inside ``mlruns/``).
 - ``RECSYS_MODEL_NAME``: name of the registered model (default ``recsys``).
 """
@@ -19,6 +21,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def recsys_home() -> Path:
     """Root folder for run-scoped data, models and recommendations."""
     return Path(os.environ.get("RECSYS_HOME", PROJECT_ROOT / "var")).resolve()
+
+
+def data_path() -> str:
+    """Default input of a training run: ``RECSYS_DATA_PATH`` or ``<RECSYS_HOME>/data``."""
+    return os.environ.get("RECSYS_DATA_PATH", str(recsys_home() / "data"))
+
+
+def landing_path() -> Path:
+    """Where new interaction batches are dropped: ``RECSYS_LANDING`` or ``<home>/landing``."""
+    return Path(os.environ.get("RECSYS_LANDING", recsys_home() / "landing")).resolve()
 
 
 def run_dir(run_key: str) -> Path:

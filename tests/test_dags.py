@@ -38,6 +38,7 @@ def test_training_dag_has_the_exact_task_graph(dagbag):
     models = ["popularity", "itemknn", "als", "ease"]
     trains = {f"train_{m}" for m in models}
     expected = {
+        "check_new_data": {"validate"},
         "validate": {"prepare"},
         "prepare": trains,
         **{t: {"evaluate"} for t in trains},
@@ -57,8 +58,19 @@ def test_training_dag_schedule_retries_and_docs(dagbag):
     assert all(t.retries == 2 for t in dag.tasks)
     assert all(t.doc_md for t in dag.tasks)
     assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
-    assert set(dag.params) == {"data_path", "data_format", "models", "protocol", "k", "margin"}
+    assert set(dag.params) == {"data_path", "data_format", "models", "protocol", "k",
+                               "min_new_interactions", "margin"}
 
 
-def test_training_dag_schedule(dagbag):
-    assert dagbag.dags["recsys_training"].schedule == "@daily"
+def test_training_dag_runs_on_new_data_and_daily(dagbag):
+    dag = dagbag.dags["recsys_training"]
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["recsys_interactions"]
+    assert dag.timetable.summary == "Asset or 0 0 * * *"
+
+
+def test_ingest_dag_publishes_the_interactions_asset(dagbag):
+    dag = dagbag.dags["recsys_ingest"]
+    graph = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
+    assert graph == {"ingest": {"publish"}, "publish": set()}
+    assert [o.name for o in dag.get_task("publish").outlets] == ["recsys_interactions"]
+    assert dag.max_active_runs == 1 and all(t.retries == 2 for t in dag.tasks)

@@ -1,0 +1,59 @@
+"""
+### recsys_ingest — land new interaction batches in the interaction store
+
+Every file or folder dropped into the landing folder (`$RECSYS_LANDING`,
+default `$RECSYS_HOME/landing`) is one batch. Each batch is validated on its
+own by the Great Expectations suites:
+
+- accepted batches are appended to the store (`$RECSYS_DATA_PATH`, partitioned
+  by arrival date) — re-ingesting a batch changes nothing;
+- rejected batches go to `$RECSYS_HOME/quarantine/<batch>/` with their report;
+  no row of any batch is lost.
+
+When at least one batch was accepted the `recsys_interactions` Asset is
+updated, which schedules `recsys_training`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+INTERACTIONS = Asset("recsys_interactions")
+
+
+@dag(
+    dag_id="recsys_ingest",
+    schedule="*/15 * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    tags=["recsys", "ingest"],
+    doc_md=__doc__,
+)
+def recsys_ingest():
+    @task(doc_md="Validate each landed batch; append it to the store or quarantine it.")
+    def ingest() -> dict:
+        from recsys import pipeline
+
+        dag_run = get_current_context()["dag_run"]
+        moment = dag_run.logical_date or dag_run.run_after
+        return pipeline.ingest(arrival=moment.strftime("%Y-%m-%d"), now=moment.timestamp())
+
+    @task(outlets=[INTERACTIONS],
+          doc_md="Update the `recsys_interactions` Asset when new rows were accepted.")
+    def publish(result: dict) -> int:
+        if not result["new_rows"]:
+            raise AirflowSkipException("no new interactions accepted")
+        get_current_context()["outlet_events"][INTERACTIONS].extra = {
+            "new_rows": result["new_rows"]}
+        return result["new_rows"]
+
+    publish(ingest())
+
+
+recsys_ingest()
