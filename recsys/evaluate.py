@@ -225,9 +225,7 @@ def _rec_matrix(ordered: pd.DataFrame, users: pd.Index, items: pd.Index, k: int)
     rec = np.full((users.size, k), -1, dtype=np.int64)
     rows = users.get_indexer(ordered[USER_COL])
     keep = rows >= 0
-    rec[rows[keep], ordered["slot"].to_numpy()[keep]] = items.get_indexer(
-        ordered[ITEM_COL][keep]
-    )
+    rec[rows[keep], ordered["slot"].to_numpy()[keep]] = items.get_indexer(ordered[ITEM_COL][keep])
     return rec
 
 

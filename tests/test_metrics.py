@@ -44,7 +44,13 @@ def test_hand_computed_values():
 
 def test_keys_are_exact():
     assert list(ranking_metrics(REC, TRUTH, 3, n_items=8)) == [
-        "precision@3", "recall@3", "ndcg@3", "map@3", "mrr@3", "hit_rate@3", "coverage",
+        "precision@3",
+        "recall@3",
+        "ndcg@3",
+        "map@3",
+        "mrr@3",
+        "hit_rate@3",
+        "coverage",
     ]
 
 
