@@ -25,7 +25,8 @@ FAST_PARAMS: dict[str, dict] = {
     "itemknn": {"k_neighbours": 10},
     "als": {"factors": 8, "iterations": 10},
     "ease": {"l2": 1.0},
-    "attention": {"epochs": 30, "embedding_dim": 16, "max_len": 10},
+    # first guess at tiny settings; the attention model's author tunes these
+    "attention": {"max_len": 10, "d_model": 16, "n_blocks": 1, "epochs": 30},
 }
 
 #: Models that give everyone the same list (exempt from the oracle).
