@@ -1,0 +1,185 @@
+"""Ingest new interaction batches from a landing folder into the interaction store.
+
+Each file (or folder) dropped into the landing folder is one batch. A batch is
+validated on its own: an accepted batch is appended to the store as one
+Parquet file under ``arrival=<date>/``, a rejected batch goes to the
+quarantine folder with its validation report. Batches are keyed by a hash of
+their content, so ingesting the same batch twice changes nothing. The store's
+``_manifest.json`` lists every accepted batch, its row count and arrival.
+
+Store layout::
+
+    <store>/_manifest.json
+    <store>/arrival=2026-11-27/batch=<hash>.parquet
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from recsys.data import Dataset
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+DONE = "_ingested"
+
+
+@dataclass
+class IngestResult:
+    """What one ingest pass did; every landed batch is in exactly one list."""
+
+    accepted: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    already_ingested: list[str] = field(default_factory=list)
+
+    @property
+    def new_rows(self) -> int:
+        return sum(b["rows"] for b in self.accepted)
+
+    def to_dict(self) -> dict:
+        return {"accepted": self.accepted, "rejected": self.rejected,
+                "already_ingested": self.already_ingested, "new_rows": self.new_rows}
+
+
+def batch_id(path: Path) -> str:
+    """Content hash of a batch: a file's bytes, or a folder's relative names and bytes.
+
+    A file's own name is left out, so the same batch dropped again under
+    another name is still recognised.
+    """
+    digest = hashlib.sha256()
+    if path.is_file():
+        digest.update(path.read_bytes())
+        return digest.hexdigest()[:20]
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(path)).encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def read_manifest(store: Path) -> dict:
+    """The store's manifest: ``{"batches": {batch_id: {...}}}`` (empty for a new store)."""
+    path = Path(store) / MANIFEST
+    if not path.exists():
+        return {"batches": {}}
+    return json.loads(path.read_text())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _landed_batches(landing: Path) -> list[Path]:
+    return sorted(p for p in landing.iterdir()
+                  if not p.name.startswith((".", "_")) and p.name != DONE)
+
+
+def ingest_batch(path: Path, store: Path, quarantine_dir: Path, *, arrival: str,
+                 now: float | None = None, columns: dict[str, str] | None = None) -> dict:
+    """Validate one batch and append it to the store or quarantine it.
+
+    Returns:
+        ``{"batch": id, "source": name, "status": "accepted" | "rejected" |
+        "already_ingested", "rows": int, ...}``.
+    """
+    from recsys import validation
+    from recsys.data.loaders import DataFormatError, load_dataset
+
+    store, bid = Path(store), batch_id(path)
+    manifest = read_manifest(store)
+    if bid in manifest["batches"]:
+        return {"batch": bid, "source": path.name, "status": "already_ingested", "rows": 0}
+    try:
+        dataset = load_dataset(path, **(columns or {}))
+    except DataFormatError as exc:
+        dest = quarantine_dir / bid
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest / path.name) if path.is_file() else shutil.copytree(
+            path, dest / path.name, dirs_exist_ok=True)
+        (dest / "report.txt").write_text(f"{path.name}: cannot be read: {exc}\n")
+        return {"batch": bid, "source": path.name, "status": "rejected", "rows": None,
+                "reason": str(exc), "quarantine": str(dest)}
+    report = validation.validate_dataset(dataset, now=now)
+    rows = len(dataset.interactions)
+    if not report.success:
+        dest = validation.quarantine(path, report, quarantine_dir / bid)
+        return {"batch": bid, "source": path.name, "status": "rejected", "rows": rows,
+                "reason": report.summary(), "quarantine": str(dest)}
+    part = store / f"arrival={arrival}"
+    part.mkdir(parents=True, exist_ok=True)
+    target = part / f"batch={bid}.parquet"
+    tmp = target.with_suffix(".tmp")
+    dataset.interactions.to_parquet(tmp, index=False)
+    os.replace(tmp, target)
+    manifest["batches"][bid] = {"source": path.name, "rows": rows, "arrival": arrival,
+                                "file": str(target.relative_to(store))}
+    _write_atomic(store / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+    return {"batch": bid, "source": path.name, "status": "accepted", "rows": rows,
+            "file": str(target)}
+
+
+def ingest_landing(landing: str | Path, store: str | Path, quarantine_dir: str | Path, *,
+                   arrival: str, now: float | None = None,
+                   columns: dict[str, str] | None = None) -> IngestResult:
+    """Ingest every batch in ``landing``, one by one, in name order.
+
+    A processed batch (accepted, rejected or seen before) is moved to
+    ``landing/_ingested/`` so the next pass does not look at it again; its
+    rows are never deleted: they are in the store or in quarantine.
+
+    Args:
+        arrival: the partition the accepted batches go to (the DAG passes its
+            logical date, never the wall clock).
+        now: reference time for the "no timestamps in the future" expectation.
+    """
+    landing, store = Path(landing), Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    done = landing / DONE
+    done.mkdir(parents=True, exist_ok=True)
+    result = IngestResult()
+    for path in _landed_batches(landing):
+        outcome = ingest_batch(path, store, Path(quarantine_dir), arrival=arrival, now=now,
+                               columns=columns)
+        status = outcome["status"]
+        if status == "accepted":
+            result.accepted.append(outcome)
+        elif status == "rejected":
+            result.rejected.append(outcome)
+        else:
+            result.already_ingested.append(outcome["batch"])
+        os.replace(path, done / path.name)
+        log.info("batch %s (%s): %s", outcome["batch"], path.name, status)
+    return result
+
+
+def is_store(path: str | Path) -> bool:
+    """Whether ``path`` is an interaction store written by this module."""
+    return (Path(path) / MANIFEST).exists()
+
+
+def read_store(store: str | Path) -> Dataset:
+    """Every accepted batch of the store as one data set (batches in manifest order)."""
+    store = Path(store)
+    batches = read_manifest(store)["batches"]
+    if not batches:
+        raise ValueError(f"interaction store {store} holds no accepted batch yet")
+    ordered = sorted(batches.values(), key=lambda b: (b["arrival"], b["file"]))
+    frames = [pd.read_parquet(store / b["file"]) for b in ordered]
+    return Dataset(interactions=pd.concat(frames, ignore_index=True), name=store.name,
+                   meta={"path": str(store), "format": "store", "batches": len(frames)})
+
+
+def store_rows(path: str | Path) -> int:
+    """Rows in an interaction store, from its manifest (cheap; reads no data)."""
+    return sum(b["rows"] for b in read_manifest(Path(path))["batches"].values())
