@@ -1,0 +1,337 @@
+"""MLflow tracking, the served pyfunc model and the registry, on a real SQLite store.
+
+One store and one logged run are shared by the whole module (creating an
+MLflow database runs its migrations, and logging a model costs seconds);
+registry tests isolate themselves with their own registered-model names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from recsys import tracking
+from recsys.ids import IdMap
+from recsys.models.base import FitContext, Recommender
+from recsys.promotion import decide
+
+# Users u1..u5 and items 101..106. Training popularity (users per item):
+# 101: 3, 102: 2, 103: 2, 104: 3, 105: 2, 106: 1.
+TRAIN = {
+    "u1": [101, 102],
+    "u2": [101, 102, 103],
+    "u3": [104, 105],
+    "u4": [103, 104, 105, 106],
+    "u5": [101, 104],
+}
+METRICS = {"ndcg@10": 0.25, "recall@10": 0.5, "coverage": 0.8}
+SPLIT = {"method": "temporal", "holdout": {"fraction": 0.2, "min_items": 1}}
+SERVE_K = 2
+
+
+class CooccurrenceModel(Recommender):
+    """Scores items by co-occurrence with the user's items, popularity breaks ties."""
+
+    name = "cooccurrence"
+
+    def __init__(self, tie_weight: float = 1e-3) -> None:
+        self.tie_weight = tie_weight
+
+    def _fit(self, X: sp.csr_matrix, context: FitContext) -> None:
+        self.item_item_ = (X.T @ X).toarray()
+        self.popularity_ = np.asarray((X > 0).sum(axis=0)).ravel()
+
+    def _score(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(X[users] @ self.item_item_) + self.tie_weight * self.popularity_
+
+
+def _interactions() -> pd.DataFrame:
+    rows = [(u, i) for u, items in TRAIN.items() for i in items]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id"])
+    return frame.assign(rating=1.0, timestamp=0)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A throw-away SQLite store for this module (same variables as ``isolated_mlflow``)."""
+    root = tmp_path_factory.mktemp("mlflow-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("RECSYS_ARTIFACT_ROOT", (root / "artifacts").as_uri())
+        mp.setenv("RECSYS_EXPERIMENT", "recsys-tests")
+        mp.setenv("RECSYS_MODEL_NAME", "recsys-tests")
+        yield {"uri": uri, "root": root}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    frame = _interactions()
+    id_map = IdMap.from_frame(frame)
+    X = id_map.to_matrix(frame, weight_col=None)
+    return CooccurrenceModel().fit(X), id_map, X
+
+
+@pytest.fixture(scope="module")
+def client(store):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=store["uri"], registry_uri=store["uri"])
+
+
+@pytest.fixture(scope="module")
+def parent_run_id(store, client):
+    experiment_id = tracking.setup()
+    run = client.create_run(experiment_id, run_name="pipeline")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def logged(store, trained, parent_run_id, tmp_path_factory):
+    model, id_map, X = trained
+    extra = tmp_path_factory.mktemp("extra") / "notes.txt"
+    extra.write_text("hello")
+    return tracking.log_model_run(
+        model, id_map=id_map, train_matrix=X, params={"tie_weight": 1e-3, "loss": {"l2": 0.1}},
+        metrics=METRICS, split_info=SPLIT, data_hash="abc123", run_name="cooc-test",
+        k=SERVE_K, tags={"team": "recs"}, artifacts={"extra": extra},
+        parent_run_id=parent_run_id,
+    )
+
+
+@pytest.fixture(scope="module")
+def served(logged):
+    return tracking.load_model(logged.model_uri)
+
+
+def _predict(served, users, **params):
+    return served.predict(pd.DataFrame({"user_id": users}), params=params or None)
+
+
+# ----------------------------------------------------------------- the run
+def test_setup_is_idempotent_and_uses_the_artifact_root(store, client):
+    first, second = tracking.setup(), tracking.setup()
+    assert first == second
+    location = client.get_experiment(first).artifact_location
+    assert location == (store["root"] / "artifacts").as_uri() + "/recsys-tests"
+
+
+def test_run_records_params_metrics_and_tags(logged, client, parent_run_id):
+    run = client.get_run(logged.run_id)
+    assert run.data.params == {
+        "tie_weight": "0.001",
+        "loss.l2": "0.1",
+        "split.method": "temporal",
+        "split.holdout.fraction": "0.2",
+        "split.holdout.min_items": "1",
+        "serve_k": "2",
+    }
+    assert run.data.metrics == {"ndcg_at_10": 0.25, "recall_at_10": 0.5, "coverage": 0.8}
+    tags = run.data.tags
+    assert tags["recsys.data_hash"] == "abc123"
+    assert tags["recsys.model_type"] == "cooccurrence"
+    assert tags["team"] == "recs"
+    assert tags["mlflow.parentRunId"] == parent_run_id
+    assert json.loads(tags["recsys.metric_names"]) == {
+        "ndcg_at_10": "ndcg@10", "recall_at_10": "recall@10"
+    }
+    assert run.data.tags["mlflow.runName"] == "cooc-test"
+
+
+def test_run_stores_split_json_metrics_plot_and_extras(logged, client, tmp_path):
+    names = {a.path for a in client.list_artifacts(logged.run_id)}
+    assert {"split.json", "plots", "extra"} <= names
+    split = client.download_artifacts(logged.run_id, "split.json", str(tmp_path))
+    assert json.loads(Path(split).read_text()) == SPLIT
+    png = client.download_artifacts(logged.run_id, "plots/metrics.png", str(tmp_path))
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    notes = client.download_artifacts(logged.run_id, "extra/notes.txt", str(tmp_path))
+    assert Path(notes).read_text() == "hello"
+
+
+def test_model_has_signature_with_k_param_and_input_example(served):
+    signature = served.metadata.signature
+    assert signature.inputs.input_names() == ["user_id"]
+    assert signature.outputs.input_names() == ["user_id", "item_id", "score", "rank", "served_by"]
+    assert [(p.name, p.default) for p in signature.params.params] == [("k", SERVE_K)]
+    assert served.metadata.saved_input_example_info is not None
+
+
+def test_bad_inputs_are_refused_before_a_run_starts(trained, client, store):
+    model, id_map, X = trained
+    runs_before = len(client.search_runs([tracking.setup()]))
+    with pytest.raises(
+        tracking.TrackingError,
+        match=r"^train_matrix has shape \(5, 5\) but id_map has 5 users and 6 items$",
+    ):
+        tracking.log_model_run(
+            model, id_map=id_map, train_matrix=X[:, :5], params={}, metrics=METRICS,
+            split_info=SPLIT, data_hash="x", run_name="bad",
+        )
+    with pytest.raises(tracking.TrackingError, match="^metrics must be numbers; not numbers: a$"):
+        tracking.log_model_run(
+            model, id_map=id_map, train_matrix=X, params={}, metrics={"a": "high"},
+            split_info=SPLIT, data_hash="x", run_name="bad",
+        )
+    assert len(client.search_runs([tracking.setup()])) == runs_before
+
+
+def test_metric_key_maps_at_sign():
+    assert tracking.metric_key("ndcg@10") == "ndcg_at_10"
+    assert tracking.metric_key("hit rate/k=5") == "hit rate/k_5"
+
+
+# --------------------------------------------------------- the served model
+def test_known_users_get_model_top_k_without_seen_items(served, trained):
+    model, id_map, X = trained
+    users = ["u3", "u1", "u2"]
+    out = _predict(served, users)
+    assert list(out.columns) == ["user_id", "item_id", "score", "rank", "served_by"]
+    assert out["user_id"].tolist() == ["u3", "u3", "u1", "u1", "u2", "u2"]
+    assert out["rank"].tolist() == [1, 2] * 3
+    assert set(out["served_by"]) == {"model"}
+    items, scores = model.recommend(id_map.user_index(users), X, SERVE_K)
+    assert out["item_id"].tolist() == id_map.items[items.ravel()].tolist()
+    np.testing.assert_allclose(out["score"], scores.ravel(), rtol=1e-6)
+    seen = {(u, i) for u, items_ in TRAIN.items() for i in items_}
+    assert not seen & set(zip(out["user_id"], out["item_id"], strict=True))
+
+
+def test_hand_computed_list_for_one_user(served):
+    # u1 saw 101, 102; co-occurrence: 103 (with 101 and 102 via u2) = 2, 104 (via u5) = 1.
+    out = _predict(served, ["u1"], k=3)
+    assert out["item_id"].tolist() == [103, 104, 105]
+    assert out["rank"].tolist() == [1, 2, 3]
+
+
+def test_list_is_shorter_only_when_user_has_seen_nearly_everything(served):
+    out = _predict(served, ["u4", "u2"], k=3)  # u4 has seen 4 of 6 items
+    assert out.groupby("user_id", sort=False)["rank"].apply(list).to_dict() == {
+        "u4": [1, 2], "u2": [1, 2, 3]
+    }
+
+
+def test_unknown_user_gets_popular_items_and_never_a_crash(served):
+    out = _predict(served, ["stranger", "u1"], k=3)
+    stranger = out[out["user_id"] == "stranger"]
+    # Popularity 101: 3, 104: 3, 102: 2 (103, 105 also 2; ties go to the lower item).
+    assert stranger["item_id"].tolist() == [101, 104, 102]
+    assert stranger["score"].tolist() == [3.0, 3.0, 2.0]
+    assert stranger["rank"].tolist() == [1, 2, 3]
+    assert set(stranger["served_by"]) == {"popularity_fallback"}
+    assert out["user_id"].tolist()[:3] == ["stranger"] * 3
+    assert set(out.loc[out["user_id"] == "u1", "served_by"]) == {"model"}
+
+
+def test_duplicate_users_are_served_once(served):
+    out = _predict(served, ["u1", "u1", "ghost", "ghost"])
+    assert out["user_id"].tolist() == ["u1", "u1", "ghost", "ghost"]
+
+
+def test_served_recommender_rejects_bad_input(trained):
+    engine = tracking.ServedRecommender(*trained)
+    with pytest.raises(tracking.TrackingError,
+                       match="^input must be a DataFrame with a 'user_id' column$"):
+        engine.recommend(pd.DataFrame({"user": ["u1"]}), 2)
+    with pytest.raises(tracking.TrackingError, match="^user_id has 1 missing values$"):
+        engine.recommend(pd.DataFrame({"user_id": ["u1", None]}), 2)
+    with pytest.raises(tracking.TrackingError, match="^k must be a positive integer, got 0$"):
+        engine.recommend(pd.DataFrame({"user_id": ["u1"]}), 0)
+
+
+def test_model_loads_and_predicts_in_a_fresh_process(logged, served, store):
+    script = (
+        "import sys, pandas as pd\n"
+        "from recsys import tracking\n"
+        "m = tracking.load_model(sys.argv[1])\n"
+        "out = m.predict(pd.DataFrame({'user_id': ['u2', 'nobody']}), params={'k': 2})\n"
+        "sys.stdout.write(out.to_json(orient='records'))\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "tests")])}
+    done = subprocess.run(
+        [sys.executable, "-c", script, logged.model_uri],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = _predict(served, ["u2", "nobody"], k=2)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == json.loads(
+        expected.to_json(orient="records")
+    )
+
+
+# ---------------------------------------------------------------- registry
+def test_no_champion_before_any_promotion(store):
+    assert tracking.get_champion("never-registered") is None
+    assert tracking.champion_uri("shop") == "models:/shop@champion"
+
+
+def test_register_copies_run_tags_to_the_version(logged, client):
+    version = tracking.register_model(logged.run_id, "reg-tags")
+    assert version == 1
+    mv = client.get_model_version("reg-tags", "1")
+    assert mv.run_id == logged.run_id
+    assert mv.tags["recsys.model_type"] == "cooccurrence"
+    assert mv.tags["recsys.data_hash"] == "abc123"
+
+
+def _promote_first(logged, name):
+    version = tracking.register_model(logged.model_uri, name)
+    tracking.apply_decision(name, version, decide(0.25, None, candidate_version=version))
+    return version
+
+
+def test_first_promotion_sets_champion_and_records_decision(logged, client, tmp_path):
+    version = _promote_first(logged, "reg-first")
+    champion = tracking.get_champion("reg-first")
+    assert champion["version"] == version == 1
+    assert champion["run_id"] == logged.run_id
+    assert champion["model_type"] == "cooccurrence"
+    assert champion["metrics"] == METRICS
+    assert champion["tags"]["promotion.verdict"] == "promote"
+    assert champion["model_uri"] == "models:/reg-first/1"
+    assert tracking.version_by_alias("reg-first", "previous_champion") is None
+    path = client.download_artifacts(
+        logged.run_id, tracking.decision_artifact("reg-first", 1), str(tmp_path)
+    )
+    assert json.loads(Path(path).read_text())["verdict"] == "promote"
+
+
+def test_worse_candidate_leaves_champion_and_records_hold(logged, client):
+    _promote_first(logged, "reg-hold")
+    candidate = tracking.register_model(logged.model_uri, "reg-hold")
+    decision = decide(0.20, 0.25, margin=0.01, candidate_version=candidate, champion_version=1)
+    tracking.apply_decision("reg-hold", candidate, decision)
+    assert tracking.get_champion("reg-hold")["version"] == 1
+    tags = client.get_model_version("reg-hold", str(candidate)).tags
+    assert tags["promotion.verdict"] == "hold"
+    assert tags["promotion.candidate_score"] == "0.2"
+    assert tags["promotion.champion_score"] == "0.25"
+    assert tags["promotion.margin"] == "0.01"
+    assert tags["promotion.reason"].startswith("hold: candidate ndcg@10=0.2")
+    assert tracking.version_by_alias("reg-hold", "previous_champion") is None
+
+
+def test_better_candidate_moves_champion_and_keeps_previous(logged, client):
+    _promote_first(logged, "reg-move")
+    candidate = tracking.register_model(logged.model_uri, "reg-move")
+    tracking.apply_decision("reg-move", candidate, decide(0.30, 0.25, margin=0.01))
+    assert tracking.get_champion("reg-move")["version"] == candidate == 2
+    assert int(tracking.version_by_alias("reg-move", "previous_champion").version) == 1
+    assert client.get_model_version("reg-move", "2").tags["promotion.verdict"] == "promote"
+
+
+def test_recommend_for_users_serves_the_champion(logged, served):
+    _promote_first(logged, "recsys-tests")  # the configured default name
+    out = tracking.recommend_for_users(["u5", "new"], k=2)
+    pd.testing.assert_frame_equal(out, _predict(served, ["u5", "new"], k=2))
+    assert out["served_by"].tolist() == ["model"] * 2 + ["popularity_fallback"] * 2
