@@ -101,8 +101,9 @@ def test_bad_values_stay_as_read_and_no_row_is_dropped(tmp_path):
 
 
 def test_parquet_with_datetime_column(tmp_path):
+    times = pd.to_datetime(["1970-01-01 00:01:00", "2024-01-01 00:00:00"])
     frame = pd.DataFrame({"user_id": [1, 2], "item_id": [5, 6], "rating": [1.0, 2.0],
-                          "timestamp": pd.to_datetime(["1970-01-01 00:01:00", "2024-01-01 00:00:00"])})
+                          "timestamp": times})
     frame.to_parquet(tmp_path / "t.parquet")
     inter = load_dataset(tmp_path / "t.parquet").interactions
     assert inter["timestamp"].tolist() == [60, 1704067200]
