@@ -23,6 +23,7 @@ The registry uses aliases, never stages: ``champion`` serves, and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -681,6 +682,16 @@ def recommend_for_users(
 
 
 # ----------------------------------------------------------------- promotion
+def _with_versions(decision: Decision, candidate: int | str, champion: Any | None) -> Decision:
+    """``decision`` with the registry versions filled in where the caller left them out."""
+    fill: dict[str, int] = {}
+    if decision.candidate_version is None:
+        fill["candidate_version"] = int(candidate)
+    if decision.champion_version is None and champion is not None:
+        fill["champion_version"] = int(champion.version)
+    return dataclasses.replace(decision, **fill) if fill else decision
+
+
 def decision_artifact(name: str, version: int | str) -> str:
     """Artifact path, inside the candidate's run, of the decision on ``name`` ``version``."""
     return f"promotion/{name}-v{version}.json"
@@ -693,12 +704,18 @@ def apply_decision(name: str | None, candidate_version: int | str, decision: Dec
     and ``promotion/<name>-v<version>.json`` on the candidate's run. On a
     promote: the old champion (if any, and not the candidate itself) becomes
     ``previous_champion`` and ``champion`` moves to the candidate. On a hold,
-    no alias changes.
+    no alias changes. Versions the decision leaves out are filled in from the
+    registry before it is recorded.
+
+    Raises:
+        mlflow.exceptions.MlflowException: ``name`` has no such version.
     """
     setup()
     name = name or config.model_name()
     client = _client()
     version = client.get_model_version(name, str(candidate_version))
+    current = version_by_alias(name, CHAMPION)
+    decision = _with_versions(decision, version.version, current)
     set_version_tags(name, version.version, decision.as_tags())
     if version.run_id:
         client.log_dict(
@@ -707,8 +724,7 @@ def apply_decision(name: str | None, candidate_version: int | str, decision: Dec
     if not decision.promote:
         log.info("%s version %s held: %s", name, version.version, decision.reason)
         return
-    current = version_by_alias(name, CHAMPION)
-    if current is not None and current.version != version.version:
+    if current is not None and int(current.version) != int(version.version):
         set_alias(name, PREVIOUS_CHAMPION, current.version)
     set_alias(name, CHAMPION, version.version)
     log.info("%s version %s is champion: %s", name, version.version, decision.reason)

@@ -327,7 +327,10 @@ def test_better_candidate_moves_champion_and_keeps_previous(logged, client):
     tracking.apply_decision("reg-move", candidate, decide(0.30, 0.25, margin=0.01))
     assert tracking.get_champion("reg-move")["version"] == candidate == 2
     assert int(tracking.version_by_alias("reg-move", "previous_champion").version) == 1
-    assert client.get_model_version("reg-move", "2").tags["promotion.verdict"] == "promote"
+    tags = client.get_model_version("reg-move", "2").tags
+    assert tags["promotion.verdict"] == "promote"
+    # decide() was not told the versions: apply_decision fills them in from the registry.
+    assert (tags["promotion.candidate_version"], tags["promotion.champion_version"]) == ("2", "1")
 
 
 def test_recommend_for_users_serves_the_champion(logged, served):
