@@ -187,11 +187,16 @@ def log_model_run(
 
     Raises:
         TrackingError: the model is not fitted, shapes disagree, ``k`` is not
-            positive, or a metric is not a number.
+            positive, a metric is not a number or an artifact path is missing;
+            raised before any run is created.
     """
     import mlflow
 
     X = _check_run_inputs(model, id_map, train_matrix, metrics, k)
+    missing = [f"{name!r}: {path}" for name, path in (artifacts or {}).items()
+               if not Path(path).exists()]
+    if missing:
+        raise TrackingError(f"artifacts do not exist: {', '.join(missing)}")
     experiment_id = setup()
     logged_metrics, renamed = _mlflow_metrics(metrics)
     run_tags = _run_tags(model, data_hash, renamed, tags)
@@ -356,10 +361,8 @@ def _log_extra_artifacts(artifacts: Mapping[str, Path]) -> None:
         path = Path(path)
         if path.is_dir():
             mlflow.log_artifacts(str(path), artifact_path=name)
-        elif path.is_file():
-            mlflow.log_artifact(str(path), artifact_path=name)
         else:
-            raise TrackingError(f"artifact {name!r}: {path} does not exist")
+            mlflow.log_artifact(str(path), artifact_path=name)
 
 
 # -------------------------------------------------------------- served model

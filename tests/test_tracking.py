@@ -182,6 +182,11 @@ def test_bad_inputs_are_refused_before_a_run_starts(trained, client, store):
             model, id_map=id_map, train_matrix=X, params={}, metrics={"a": "high"},
             split_info=SPLIT, data_hash="x", run_name="bad",
         )
+    with pytest.raises(tracking.TrackingError, match="^artifacts do not exist: 'x': /nowhere$"):
+        tracking.log_model_run(
+            model, id_map=id_map, train_matrix=X, params={}, metrics=METRICS,
+            split_info=SPLIT, data_hash="x", run_name="bad", artifacts={"x": Path("/nowhere")},
+        )
     assert len(client.search_runs([tracking.setup()])) == runs_before
 
 
