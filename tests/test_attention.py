@@ -1,0 +1,156 @@
+"""Self-attention recommender: learns a deterministic next-item rule, saves,
+reloads and repeats itself exactly; index helpers checked by hand."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from recsys.models.attention import (
+    SelfAttentionRecommender,
+    _left_pad,
+    _training_windows,
+    ndcg_at_10,
+)
+from recsys.models.base import FitContext
+
+N_ITEMS = 10
+TINY = {"max_len": 8, "d_model": 16, "n_heads": 2, "n_blocks": 1, "dropout": 0.0,
+        "epochs": 15, "batch_size": 32, "learning_rate": 0.01, "patience": 15}
+
+
+def cyclic_data(n_users: int = 60, seed: int = 0) -> tuple[sp.csr_matrix, list[np.ndarray]]:
+    """Each user walks i → i + 1 (mod N_ITEMS) from a random start, 4 to 8 steps."""
+    rng = np.random.default_rng(seed)
+    seqs = [(rng.integers(N_ITEMS) + np.arange(rng.integers(4, 9))) % N_ITEMS
+            for _ in range(n_users)]
+    rows = np.repeat(np.arange(n_users), [len(s) for s in seqs])
+    X = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, np.concatenate(seqs))),
+                      shape=(n_users, N_ITEMS))
+    return X, seqs
+
+
+@pytest.fixture(scope="module")
+def cyclic():
+    X, seqs = cyclic_data()
+    model = SelfAttentionRecommender(**TINY).fit(X, FitContext(sequences=seqs))
+    return model, X, seqs
+
+
+def test_learns_next_item_rule(cyclic):
+    model, X, seqs = cyclic
+    expected = np.array([(s[-1] + 1) % N_ITEMS for s in seqs])
+    items, _ = model.recommend(np.arange(len(seqs)), X, k=3)
+    assert np.mean(items[:, 0] == expected) >= 0.9
+    assert np.mean((items == expected[:, None]).any(axis=1)) == 1.0
+
+
+def test_history_records_every_epoch(cyclic):
+    model, _, _ = cyclic
+    h = model.history_
+    assert set(h) == {"loss", "val_ndcg@10"}
+    assert len(h["loss"]) == len(h["val_ndcg@10"]) == TINY["epochs"]  # patience never ran out
+    assert h["loss"][-1] < h["loss"][0]
+    assert h["val_ndcg@10"][model.best_epoch_ - 1] == max(h["val_ndcg@10"])
+
+
+def test_save_load_identical_scores(cyclic, tmp_path):
+    model, X, _ = cyclic
+    loaded = SelfAttentionRecommender.load(model.save(tmp_path / "m"))
+    users = np.arange(X.shape[0])
+    np.testing.assert_array_equal(model._score(users, X), loaded._score(users, X))
+    assert loaded.get_params() == model.get_params()
+    assert loaded.history_ == model.history_
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "history.json", "network.weights.h5", "params.json", "state.npz"]
+
+
+def test_pickle_carries_weights_not_keras_object(cyclic):
+    model, X, _ = cyclic
+    blob = pickle.dumps(model)
+    assert b"keras" not in blob
+    users = np.arange(X.shape[0])
+    np.testing.assert_array_equal(pickle.loads(blob)._score(users, X), model._score(users, X))
+
+
+def test_same_seed_same_scores_other_seed_differs(cyclic):
+    model, X, seqs = cyclic
+    users = np.arange(X.shape[0])
+    again = SelfAttentionRecommender(**TINY).fit(X, FitContext(sequences=seqs))
+    np.testing.assert_array_equal(again._score(users, X), model._score(users, X))
+    other = SelfAttentionRecommender(**{**TINY, "epochs": 1, "random_state": 1})
+    assert not np.array_equal(other.fit(X, FitContext(sequences=seqs))._score(users, X),
+                              model._score(users, X))
+
+
+def test_changed_history_falls_back_to_x_order(cyclic):
+    model, X, seqs = cyclic
+    fitted = model._histories(np.array([0]), X)
+    assert fitted[0][fitted[0] > 0].tolist() == [int(i) + 1 for i in seqs[0]]
+    X2 = X.tolil()
+    X2[0, (seqs[0][-1] + 1) % N_ITEMS] = 1.0
+    changed = model._histories(np.array([0]), X2.tocsr())
+    assert changed[0][changed[0] > 0].tolist() == (np.flatnonzero(X2[0].toarray()) + 1).tolist()
+
+
+def test_profile_conditioning_runs():
+    X, seqs = cyclic_data(n_users=20)
+    profiles = pd.DataFrame({"age": np.arange(20.0), "gender": ["M", "F"] * 10})
+    model = SelfAttentionRecommender(**{**TINY, "epochs": 1, "use_profile": True})
+    model.fit(X, FitContext(sequences=seqs, user_features=profiles))
+    assert model.profile_.shape == (20, 1)  # the one numeric column, standardised
+    assert model.profile_.mean() == pytest.approx(0.0, abs=1e-6)
+    assert model._score(np.arange(3), X).shape == (3, N_ITEMS)
+
+
+# ------------------------------------------------------------------ errors
+def test_bad_inputs_named():
+    X, seqs = cyclic_data(n_users=5)
+    with pytest.raises(ValueError, match="^context.sequences has 4 rows but X has 5 users$"):
+        SelfAttentionRecommender(**TINY).fit(X, FitContext(sequences=seqs[:4]))
+    bad = [*seqs[:4], np.array([N_ITEMS])]
+    with pytest.raises(ValueError, match=r"item indices outside \[0, 10\)"):
+        SelfAttentionRecommender(**TINY).fit(X, FitContext(sequences=bad))
+    with pytest.raises(ValueError, match=r"^d_model \(16\) must be divisible by n_heads \(3\)$"):
+        SelfAttentionRecommender(**{**TINY, "n_heads": 3}).fit(X)
+    with pytest.raises(ValueError, match="^use_profile=True needs context.user_features$"):
+        SelfAttentionRecommender(**{**TINY, "use_profile": True}).fit(X)
+
+
+def test_module_import_does_not_load_tensorflow():
+    code = ("import sys, recsys.models.attention; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------- helpers
+def test_training_windows_by_hand():
+    # user 0: items 5,6,7,8 → pairs (5→6),(6→7),(7→8); user 1: item 9 only → none
+    items, indptr = np.array([5, 6, 7, 8, 9]), np.array([0, 4, 5])
+    inputs, targets, weights, users = _training_windows(items, indptr, max_len=2)
+    # windows of 2 pairs from the most recent backwards: [(6→7),(7→8)] and [pad,(5→6)]
+    order = np.argsort(inputs[:, -1])
+    assert inputs[order].tolist() == [[0, 6], [7, 8]]  # +1 shifted, 0 = padding
+    assert targets[order].tolist() == [[0, 6], [7, 8]]  # unshifted: 5→6 is target 6
+    assert weights[order].tolist() == [[0, 1], [1, 1]]
+    assert users.tolist() == [0, 0]
+
+
+def test_left_pad_keeps_last_items():
+    items, indptr = np.array([1, 2, 3, 4, 0]), np.array([0, 4, 5, 5])
+    out = _left_pad(items, indptr, np.array([0, 1, 2]), max_len=3)
+    assert out.tolist() == [[3, 4, 5], [0, 0, 1], [0, 0, 0]]
+
+
+def test_ndcg_at_10_limits_and_known_value():
+    scores = np.array([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [-np.inf, 0.0, 1.0]])
+    assert ndcg_at_10(scores, np.array([0, 0, 1])).tolist() == pytest.approx(
+        [1.0, 0.5, 1 / np.log2(3)])
+    far = np.arange(20.0)[None, ::-1]
+    assert ndcg_at_10(far, np.array([10])).tolist() == [0.0]
