@@ -21,6 +21,7 @@ MODELS: dict[str, str] = {
     "itemknn": "recsys.models.itemknn:ItemKNNRecommender",
     "als": "recsys.models.als:ALSRecommender",
     "ease": "recsys.models.ease:EASERecommender",
+    "attention": "recsys.models.attention:SelfAttentionRecommender",
 }
 
 
