@@ -25,8 +25,8 @@ FAST_PARAMS: dict[str, dict] = {
     "itemknn": {"k_neighbours": 10},
     "als": {"factors": 8, "iterations": 10},
     "ease": {"l2": 1.0},
-    # first guess at tiny settings; the attention model's author tunes these
-    "attention": {"max_len": 10, "d_model": 16, "n_blocks": 1, "epochs": 30},
+    "attention": {"max_len": 10, "d_model": 16, "n_heads": 1, "n_blocks": 1, "dropout": 0.0,
+                  "epochs": 15, "learning_rate": 0.01, "patience": 15},
 }
 
 #: Models that give everyone the same list (exempt from the oracle).

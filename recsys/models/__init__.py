@@ -21,7 +21,6 @@ MODELS: dict[str, str] = {
     "itemknn": "recsys.models.itemknn:ItemKNNRecommender",
     "als": "recsys.models.als:ALSRecommender",
     "ease": "recsys.models.ease:EASERecommender",
-    "attention": "recsys.models.attention:SelfAttentionRecommender",
 }
 
 
