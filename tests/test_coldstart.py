@@ -1,0 +1,120 @@
+"""The cold-start chain: segment, onboarding and global paths, the cold slice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.coldstart import (
+    ColdStartError,
+    age_band,
+    cold_user_split,
+    evaluate_cold_users,
+    fit_cold_start,
+)
+
+ITEMS = pd.DataFrame({"item_id": [1, 2, 3, 4, 5],
+                      "title": ["Alpha", "Beta", "Gamma", "Delta", "Alpha Returns"],
+                      "genres": ["Action", "Drama", "Drama", "Comedy", "Action"]})
+USERS = pd.DataFrame({"user_id": [10, 11, 12, 13],
+                      "age": [20, 22, 60, 61], "gender": ["F", "F", "M", "M"],
+                      "occupation": ["student", "student", "retired", "retired"]})
+# young women watch 2 and 3; older men watch 1 and 4; 1 is the most popular overall
+TRAIN = pd.DataFrame({"user_id": [10, 10, 11, 11, 12, 12, 13, 13, 13],
+                      "item_id": [2, 3, 2, 3, 1, 4, 1, 4, 3],
+                      "rating": [5.0] * 9, "timestamp": np.arange(9)})
+
+
+def chain():
+    return fit_cold_start(TRAIN, ITEMS, USERS, min_segment_users=2)
+
+
+def test_age_bands():
+    assert [age_band(a) for a in (5, 18, 24, 25, 60, 99)] == [
+        "0-17", "18-24", "18-24", "25-34", "56-199", "56-199"]
+
+
+def test_unknown_user_without_anything_gets_global_popularity():
+    recs = chain().recommend(2)
+    assert recs["item_id"].tolist() == [3, 1]  # 3 and 1... counts: 3→3, 1→2, 2→2, 4→2
+    assert (recs["served_by"] == "global").all()
+    assert recs["rank"].tolist() == [1, 2]
+
+
+def test_demographics_pick_the_segment():
+    recs = chain().recommend(2, demographics={"age": 21, "gender": "F"})
+    assert set(recs["item_id"]) == {2, 3}
+    assert (recs["served_by"] == "segment:age_gender").all()
+
+
+def test_known_user_id_uses_the_users_table_segment():
+    recs = chain().recommend(2, user_id=12)
+    assert set(recs["item_id"]) == {1, 4}
+    assert recs["served_by"].iloc[0] == "segment:age_gender"
+
+
+def test_small_segment_falls_back_to_occupation_then_global():
+    small = fit_cold_start(TRAIN, ITEMS, USERS, min_segment_users=3)
+    assert small.recommend(1, demographics={"age": 21, "gender": "F",
+                                            "occupation": "student"})["served_by"][0] == "global"
+
+
+def test_onboarding_liked_item_reaches_a_new_item_by_content():
+    strong = fit_cold_start(TRAIN, ITEMS, USERS, min_segment_users=2, onboarding_weight=10)
+    recs = strong.recommend(3, liked_items=[1])
+    # 4 (cosine 1) and 3 (cosine 0.41) are co-watched with 1; 5 has no interaction
+    # but shares "alpha" and Action with 1 (content vote 0.3); 2 is unrelated and
+    # only has its popularity (2/3 of the top item's)
+    assert recs["item_id"].tolist() == [4, 3, 5]
+    assert recs["served_by"][0] == "onboarding"
+
+
+def test_onboarding_genres_and_exclude():
+    recs = chain().recommend(3, liked_genres=["Comedy"], exclude=[3])
+    assert recs["item_id"].iloc[0] == 4
+    assert 3 not in recs["item_id"].tolist()
+
+
+def test_similar_items_for_an_item_nobody_saw():
+    sims = chain().similar_items(5, k=1)
+    assert sims["item_id"].tolist() == [1]
+    with pytest.raises(ColdStartError, match=r"unknown item id\(s\) \[99\]"):
+        chain().similar_items(99)
+
+
+def test_bad_k_and_empty_train():
+    with pytest.raises(ColdStartError, match="k must be a positive integer, got 0"):
+        chain().recommend(0)
+    with pytest.raises(ColdStartError, match="train has no rows"):
+        fit_cold_start(TRAIN.iloc[:0])
+
+
+def test_cold_user_split_trims_a_copy():
+    train = pd.DataFrame({"user_id": [1] * 5 + [2] * 5, "item_id": list(range(10)),
+                          "timestamp": [5, 4, 3, 2, 1] * 2})
+    test = pd.DataFrame({"user_id": [1, 2], "item_id": [20, 21]})
+    before = train.copy()
+    cold_train, cold_test = cold_user_split(train, test, max_history=2, seed=0, share=0.5)
+    pd.testing.assert_frame_equal(train, before)
+    chosen = cold_test["user_id"].unique()
+    assert chosen.size == 1
+    kept = cold_train[cold_train.user_id == chosen[0]]
+    assert sorted(kept["timestamp"]) == [1, 2]  # the earliest two
+    other = 3 - chosen[0]
+    assert len(cold_train[cold_train.user_id == other]) == 5
+
+
+def test_cold_user_split_rejects_negative_history():
+    with pytest.raises(ColdStartError, match="max_history must be >= 0, got -1"):
+        cold_user_split(TRAIN, TRAIN, max_history=-1)
+
+
+def test_evaluate_cold_users_reports_every_row():
+    test = pd.DataFrame({"user_id": [10, 11, 12, 13], "item_id": [1, 1, 2, 2]})
+    report = evaluate_cold_users(TRAIN, test, ITEMS, USERS, models=("popularity",),
+                                 max_history=1, seed=0)
+    assert set(report["results"]) == {"global_popularity", "chain", "chain_no_history",
+                                      "popularity"}
+    assert report["n_users"] == 1
+    assert sum(report["served_by"].values()) == 1
