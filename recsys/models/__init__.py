@@ -21,6 +21,8 @@ MODELS: dict[str, str] = {
     "itemknn": "recsys.models.itemknn:ItemKNNRecommender",
     "als": "recsys.models.als:ALSRecommender",
     "ease": "recsys.models.ease:EASERecommender",
+    "content": "recsys.models.content:ContentRecommender",
+    "ranker": "recsys.models.ranker:XGBRankerRecommender",
 }
 
 

@@ -1,0 +1,136 @@
+"""The two-stage XGBoost ranker: the carve, features, tuning, determinism."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from recsys.models import make_model
+from recsys.models.base import FitContext
+from recsys.models.ranker import (
+    XGBRankerRecommender,
+    feature_names,
+    plot_feature_importances,
+    split_history,
+)
+
+TINY = {"generators": ("popularity", "itemknn", "ease"), "n_candidates": 6, "n_folds": 2,
+        "param_grid": {"max_depth": (2, 3), "learning_rate": (0.3,), "min_child_weight": (0.0,)},
+        "max_rounds": 15, "n_jobs": 1, "generator_params": {"ease": {"l2": 1.0},
+                                                             "itemknn": {"k_neighbours": 5}}}
+
+
+def blocks(n_users: int = 40, n_items: int = 24, seed: int = 0):
+    """Three taste blocks of items; each user likes most of one block, and a few
+    popular items of another. Sequences are random orders of each user's items."""
+    rng = np.random.default_rng(seed)
+    rows, cols = [], []
+    for u in range(n_users):  # tiny fixture: a loop is clearer than a matrix trick here
+        block = u % 3
+        liked = [i for i in range(n_items) if i % 3 == block and rng.random() < 0.7]
+        liked += [i for i in (0, 1, 2) if i % 3 != block and rng.random() < 0.3]
+        rows += [u] * len(liked)
+        cols += liked
+    X = sp.csr_matrix((np.full(len(rows), 4.0, dtype=np.float32), (rows, cols)),
+                      shape=(n_users, n_items))
+    seqs = [rng.permutation(X[u].indices).astype(np.int64) for u in range(n_users)]
+    items = pd.DataFrame({"item_id": np.arange(n_items),
+                          "genres": [["A", "B", "C"][i % 3] for i in range(n_items)],
+                          "year": 1990 + np.arange(n_items)})
+    return X, FitContext(sequences=seqs, extra={"items": items})
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, ctx = blocks()
+    return XGBRankerRecommender(**TINY).fit(X, ctx), X, ctx
+
+
+def test_split_history_by_time_hand_checked():
+    X = sp.csr_matrix(np.array([[1, 2, 3, 4], [0, 5, 0, 0]], dtype=np.float32))
+    seqs = [np.array([2, 0, 1, 3]), np.array([1])]
+    early, labels = split_history(X, seqs, 0.5)
+    assert labels.toarray().tolist() == [[0, 1, 0, 1], [0, 0, 0, 0]]
+    assert early.toarray().tolist() == [[1, 0, 3, 0], [0, 5, 0, 0]]
+
+
+def test_split_history_random_folds_partition_each_history():
+    X, ctx = blocks()
+    parts = [split_history(X, ctx.sequences, 0.2, how="random", seed=3, n_folds=3, fold=f)[1]
+             for f in range(3)]
+    total = sum(p for p in parts)
+    assert total.max() == 1  # disjoint
+    assert (total != 0).sum() == sum(X[u].nnz for u in range(X.shape[0]) if X[u].nnz >= 2)
+    again = split_history(X, ctx.sequences, 0.2, how="random", seed=3, n_folds=3, fold=1)[1]
+    assert (again != parts[1]).nnz == 0
+
+
+def test_split_history_rejects_unknown_mode():
+    X, ctx = blocks()
+    with pytest.raises(ValueError, match="how must be 'time' or 'random', got 'x'"):
+        split_history(X, ctx.sequences, 0.2, how="x")
+
+
+def test_recommends_the_users_block(fitted):
+    model, X, _ = fitted
+    items, _ = model.recommend(np.arange(X.shape[0]), X, k=2)
+    same_block = (items % 3) == (np.arange(X.shape[0]) % 3)[:, None]
+    assert same_block[:, 0].mean() >= 0.9
+
+
+def test_importances_tuning_and_final_generators(fitted):
+    model, X, _ = fitted
+    assert list(model.feature_importances_) == model.feature_names_ == feature_names(
+        TINY["generators"])
+    assert all(v >= 0 for v in model.feature_importances_.values())
+    assert sum(model.feature_importances_.values()) > 0
+    assert len(model.validation_) == 2
+    assert model.best_params_["max_depth"] in (2, 3) and model.best_params_["n_rounds"] >= 1
+    # scoring generators were refitted on all of X, not on the carve
+    counts = np.bincount(X.indices, minlength=X.shape[1])
+    np.testing.assert_array_equal(model.generators_["popularity"].item_scores_, counts)
+
+
+def test_same_seed_same_scores(fitted):
+    model, X, ctx = fitted
+    again = XGBRankerRecommender(**TINY).fit(X, ctx)
+    users = np.arange(X.shape[0])
+    np.testing.assert_array_equal(model._score(users, X), again._score(users, X))
+
+
+def test_candidates_outscore_every_other_item(fitted):
+    model, X, _ = fitted
+    scores = model._score(np.array([0]), X)[0]
+    unseen = np.setdiff1d(np.arange(X.shape[1]), X[0].indices)
+    n_cand = (scores > scores[unseen].min()).sum()
+    assert n_cand >= TINY["n_candidates"]
+    assert np.isfinite(scores).all()
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    model, X, _ = fitted
+    loaded = XGBRankerRecommender.load(model.save(tmp_path / "ranker"))
+    np.testing.assert_array_equal(loaded.recommend([1, 2], X, k=5)[0],
+                                  model.recommend([1, 2], X, k=5)[0])
+
+
+def test_plot_feature_importances(fitted):
+    fig = plot_feature_importances(fitted[0], top=5)
+    assert len(fig.axes[0].patches) == 5
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"objective": "rank:map"}, "objective must be 'rank:ndcg' or 'rank:pairwise', got 'rank:map'"),
+    ({"n_folds": 3, "holdout": "time"},
+     "n_folds must be 1, or > 1 with holdout='random'; got 3 with holdout='time'"),
+    ({"generators": ("ranker",)}, "ranker cannot use itself as a generator"),
+    ({"label_share": 1.0}, "label_share must lie in (0, 1), got 1.0"),
+])
+def test_bad_parameters_raise(params, message):
+    X, ctx = blocks()
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        make_model("ranker", **params).fit(X, ctx)
