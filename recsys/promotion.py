@@ -29,7 +29,7 @@ from typing import Any
 TOLERANCE = 1e-12
 
 #: Prefix of every registry tag written from a decision.
-TAG_PREFIX = "promotion."
+TAG_PREFIX = "recsys.decision."
 
 
 class PromotionInputError(ValueError):
@@ -70,7 +70,7 @@ class Decision:
         return "promote" if self.promote else "hold"
 
     def as_tags(self) -> dict[str, str]:
-        """The decision as registry tags (all strings, keys prefixed ``promotion.``).
+        """The decision as registry tags (all strings, keys prefixed ``recsys.decision.``).
 
         A missing champion or version is written as ``"none"``; scores use
         ``repr`` so no precision is lost (``nan`` stays readable).

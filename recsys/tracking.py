@@ -575,13 +575,20 @@ def register_model(run_id_or_model_uri: str, name: str | None = None) -> int:
         name: registered model name; defaults to :func:`recsys.config.model_name`.
 
     Returns:
-        The new version number. The run's ``recsys.model_type`` and
-        ``recsys.data_hash`` tags are copied onto the version.
+        The version number. The run's ``recsys.model_type`` and
+        ``recsys.data_hash`` tags are copied onto the version. Registering the
+        same run id again returns its existing version, so a retried task
+        never creates a second version of one run.
     """
     import mlflow
 
     setup()
     name = name or config.model_name()
+    if ":/" not in run_id_or_model_uri:
+        existing = _client().search_model_versions(
+            f"name = '{name}' and run_id = '{run_id_or_model_uri}'")
+        if existing:
+            return min(int(v.version) for v in existing)
     uri = _model_uri_of(run_id_or_model_uri)
     version = mlflow.register_model(uri, name)
     run_tags = _client().get_run(version.run_id).data.tags if version.run_id else {}
@@ -629,7 +636,8 @@ def get_champion(name: str | None = None) -> dict[str, Any] | None:
     Returns:
         ``version`` (int), ``run_id``, ``model_type``, ``metrics`` (under the
         names they were logged with, e.g. ``ndcg@10``), ``tags`` (the
-        version's tags) and ``model_uri`` (``models:/NAME/VERSION``).
+        version's tags), ``run_tags`` (the training run's tags) and
+        ``model_uri`` (``models:/NAME/VERSION``).
     """
     setup()
     name = name or config.model_name()
@@ -645,6 +653,7 @@ def get_champion(name: str | None = None) -> dict[str, Any] | None:
         "model_type": version.tags.get(TAG_MODEL_TYPE) or run_tags.get(TAG_MODEL_TYPE),
         "metrics": metrics,
         "tags": dict(version.tags),
+        "run_tags": dict(run_tags),
         "model_uri": f"models:/{name}/{version.version}",
     }
 
@@ -703,7 +712,7 @@ def decision_artifact(name: str, version: int | str) -> str:
 def apply_decision(name: str | None, candidate_version: int | str, decision: Decision) -> None:
     """Record ``decision`` on the candidate version and move aliases if it promotes.
 
-    Always: the decision's tags (``promotion.*``) go on the candidate version
+    Always: the decision's tags (``recsys.decision.*``) go on the candidate version
     and ``promotion/<name>-v<version>.json`` on the candidate's run. On a
     promote: the old champion (if any, and not the candidate itself) becomes
     ``previous_champion`` and ``champion`` moves to the candidate. On a hold,

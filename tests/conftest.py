@@ -15,6 +15,7 @@ import pytest
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="recsys-tests-"))
 os.environ.setdefault("AIRFLOW_HOME", str(_SESSION_TMP / "airflow"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "dags")
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["RECSYS_HOME"] = str(_SESSION_TMP / "var")
 os.environ["RECSYS_MLRUNS"] = str(_SESSION_TMP / "mlruns")

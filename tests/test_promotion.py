@@ -91,23 +91,23 @@ def test_as_tags_records_everything_as_strings():
     tags = decide(0.3, 0.2, margin=0.05, metric="recall@20", candidate_version=4,
                   champion_version=3).as_tags()
     assert tags == {
-        "promotion.verdict": "promote",
-        "promotion.metric": "recall@20",
-        "promotion.candidate_score": "0.3",
-        "promotion.champion_score": "0.2",
-        "promotion.margin": "0.05",
-        "promotion.margin_mode": "absolute",
-        "promotion.reason": tags["promotion.reason"],
-        "promotion.candidate_version": "4",
-        "promotion.champion_version": "3",
+        "recsys.decision.verdict": "promote",
+        "recsys.decision.metric": "recall@20",
+        "recsys.decision.candidate_score": "0.3",
+        "recsys.decision.champion_score": "0.2",
+        "recsys.decision.margin": "0.05",
+        "recsys.decision.margin_mode": "absolute",
+        "recsys.decision.reason": tags["recsys.decision.reason"],
+        "recsys.decision.candidate_version": "4",
+        "recsys.decision.champion_version": "3",
     }
-    assert tags["promotion.reason"].startswith("promote: candidate recall@20=0.3")
+    assert tags["recsys.decision.reason"].startswith("promote: candidate recall@20=0.3")
 
 
 def test_as_tags_without_champion_says_none():
     tags = decide(0.3, None).as_tags()
-    assert tags["promotion.champion_score"] == "none"
-    assert tags["promotion.champion_version"] == "none"
+    assert tags["recsys.decision.champion_score"] == "none"
+    assert tags["recsys.decision.champion_version"] == "none"
 
 
 def test_to_dict_is_json_safe_and_complete():

@@ -302,7 +302,7 @@ def test_first_promotion_sets_champion_and_records_decision(logged, client, tmp_
     assert champion["run_id"] == logged.run_id
     assert champion["model_type"] == "cooccurrence"
     assert champion["metrics"] == METRICS
-    assert champion["tags"]["promotion.verdict"] == "promote"
+    assert champion["tags"]["recsys.decision.verdict"] == "promote"
     assert champion["model_uri"] == "models:/reg-first/1"
     assert tracking.version_by_alias("reg-first", "previous_champion") is None
     path = client.download_artifacts(
@@ -318,11 +318,11 @@ def test_worse_candidate_leaves_champion_and_records_hold(logged, client):
     tracking.apply_decision("reg-hold", candidate, decision)
     assert tracking.get_champion("reg-hold")["version"] == 1
     tags = client.get_model_version("reg-hold", str(candidate)).tags
-    assert tags["promotion.verdict"] == "hold"
-    assert tags["promotion.candidate_score"] == "0.2"
-    assert tags["promotion.champion_score"] == "0.25"
-    assert tags["promotion.margin"] == "0.01"
-    assert tags["promotion.reason"].startswith("hold: candidate ndcg@10=0.2")
+    assert tags["recsys.decision.verdict"] == "hold"
+    assert tags["recsys.decision.candidate_score"] == "0.2"
+    assert tags["recsys.decision.champion_score"] == "0.25"
+    assert tags["recsys.decision.margin"] == "0.01"
+    assert tags["recsys.decision.reason"].startswith("hold: candidate ndcg@10=0.2")
     assert tracking.version_by_alias("reg-hold", "previous_champion") is None
 
 
@@ -333,9 +333,9 @@ def test_better_candidate_moves_champion_and_keeps_previous(logged, client):
     assert tracking.get_champion("reg-move")["version"] == candidate == 2
     assert int(tracking.version_by_alias("reg-move", "previous_champion").version) == 1
     tags = client.get_model_version("reg-move", "2").tags
-    assert tags["promotion.verdict"] == "promote"
+    assert tags["recsys.decision.verdict"] == "promote"
     # decide() was not told the versions: apply_decision fills them in from the registry.
-    assert (tags["promotion.candidate_version"], tags["promotion.champion_version"]) == ("2", "1")
+    assert (tags["recsys.decision.candidate_version"], tags["recsys.decision.champion_version"]) == ("2", "1")
 
 
 def test_recommend_for_users_serves_the_champion(logged, served):
@@ -343,3 +343,10 @@ def test_recommend_for_users_serves_the_champion(logged, served):
     out = tracking.recommend_for_users(["u5", "new"], k=2)
     pd.testing.assert_frame_equal(out, _predict(served, ["u5", "new"], k=2))
     assert out["served_by"].tolist() == ["model"] * 2 + ["popularity_fallback"] * 2
+
+
+def test_registering_the_same_run_twice_returns_its_first_version(store, logged):
+    """Regression: a retried promote task registered a second version of one run."""
+    name = "retried-register"
+    first = tracking.register_model(logged.run_id, name)
+    assert tracking.register_model(logged.run_id, name) == first

@@ -1,0 +1,191 @@
+"""The ``recsys`` command: the pipeline without Airflow.
+
+Sub-commands: ``generate``, ``validate``, ``train``, ``benchmark``,
+``recommend`` and ``status``. Errors a user can fix (bad data, a wrong path,
+an unknown model) are printed as one readable message with exit status 1 or
+2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("recsys")
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", dest="data_format", default=None,
+                   help="name the format instead of detecting it "
+                        "(ml-100k, ml-latest, ml-1m, recsys, csv, tsv, parquet)")
+    p.add_argument("--user-col", help="user id column of a generic file")
+    p.add_argument("--item-col", help="item id column of a generic file")
+    p.add_argument("--rating-col", help="rating column (optional: implicit feedback)")
+    p.add_argument("--time-col", help="timestamp column (optional)")
+    p.add_argument("--sep", help="field separator of a CSV/TSV file")
+
+
+def _columns(args: argparse.Namespace) -> dict[str, str]:
+    names = ("user_col", "item_col", "rating_col", "time_col", "sep")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="write a synthetic data set")
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--items", type=int, default=500)
+    p.add_argument("--interactions", type=int, default=50_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+
+    p = sub.add_parser("validate", help="check data against the expectation suites")
+    p.add_argument("path")
+    p.add_argument("--docs", help="write Great Expectations Data Docs to this folder")
+    _add_data_options(p)
+
+    p = sub.add_parser("train", help="run the whole pipeline in-process")
+    p.add_argument("path")
+    p.add_argument("--models", default=None, help="comma-separated model names")
+    p.add_argument("--protocol", default="temporal")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--margin", type=float, default=0.0)
+    p.add_argument("--run-key", default=None, help="run folder name (default: a timestamp)")
+    _add_data_options(p)
+
+    p = sub.add_parser("benchmark", help="train and evaluate models on one split")
+    p.add_argument("--data", required=True)
+    p.add_argument("--protocol", default="msr", choices=["msr", "temporal", "loo"])
+    p.add_argument("--models", default="popularity,itemknn,als,ease")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--output", help="write the JSON report here")
+    _add_data_options(p)
+
+    p = sub.add_parser("recommend", help="top-K for a user from the registry's champion")
+    p.add_argument("--user", required=True)
+    p.add_argument("--k", type=int, default=10)
+
+    sub.add_parser("status", help="the champion, its metrics and the latest outputs")
+    return parser
+
+
+def _user_id(raw: str):
+    """Interpret a user id typed on the command line (ints stay ints)."""
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from recsys.data.generate import generate_dataset
+    from recsys.data.loaders import write_dataset
+
+    start = time.perf_counter()
+    ds = generate_dataset(args.users, args.items, args.interactions, seed=args.seed)
+    out = write_dataset(ds, args.out)
+    print(f"wrote {len(ds.interactions):,} interactions, {args.users:,} users, "
+          f"{args.items:,} items to {out} in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from recsys import validation
+    from recsys.data.loaders import DataFormatError
+    from recsys.pipeline import load_input
+
+    try:
+        dataset = load_input(args.path, args.data_format, _columns(args))
+    except (DataFormatError, FileNotFoundError) as exc:
+        print(f"{args.path}: cannot be read: {exc}", file=sys.stderr)
+        return 1
+    report = validation.validate_dataset(
+        dataset, now=time.time(), docs_dir=Path(args.docs) if args.docs else None)
+    if report.success:
+        print(f"{args.path}: all expectations passed "
+              f"({len(dataset.interactions):,} interactions)")
+        return 0
+    print(report.summary(), file=sys.stderr)
+    return 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from recsys.pipeline import DEFAULT_MODELS, PipelineOptions, run_pipeline
+
+    models = tuple(args.models.split(",")) if args.models else DEFAULT_MODELS
+    options = PipelineOptions(data_path=args.path, data_format=args.data_format,
+                              columns=_columns(args), models=models,
+                              protocol=args.protocol, k=args.k, margin=args.margin)
+    run_key = args.run_key or time.strftime("cli-%Y%m%dT%H%M%S")
+    summary = run_pipeline(options, run_key, now=time.time())
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from recsys.benchmark import format_table, run_benchmark
+
+    report = run_benchmark(args.data, protocol=args.protocol, models=args.models.split(","),
+                           k=args.k, data_format=args.data_format, columns=_columns(args))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=2))
+    print(format_table(report, args.k))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from recsys import tracking
+
+    recs = tracking.recommend_for_users([_user_id(args.user)], k=args.k)
+    print(recs.to_string(index=False))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from recsys import config, tracking
+
+    champion = tracking.get_champion()
+    if champion is None:
+        print(f"no champion yet for model '{config.model_name()}'; run `recsys train` "
+              "or the recsys_training DAG")
+        return 1
+    print(f"champion: {config.model_name()} version {champion['version']} "
+          f"({champion.get('model_type')})")
+    for name, value in sorted(champion.get("metrics", {}).items()):
+        print(f"  {name:>16}: {value:.4f}")
+    runs = sorted((config.recsys_home() / "runs").glob("*/recommendations.parquet"),
+                  key=lambda p: p.stat().st_mtime)
+    if runs:
+        print(f"latest recommendations: {runs[-1]}")
+    print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {config.tracking_uri()}")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "train": cmd_train,
+            "benchmark": cmd_benchmark, "recommend": cmd_recommend, "status": cmd_status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``recsys`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # User-fixable problems: bad data, wrong paths, unknown names, no champion.
+        log.debug("details", exc_info=True)
+        print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
