@@ -194,10 +194,11 @@ class Service:
         ``members`` (and the group) is left, so nothing outlives the test."""
         if self.process is None:
             return
+        grace = max(grace, 0.1)
         try:
-            self.process.wait(timeout=max(grace, 0.1))
+            self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            log.warning("%s ignored SIGTERM for %.0fs; killing it", self.name, grace)
+            log.warning("%s still running %.1fs after SIGTERM; killing it", self.name, grace)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         _, survivors = psutil.wait_procs(members, timeout=1)
