@@ -5,6 +5,7 @@ production-like stack is configuration, read here and nowhere else:
 
 - ``RECSYS_HOME``: root of run folders and batch outputs (default ``./var``).
 - ``RECSYS_DATA_PATH``: the training DAG's default input (default ``<RECSYS_HOME>/data``).
+- ``RECSYS_EXPECTATIONS_DIR``: the suites (default ``expectations/`` in the checkout).
 - ``RECSYS_LANDING``: folder the ingest DAG reads new batches from.
 - ``MLFLOW_TRACKING_URI``: MLflow tracking store (default: SQLite inside ``mlruns/``).
 - ``RECSYS_MODEL_NAME``: name of the registered model (default ``recsys``).
@@ -26,6 +27,11 @@ def recsys_home() -> Path:
 def data_path() -> str:
     """Default input of a training run: ``RECSYS_DATA_PATH`` or ``<RECSYS_HOME>/data``."""
     return os.environ.get("RECSYS_DATA_PATH", str(recsys_home() / "data"))
+
+
+def expectations_dir() -> Path:
+    """The Great Expectations suites: ``RECSYS_EXPECTATIONS_DIR`` or ``expectations/``."""
+    return Path(os.environ.get("RECSYS_EXPECTATIONS_DIR", PROJECT_ROOT / "expectations"))
 
 
 def landing_path() -> Path:

@@ -42,13 +42,13 @@ from typing import Any
 
 import pandas as pd
 
-from recsys.config import PROJECT_ROOT
+from recsys import config
 from recsys.data import Dataset
 
 logger = logging.getLogger(__name__)
 
 #: Folder holding one JSON expectation suite per data asset.
-EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+EXPECTATIONS_DIR = config.expectations_dir()
 
 #: Data Docs site name inside the ephemeral context.
 _SITE = "recsys"
@@ -428,7 +428,7 @@ class _Session:
 
     def __init__(self, docs_dir: Path | None, suites_dir: Path | None = None) -> None:
         self.docs_dir = Path(docs_dir) if docs_dir is not None else None
-        self.suites_dir = Path(suites_dir) if suites_dir is not None else EXPECTATIONS_DIR
+        self.suites_dir = Path(suites_dir) if suites_dir is not None else config.expectations_dir()
         self.context: Any = None
         self.source: Any = None
 

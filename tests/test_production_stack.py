@@ -101,6 +101,7 @@ def stack(tmp_path_factory):
                 "RECSYS_DATA_PATH": str(data),
                 "RECSYS_MODEL_NAME": MODEL_NAME,
                 "RECSYS_MIN_NEW_INTERACTIONS": "0",
+                "RECSYS_RETRY_DELAY_SECONDS": "3",
                 "RECSYS_TRAINING_SCHEDULE": _cron_for_this_minute(),
             },
         )
