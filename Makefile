@@ -46,7 +46,7 @@ demo: $(STAMP)
 	$(BIN)/recsys status
 
 test: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/pytest -q -m slow
