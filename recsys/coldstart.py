@@ -104,7 +104,7 @@ class ColdStart:
         """
         if int(k) < 1:
             raise ColdStartError(f"k must be a positive integer, got {k}")
-        liked = self._columns(liked_items or [], strict=False)
+        liked = self._columns(liked_items or [], strict=True)
         if liked.size < len(liked_items or []):
             log.warning("onboarding: %d liked item(s) unknown, ignored",
                         len(liked_items or []) - liked.size)
@@ -113,7 +113,7 @@ class ColdStart:
         demo = self._demographics(user_id, demographics)
         scores, paths = self.score_users(history, [demo],
                                          genre_scores=self._genre_scores(liked_genres or []))
-        scores[0, self._columns(exclude or [], strict=False)] = -np.inf
+        scores[0, self._columns(exclude or [], strict=True)] = -np.inf
         items, best = top_k(scores, int(k))
         keep = items[0] >= 0
         return pd.DataFrame({
@@ -153,7 +153,7 @@ class ColdStart:
         has = (np.diff(H.indptr) > 0) | (genre_scores is not None)
         scores = np.where(has[:, None], self.onboarding_weight * onboard + base, base)
         scores[H.nonzero()] = -np.inf
-        paths = [("onboarding" if h else p) for h, p in zip(has, base_paths)]
+        paths = [("onboarding" if h else p) for h, p in zip(has, base_paths, strict=True)]
         return scores, paths
 
     def _base_matrix(self, demographics: list[dict]) -> tuple[np.ndarray, list[str]]:
@@ -272,7 +272,8 @@ def user_segment_table(users: pd.DataFrame) -> pd.DataFrame:
         age = pd.to_numeric(users[AGE_COL], errors="coerce").to_numpy(dtype=np.float64)
         band_idx = np.clip(np.searchsorted(AGE_BANDS, age, side="right") - 1, 0,
                            len(AGE_BANDS) - 2)
-        labels = np.array([f"{a}-{b - 1}" for a, b in zip(AGE_BANDS[:-1], AGE_BANDS[1:])])
+        labels = np.array([f"{a}-{b - 1}"
+                           for a, b in zip(AGE_BANDS[:-1], AGE_BANDS[1:], strict=True)])
         key = pd.Series(labels[band_idx]) + "|" + users[GENDER_COL].astype(str).to_numpy()
         ok = ~np.isnan(age) & users[GENDER_COL].notna().to_numpy()
         out[SEGMENT_AGE_GENDER] = key.where(ok, None).to_numpy()
@@ -332,7 +333,7 @@ def _segments(users: pd.DataFrame | None, id_map: IdMap, X: sp.csr_matrix,
         if kind not in table.columns:
             continue
         keys = table[kind]
-        lookup[kind] = dict(zip(table[USER_COL], keys))
+        lookup[kind] = dict(zip(table[USER_COL], keys, strict=True))
         known = (rows >= 0) & keys.notna().to_numpy()
         codes, names = pd.factorize(keys[known])
         M = sp.csr_matrix((np.ones(codes.size), (codes, rows[known])),

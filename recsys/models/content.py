@@ -187,8 +187,8 @@ class ContentRecommender(Recommender):
                  for s in range(0, n, _RELATED_BLOCK)] if k > 0 else []
         if not parts:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-                RELATED_COLS, (np.int64, np.int64, np.float64, np.int64))})
-        src, dst, score, rank = (np.concatenate(p) for p in zip(*parts))
+                RELATED_COLS, (np.int64, np.int64, np.float64, np.int64), strict=True)})
+        src, dst, score, rank = (np.concatenate(p) for p in zip(*parts, strict=True))
         ids = self.item_ids_ if self.item_ids_ is not None else np.arange(n)
         return pd.DataFrame({ITEM_COL: ids[src], RELATED_ITEM_COL: ids[dst],
                              SCORE_COL: score.astype(np.float64), RANK_COL: rank})

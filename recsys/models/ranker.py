@@ -129,7 +129,7 @@ class XGBRankerRecommender(Recommender):
         self.item_genres_ = _item_genres(context, X.shape[1])
         sequences = _sequences(X, context)
         parts = [self._fold_rows(X, context, sequences, f) for f in range(int(self.n_folds))]
-        feats, y, users = (np.concatenate(p) for p in zip(*parts))
+        feats, y, users = (np.concatenate(p) for p in zip(*parts, strict=True))
         folds = np.repeat(np.arange(len(parts)), [p[2].size for p in parts])
         self._fit_booster(feats, y, users, folds * X.shape[0] + users)
         self._fit_stage(X, context, sequences)
@@ -487,7 +487,8 @@ def _dmatrix(xgb: Any, feats: np.ndarray, y: np.ndarray, groups: np.ndarray,
 
 def _grid(grid: dict[str, tuple]) -> list[dict]:
     keys = sorted(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    combos = itertools.product(*(grid[k] for k in keys))
+    return [dict(zip(keys, values, strict=True)) for values in combos]
 
 
 def plot_feature_importances(model: XGBRankerRecommender, top: int = 20):
