@@ -22,7 +22,7 @@ though floating point makes it ``0.09999999999999998``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: Slack when comparing the improvement with the margin (absorbs rounding).
@@ -32,8 +32,32 @@ TOLERANCE = 1e-12
 TAG_PREFIX = "recsys.decision."
 
 
+#: How a decision was reached: the margin rule, the gate, or a person.
+KINDS = ("rule", "gate", "first_run", "manual_promote", "rollback")
+
+
 class PromotionInputError(ValueError):
     """A decision was asked for with a meaningless margin or metric name."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One condition of a gated decision and how it came out.
+
+    Attributes:
+        name: short identifier (``margin``, ``bootstrap``, ``coverage``,
+            ``slices``, ``load``).
+        passed: whether the condition holds.
+        detail: one sentence with the numbers behind the verdict.
+        value: the measured figure, if one number says it.
+        threshold: the figure ``value`` was held against.
+    """
+
+    name: str
+    passed: bool
+    detail: str
+    value: float | None = None
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,11 @@ class Decision:
         candidate_version: registry version of the candidate, if known.
         champion_version: registry version of the champion, if any.
         relative: whether ``margin`` is relative to the champion's score.
+        checks: each condition of a gated decision (empty for the plain rule).
+        evidence: what the checks were computed from: both models' metrics
+            and bootstrap intervals, the thresholds, slice tables (JSON-ready).
+        manual: True when a person decided (override or rollback).
+        kind: one of :data:`KINDS`.
     """
 
     promote: bool
@@ -63,6 +92,10 @@ class Decision:
     candidate_version: int | str | None = None
     champion_version: int | str | None = None
     relative: bool = False
+    checks: tuple[Check, ...] = ()
+    evidence: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    manual: bool = False
+    kind: str = "rule"
 
     @property
     def verdict(self) -> str:
@@ -86,11 +119,15 @@ class Decision:
             "candidate_version": _format(self.candidate_version),
             "champion_version": _format(self.champion_version),
         }
+        if self.kind != "rule":
+            values.update(kind=self.kind, manual=str(self.manual).lower())
+        values.update({f"check.{c.name}": "pass" if c.passed else "fail" for c in self.checks})
         return {TAG_PREFIX + key: value for key, value in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of every field plus ``verdict``; NaN/inf become ``None``."""
         out = {key: _json_safe(value) for key, value in asdict(self).items()}
+        out["checks"] = list(out["checks"])
         out["verdict"] = self.verdict
         return out
 
@@ -184,6 +221,13 @@ def _format(value: object) -> str:
 
 
 def _json_safe(value: object) -> object:
+    """``value`` with non-finite floats turned into ``None``, at any depth."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()  # a numpy scalar
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

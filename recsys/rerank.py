@@ -1,0 +1,131 @@
+"""Re-rank a model's candidate pool against popularity bias or for diversity.
+
+Both methods take each user's top-``pool`` items from the model and pick
+``k`` of them; one knob ``lam`` in [0, 1] trades relevance away
+(``lam = 0`` returns the model's own order):
+
+- ``popularity``: each item scores ``(1 - lam) * rel - lam * pop``, where
+  ``rel`` is the model score min-max scaled within the user's pool and
+  ``pop`` the item's log-popularity scaled to [0, 1] over the catalogue;
+- ``mmr`` (maximal marginal relevance): items are picked one at a time, each
+  maximising ``(1 - lam) * rel - lam * max_sim``, where ``max_sim`` is the
+  item's largest cosine similarity (content vectors, e.g. genres) to the
+  items already picked.
+
+Everything is vectorised over users; the only loop is over the ``k`` picks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+
+log = logging.getLogger(__name__)
+
+METHODS = ("popularity", "mmr")
+#: Floats one MMR batch may hold in its users x pool x features block.
+_CELLS = 20_000_000
+
+
+class RerankInputError(ValueError):
+    """A re-ranking call with unusable lists, scores or knob."""
+
+
+def rerank(items: np.ndarray, scores: np.ndarray, k: int, *, method: str = "popularity",
+           lam: float = 0.0, popularity: np.ndarray | None = None,
+           features: sp.csr_matrix | None = None) -> np.ndarray:
+    """Pick ``k`` of each user's pool items, trading relevance for the method's aim.
+
+    Args:
+        items: ``(n_users, pool)`` item indices, best first, ``-1`` = empty.
+        scores: the model's scores of ``items`` (higher = better).
+        k: list length to return (``<= pool``).
+        method: ``"popularity"`` or ``"mmr"``.
+        lam: the knob in [0, 1]; 0 keeps the model's order.
+        popularity: per-item popularity (needed by ``popularity``).
+        features: L2-normalised item vectors, rows = items (needed by ``mmr``).
+
+    Returns:
+        ``(n_users, k)`` item indices, ``-1`` where the pool ran out. Each
+        row holds distinct items drawn from the same row of ``items``.
+
+    Raises:
+        RerankInputError: unknown method, ``lam`` outside [0, 1], shapes that
+            disagree, ``k`` larger than the pool, or the method's input missing.
+    """
+    items, scores = _check(items, scores, k, method, lam)
+    rel = _scaled_relevance(items, scores)
+    if method == "popularity":
+        if popularity is None:
+            raise RerankInputError("method 'popularity' needs the items' popularity")
+        return _by_score(items, (1 - lam) * rel - lam * _scaled_popularity(popularity)[items], k)
+    if features is None:
+        raise RerankInputError("method 'mmr' needs item feature vectors")
+    batch = max(1, _CELLS // (items.shape[1] * max(1, features.shape[1])))
+    parts = [_mmr(items[s:s + batch], rel[s:s + batch], k, lam, features)
+             for s in range(0, items.shape[0], batch)]
+    return np.vstack(parts) if parts else np.empty((0, k), dtype=np.int64)
+
+
+def _check(items: np.ndarray, scores: np.ndarray, k: int, method: str,
+           lam: float) -> tuple[np.ndarray, np.ndarray]:
+    if method not in METHODS:
+        raise RerankInputError(f"unknown re-ranking method {method!r}; choose one of {METHODS}")
+    if not 0.0 <= float(lam) <= 1.0:
+        raise RerankInputError(f"lam must lie in [0, 1], got {lam}")
+    items = np.asarray(items, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if items.ndim != 2 or items.shape != scores.shape:
+        raise RerankInputError(f"items and scores must be 2-D of one shape, got "
+                               f"{items.shape} and {scores.shape}")
+    if not 1 <= int(k) <= items.shape[1]:
+        raise RerankInputError(f"k must lie in [1, {items.shape[1]}] (the pool size), got {k}")
+    return items, scores
+
+
+def _scaled_relevance(items: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Scores min-max scaled to [0, 1] within each user's filled pool; empty slots -inf."""
+    filled = (items >= 0) & np.isfinite(scores)
+    low = np.where(filled, scores, np.inf).min(axis=1, keepdims=True)
+    high = np.where(filled, scores, -np.inf).max(axis=1, keepdims=True)
+    span = np.where(high > low, high - low, 1.0)
+    rel = np.where(filled, (scores - np.where(np.isfinite(low), low, 0.0)) / span, -np.inf)
+    return np.where(filled & ~(high > low), 1.0, rel)
+
+
+def _scaled_popularity(popularity: np.ndarray) -> np.ndarray:
+    """``log1p(popularity)`` scaled to [0, 1] by the catalogue's most popular item."""
+    logged = np.log1p(np.asarray(popularity, dtype=np.float64))
+    top = logged.max() if logged.size else 0.0
+    return logged / top if top > 0 else np.zeros_like(logged)
+
+
+def _by_score(items: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` best items by ``value`` (empty slots sort last, stay -1)."""
+    value = np.where(items >= 0, value, -np.inf)
+    order = np.argsort(-value, axis=1, kind="stable")[:, :k]
+    picked = np.take_along_axis(items, order, axis=1)
+    return np.where(np.isfinite(np.take_along_axis(value, order, axis=1)), picked, -1)
+
+
+def _mmr(items: np.ndarray, rel: np.ndarray, k: int, lam: float,
+         features: sp.csr_matrix) -> np.ndarray:
+    """Greedy MMR over one batch of users."""
+    n, pool = items.shape
+    vectors = features[np.where(items >= 0, items, 0).ravel()].toarray()
+    vectors = vectors.reshape(n, pool, -1) * (items >= 0)[:, :, None]
+    sims = np.einsum("upf,uqf->upq", vectors, vectors)
+    max_sim = np.zeros((n, pool))
+    taken = ~np.isfinite(rel)
+    out = np.full((n, k), -1, dtype=np.int64)
+    rows = np.arange(n)
+    for slot in range(k):
+        value = np.where(taken, -np.inf, (1 - lam) * rel - lam * max_sim)
+        best = value.argmax(axis=1)
+        ok = np.isfinite(value[rows, best])
+        out[ok, slot] = items[rows[ok], best[ok]]
+        taken[rows, best] = True
+        max_sim = np.maximum(max_sim, sims[rows, best, :])
+    return out

@@ -1,0 +1,146 @@
+"""Hyper-parameter tuning on a validation split carved from the training data.
+
+The test split is never an input here: :func:`tune_model` takes the training
+interactions only, carves ``(fit, validation)`` out of them with
+:func:`recsys.splits.validation_split` (same protocol as the run), fits each
+trial on ``fit`` and scores it on ``validation``. Optuna's TPE sampler
+(seeded) proposes the trials; a trial budget and a time budget both stop it.
+Tracking the trials (one nested MLflow run each) is the caller's job, with
+:func:`recsys.tracking.log_tuning`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from recsys.constants import ITEM_COL
+
+log = logging.getLogger(__name__)
+
+#: Per model, how a trial draws its hyper-parameters.
+SEARCH_SPACES: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "popularity": lambda t: {"weighted": t.suggest_categorical("weighted", [False, True])},
+    "itemknn": lambda t: {"k_neighbours": t.suggest_int("k_neighbours", 10, 400, log=True),
+                          "shrinkage": t.suggest_float("shrinkage", 0.0, 100.0)},
+    "als": lambda t: {"factors": t.suggest_int("factors", 16, 128, log=True),
+                      "regularization": t.suggest_float("regularization", 1e-3, 1.0, log=True),
+                      "alpha": t.suggest_float("alpha", 0.5, 20.0, log=True)},
+    "ease": lambda t: {"l2": t.suggest_float("l2", 10.0, 5000.0, log=True)},
+}
+
+#: Split options of the validation carve, per protocol.
+VALIDATION_OPTIONS: dict[str, dict[str, Any]] = {
+    "temporal": {"ratio": 0.8}, "loo": {"n": 1}, "msr": {}, "stratified": {"ratio": 0.8},
+    "random": {},
+}
+
+
+class TuningInputError(ValueError):
+    """A tuning request that cannot run (bad budget, empty validation part...)."""
+
+
+@dataclass
+class TuningResult:
+    """What a study found.
+
+    Attributes:
+        model: registry name.
+        params: the best trial's hyper-parameters (``{}`` = the defaults, when
+            no trial ran or the model has no search space).
+        score: the best validation score (NaN when no trial ran).
+        metric: the validation metric.
+        trials: every finished trial: ``number``, ``params``, ``score``, ``seconds``.
+    """
+
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)
+    score: float = float("nan")
+    metric: str = "ndcg@10"
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (a NaN score, when no trial ran, becomes ``None``)."""
+        score = self.score if self.score == self.score else None
+        return {"model": self.model, "params": self.params, "score": score,
+                "metric": self.metric, "trials": self.trials}
+
+
+def tune_model(name: str, train: pd.DataFrame, *, protocol: str = "temporal",
+               n_trials: int = 0, timeout_s: float | None = None, k: int = 10,
+               seed: int = 0, items: pd.DataFrame | None = None,
+               users: pd.DataFrame | None = None) -> TuningResult:
+    """Search ``name``'s hyper-parameters on a validation carve of ``train``.
+
+    Args:
+        name: registry name of the model.
+        train: the run's training interactions (never the test split).
+        protocol: how to carve validation out of ``train``.
+        n_trials: most trials; 0 returns the defaults at once.
+        timeout_s: stop starting new trials after this many seconds.
+        k: cut-off of the validation metric ``ndcg@k``.
+        seed: seed of the sampler.
+        items, users: side tables handed to models that use them.
+
+    Raises:
+        TuningInputError: negative budget, unknown protocol, or no validation
+            user with training history.
+    """
+    if n_trials < 0 or (timeout_s is not None and timeout_s <= 0):
+        raise TuningInputError(f"budgets must be positive: n_trials={n_trials}, "
+                               f"timeout_s={timeout_s}")
+    if protocol not in VALIDATION_OPTIONS:
+        raise TuningInputError(f"unknown protocol {protocol!r}; choose one of "
+                               f"{sorted(VALIDATION_OPTIONS)}")
+    metric = f"ndcg@{k}"
+    if n_trials == 0 or name not in SEARCH_SPACES:
+        return TuningResult(model=name, metric=metric)
+    objective = _objective(name, train, protocol, k, items, users)
+    return _run_study(name, objective, n_trials, timeout_s, seed, metric)
+
+
+def _objective(name: str, train: pd.DataFrame, protocol: str, k: int,
+               items: pd.DataFrame | None, users: pd.DataFrame | None) -> Callable:
+    """A function of a trial: fit on the fit part, return validation NDCG@k."""
+    from recsys.evaluate import evaluate_model
+    from recsys.ids import IdMap
+    from recsys.models import make_model
+    from recsys.models.base import FitContext
+    from recsys.splits import validation_split
+
+    fit, validation = validation_split(train, protocol, **VALIDATION_OPTIONS[protocol])
+    if validation.empty or not validation["user_id"].isin(fit["user_id"]).any():
+        raise TuningInputError(f"the {protocol} validation carve of train has no user "
+                               "with history left to fit on")
+    extra = items[ITEM_COL] if items is not None else None
+    id_map = IdMap.from_frame(fit, extra_items=extra)
+    X = id_map.to_matrix(fit)
+    context = FitContext(sequences=id_map.sequences(fit),
+                         extra={"items": items, "users": users, "item_ids": id_map.items})
+
+    def objective(trial: Any) -> float:
+        model = make_model(name, **SEARCH_SPACES[name](trial)).fit(X, context)
+        return evaluate_model(model, X, validation, id_map, k=k)[f"ndcg@{k}"]
+
+    return objective
+
+
+def _run_study(name: str, objective: Callable, n_trials: int, timeout_s: float | None,
+               seed: int, metric: str) -> TuningResult:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=n_trials, timeout=timeout_s)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = [{"number": t.number, "params": dict(t.params), "score": float(t.value),
+               "seconds": (t.datetime_complete - t.datetime_start).total_seconds()}
+              for t in done]
+    log.info("tuned %s: %d trials, best %s=%.4f", name, len(done), metric, study.best_value)
+    return TuningResult(model=name, params=dict(study.best_params), score=float(study.best_value),
+                        metric=metric, trials=trials)
