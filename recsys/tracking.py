@@ -57,6 +57,7 @@ SERVED_COLS = (USER_COL, ITEM_COL, SCORE_COL, RANK_COL, SERVED_BY_COL)
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"
+CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 TAG_DATA_HASH = "recsys.data_hash"
 TAG_MODEL_TYPE = "recsys.model_type"
@@ -565,6 +566,48 @@ def _pip_requirements() -> list[str]:
     return pins
 
 
+def log_tuning(model_name: str, result: Mapping[str, Any], *, run_name: str,
+               tags: Mapping[str, str] | None = None) -> str:
+    """Log a tuning study: one parent run, one nested run per trial.
+
+    Args:
+        model_name: the tuned model's registry name.
+        result: :meth:`recsys.tuning.TuningResult.to_dict` output.
+        run_name: the parent run's name.
+        tags: extra tags for the parent run.
+
+    Returns:
+        The parent run id. Trial runs carry the trial's params and
+        ``validation_<metric>``; the parent carries the best of both.
+    """
+    import mlflow
+
+    experiment_id = setup()
+    metric = metric_key(f"validation_{result['metric']}")
+    parent_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "study", **(tags or {})}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                          tags=parent_tags, nested=mlflow.active_run() is not None) as parent:
+        if result["params"]:
+            mlflow.log_params({f"best.{k}": _param_value(v) for k, v in result["params"].items()})
+        if result["trials"]:
+            mlflow.log_metric(metric, float(result["score"]))
+        for trial in result["trials"]:
+            with mlflow.start_run(experiment_id=experiment_id, nested=True,
+                                  run_name=f"{run_name}-trial-{trial['number']}",
+                                  tags={TAG_MODEL_TYPE: model_name, "recsys.tuning": "trial"}):
+                mlflow.log_params({k: _param_value(v) for k, v in trial["params"].items()})
+                mlflow.log_metrics({metric: float(trial["score"]),
+                                    "trial_seconds": float(trial["seconds"])})
+    return parent.info.run_id
+
+
+def log_files(run_id: str, paths: Iterable[Path], artifact_path: str) -> None:
+    """Attach existing files to run ``run_id`` under ``artifact_path``."""
+    client = _client()
+    for path in paths:
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
 # ------------------------------------------------------------------ registry
 def register_model(run_id_or_model_uri: str, name: str | None = None) -> int:
     """Register a logged model as a new version of ``name``.
@@ -730,16 +773,84 @@ def apply_decision(name: str | None, candidate_version: int | str, decision: Dec
     decision = _with_versions(decision, version.version, current)
     set_version_tags(name, version.version, decision.as_tags())
     if version.run_id:
-        client.log_dict(
-            version.run_id, decision.to_dict(), decision_artifact(name, version.version)
-        )
+        _log_decision(client, version.run_id, decision, decision_artifact(name, version.version))
     if not decision.promote:
         log.info("%s version %s held: %s", name, version.version, decision.reason)
         return
     if current is not None and int(current.version) != int(version.version):
         set_alias(name, PREVIOUS_CHAMPION, current.version)
     set_alias(name, CHAMPION, version.version)
+    challenger = version_by_alias(name, CHALLENGER)
+    if challenger is not None and int(challenger.version) == int(version.version):
+        client.delete_registered_model_alias(name, CHALLENGER)
     log.info("%s version %s is champion: %s", name, version.version, decision.reason)
+
+
+def _log_decision(client: Any, run_id: str, decision: Decision, path: str) -> None:
+    """The decision as JSON at ``path`` and, for a gated or manual one, as Markdown beside it."""
+    client.log_dict(run_id, decision.to_dict(), path)
+    if decision.kind != "rule":
+        from recsys.gate import to_markdown
+
+        client.log_text(run_id, to_markdown(decision), path.removesuffix(".json") + ".md")
+
+
+def mark_challenger(name: str | None, version: int | str) -> None:
+    """Point ``challenger`` at the version now being judged against the champion."""
+    setup()
+    set_alias(name or config.model_name(), CHALLENGER, version)
+
+
+def aliases(name: str | None = None) -> dict[str, int]:
+    """Which version each of ``champion``, ``challenger``, ``previous_champion`` points at."""
+    setup()
+    name = name or config.model_name()
+    found = {alias: version_by_alias(name, alias)
+             for alias in (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)}
+    return {alias: int(v.version) for alias, v in found.items() if v is not None}
+
+
+def rollback(name: str | None = None, reason: str = "rollback") -> Decision:
+    """Move ``champion`` back to ``previous_champion``; the demoted version becomes previous.
+
+    Leaves a manual decision record on the restored version.
+
+    Raises:
+        TrackingError: there is no champion or no previous champion.
+    """
+    from recsys.gate import manual_decision
+
+    setup()
+    name = name or config.model_name()
+    current, previous = version_by_alias(name, CHAMPION), version_by_alias(name, PREVIOUS_CHAMPION)
+    if current is None or previous is None:
+        raise TrackingError(f"'{name}' has no champion and previous_champion to roll back between")
+    decision = manual_decision("rollback", int(previous.version), int(current.version), reason)
+    apply_decision(name, previous.version, decision)
+    return decision
+
+
+def promote_manually(version: int, reason: str, name: str | None = None) -> Decision:
+    """Make ``version`` the champion by hand (the old one becomes ``previous_champion``).
+
+    Raises:
+        TrackingError: ``version`` does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from recsys.gate import manual_decision
+
+    setup()
+    name = name or config.model_name()
+    try:
+        _client().get_model_version(name, str(version))
+    except MlflowException:
+        raise TrackingError(f"'{name}' has no version {version}") from None
+    current = version_by_alias(name, CHAMPION)
+    decision = manual_decision("manual_promote", int(version),
+                               int(current.version) if current else None, reason)
+    apply_decision(name, version, decision)
+    return decision
 
 
 
