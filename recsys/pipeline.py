@@ -11,9 +11,12 @@ Run folder layout::
         raw/                  the validated input, normalised (recsys format)
         data_docs/            Great Expectations Data Docs of the validation
         train.parquet test.parquet split.json
-        models/<name>/        each fitted model
+        models/<name>/        each fitted model, its result.json, per_user.parquet
+                              (per-user metrics and groups) and tuned.json
         evaluation.json       leaderboard: every candidate and the champion
-        decision.json         the promotion decision
+        champion_per_user.parquet  the champion scored on this run's test users
+        leaderboard.md leaderboard.png  the same leaderboard as a table and a chart
+        decision.json decision.md       the promotion decision record
         recommendations.parquet
 """
 
@@ -53,6 +56,9 @@ class PipelineOptions:
         k: list length for evaluation and batch recommendations.
         margin: how much the primary metric must improve to replace the champion.
         dedupe: duplicate policy of the cleaning step.
+        tuning_trials: Optuna trials per model (0 = keep the defaults).
+        tuning_timeout_s: time budget of each model's study.
+        gate: overrides of :class:`recsys.gate.GateConfig` fields.
     """
 
     data_path: str
@@ -64,6 +70,9 @@ class PipelineOptions:
     k: int = 10
     margin: float = 0.0
     dedupe: str = "last"
+    tuning_trials: int = 0
+    tuning_timeout_s: float | None = None
+    gate: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------- helpers
@@ -74,6 +83,17 @@ def _dir(run_key: str) -> Path:
 def _write_json(path: Path, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     return path
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as ``None`` (XCom and strict JSON refuse them)."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _read_json(path: Path) -> dict:
@@ -247,8 +267,10 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None,
     data = load_training_data(run_key)
     n_rows = _read_json(_dir(run_key) / "input.json")["rows"]
     model, metrics, seconds = fit_and_evaluate(model_name, data, params=params, k=k)
-    metrics = {**metrics, "train_seconds": seconds}
     model_dir = model.save(_dir(run_key) / "models" / model_name)
+    detail = served_evaluation(model, data, k=k)
+    detail.per_user.to_parquet(model_dir / "per_user.parquet")
+    metrics = {**metrics, **_beyond_figures(detail.metrics), "train_seconds": seconds}
     tracking.setup()
     info = tracking.log_model_run(
         model, id_map=data.id_map, train_matrix=data.X, params=model.get_params(),
@@ -257,9 +279,71 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None,
         tags={"recsys.run_key": run_key, "recsys.input_rows": str(n_rows)},
     )
     log.info("trained %s: %s", model_name, metrics)
-    result = {"model": model_name, "run_id": info.run_id, "model_uri": info.model_uri,
-              "metrics": metrics}
+    result = _json_ready({"model": model_name, "run_id": info.run_id,
+                          "model_uri": info.model_uri, "metrics": metrics,
+                          "served": detail.metrics})
     _write_json(model_dir / "result.json", result)
+    return result
+
+
+def served_evaluation(model: Any, data: TrainingData, *, k: int = 10) -> Any:
+    """Score ``model`` exactly as its served pyfunc answers: every test user, unknown
+    users on the popularity fallback (:class:`recsys.tracking.ServedRecommender`).
+
+    Returns:
+        A :class:`recsys.beyond.DetailedEvaluation`: the figures the gate and the
+        leaderboard compare, on the same users as the champion's.
+    """
+    from recsys.tracking import ServedRecommender
+
+    served = ServedRecommender(model, data.id_map, data.X)
+    recs = served.recommend(pd.DataFrame({USER_COL: np.sort(data.test[USER_COL].unique())}), k)
+    return _detailed(recs, data.train, data.test, data.context.extra, k)
+
+
+def _detailed(recs: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, extra: dict,
+              k: int) -> Any:
+    from recsys.beyond import evaluate_detailed
+
+    return evaluate_detailed(recs, test, train, k=k, items=extra.get("items"),
+                             users=extra.get("users"))
+
+
+def _beyond_figures(metrics: dict[str, float]) -> dict[str, float]:
+    """The beyond-accuracy and slice figures of a detailed evaluation (no accuracy means)."""
+    from recsys.beyond import BEYOND_METRICS
+
+    return {name: value for name, value in metrics.items()
+            if name in BEYOND_METRICS or name.startswith(("slice.", "gap.", "fairness_gap."))}
+
+
+def tune_model(run_key: str, model_name: str, *, n_trials: int = 0,
+               timeout_s: float | None = None, k: int = 10, seed: int = 0) -> dict:
+    """Tune one model on a validation carve of this run's training split.
+
+    Trials are logged as nested MLflow runs under one study run (none when
+    ``n_trials`` is 0). The test split is never read.
+
+    Returns:
+        :meth:`recsys.tuning.TuningResult.to_dict` (also ``models/<name>/tuned.json``).
+    """
+    from recsys import tracking
+    from recsys.data.loaders import load_dataset
+    from recsys.tuning import tune_model as run_study
+
+    run = _dir(run_key)
+    train = pd.read_parquet(run / "train.parquet")
+    dataset = load_dataset(run / "raw", "recsys")
+    split = _read_json(run / "split.json")
+    result = run_study(model_name, train, protocol=split.get("protocol", "temporal"),
+                       n_trials=n_trials, timeout_s=timeout_s, k=k, seed=seed,
+                       items=dataset.items, users=dataset.users).to_dict()
+    if result["trials"]:
+        tracking.log_tuning(model_name, result, run_name=f"tune-{model_name}-{run_key}",
+                            tags={"recsys.run_key": run_key})
+    folder = run / "models" / model_name
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "tuned.json", result)
     return result
 
 
@@ -288,14 +372,85 @@ def evaluate_candidates(run_key: str, models: list[str] | tuple[str, ...], *, k:
                    reverse=True)
     champion = tracking.get_champion()
     if champion is not None:
-        test = pd.read_parquet(_dir(run_key) / "test.parquet")
-        champion = {**champion, "metrics": score_model_uri(
-            tracking.champion_uri(), test, k=k)}
+        champion = {**champion, "metrics": _score_champion(run_key, k)}
     result = {"primary": primary, "best": board[0], "champion": champion,
+              "candidates": [c["model"] for c in board],
               "leaderboard": [{"model": c["model"], "run_id": c["run_id"], **c["metrics"]}
                               for c in board]}
+    result["leaderboard_files"] = write_leaderboard(run_key, board, champion, primary)
+    result = _json_ready(result)
     _write_json(_dir(run_key) / "evaluation.json", result)
     return result
+
+
+def _score_champion(run_key: str, k: int) -> dict[str, float]:
+    """The champion's pyfunc on this run's test users: figures, and per-user rows on disk."""
+    from recsys import tracking
+    from recsys.data.loaders import load_dataset
+
+    run = _dir(run_key)
+    train = pd.read_parquet(run / "train.parquet")
+    test = pd.read_parquet(run / "test.parquet")
+    dataset = load_dataset(run / "raw", "recsys")
+    model = tracking.load_model(tracking.champion_uri())
+    recs = model.predict(pd.DataFrame({USER_COL: np.sort(test[USER_COL].unique())}),
+                         params={"k": k})
+    detail = _detailed(recs, train, test, {"items": dataset.items, "users": dataset.users}, k)
+    detail.per_user.to_parquet(run / "champion_per_user.parquet")
+    return detail.metrics
+
+
+#: Leaderboard columns besides the primary metric (served basis, all test users).
+LEADERBOARD_COLUMNS = ("catalogue_coverage", "novelty", "diversity", "avg_popularity",
+                       "gini", "long_tail_share")
+
+
+def write_leaderboard(run_key: str, board: list[dict], champion: dict | None,
+                      primary: str) -> dict[str, str]:
+    """One Markdown table and one bar chart of every candidate and the champion.
+
+    Every figure is on the served basis (all test users, as the gate compares).
+
+    Returns:
+        ``{"table": path, "chart": path}``.
+    """
+    rows = [{"model": c["model"], **c.get("served", c["metrics"])} for c in board]
+    if champion is not None:
+        rows.append({"model": f"champion v{champion['version']} ({champion.get('model_type')})",
+                     **champion["metrics"]})
+    frame = pd.DataFrame(rows).set_index("model").apply(pd.to_numeric, errors="coerce")
+    columns = [c for c in (primary, *LEADERBOARD_COLUMNS, f"fairness_gap.{primary}")
+               if c in frame.columns]
+    run = _dir(run_key)
+    table = run / "leaderboard.md"
+    table.write_text(_markdown_table(frame[columns]) + "\n")
+    chart = run / "leaderboard.png"
+    _bar_chart(frame[primary], primary, chart)
+    return {"table": str(table), "chart": str(chart)}
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    lines = ["| model | " + " | ".join(frame.columns) + " |",
+             "|---" * (len(frame.columns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + " |"
+              for name, row in zip(frame.index, frame.to_numpy(), strict=True)]
+    return "\n".join(lines)
+
+
+def _bar_chart(values: pd.Series, label: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(values) + 1.2))
+    ax.barh(list(values.index), values.to_numpy(), color="tab:blue")
+    ax.invert_yaxis()
+    ax.set_xlabel(label)
+    ax.set_title("Candidates and champion on this run's test split")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def score_model_uri(model_uri: str, test: pd.DataFrame, *, k: int = 10) -> dict[str, float]:
@@ -310,29 +465,104 @@ def score_model_uri(model_uri: str, test: pd.DataFrame, *, k: int = 10) -> dict[
     return evaluate_recommendations(recs, test, k=k, n_items=n_items)
 
 
-def promote(run_key: str, evaluation: dict, *, margin: float = 0.0) -> dict:
-    """Register the best candidate and move ``champion`` when it wins by ``margin``.
+def promote(run_key: str, evaluation: dict, *, margin: float = 0.0,
+            gate: dict | None = None) -> dict:
+    """Judge this run's best candidate with the promotion gate and record the decision.
+
+    With a champion: the best candidate is registered, marked ``challenger``
+    and compared with the champion on this run's test users
+    (:func:`recsys.gate.decide_gate`). Without one: candidates are tried best
+    first and the first that loads and answers as a pyfunc is promoted.
+    Every decision is logged (JSON, Markdown, version tags) and the last one is
+    written to ``decision.json`` / ``decision.md``; the leaderboard files are
+    attached to the judged candidate's run under ``leaderboard/``.
 
     Returns:
-        The decision as a dict (both scores, margin, verdict, reason, version).
+        The decision as a dict (:meth:`recsys.promotion.Decision.to_dict`).
     """
     from recsys import tracking
-    from recsys.promotion import decide
+    from recsys.gate import GateConfig
 
-    primary = evaluation["primary"]
-    best = evaluation["best"]
-    champion = evaluation.get("champion")
-    version = tracking.register_model(best["run_id"])
-    decision = decide(
-        best["metrics"][primary],
-        champion["metrics"][primary] if champion else None,
-        margin=margin, metric=primary, candidate_version=version,
-        champion_version=champion["version"] if champion else None,
-    )
+    settings = GateConfig(**{"metric": evaluation["primary"], "margin": margin, **(gate or {})})
+    results = _dir(run_key) / "models"
+    board = [_read_json(results / name / "result.json")
+             for name in evaluation.get("candidates", [evaluation["best"]["model"]])]
+    if evaluation.get("champion") is None:
+        decision, judged = _first_champion(run_key, board, settings)
+    else:
+        judged = board[0]
+        decision = _challenge(run_key, judged, evaluation["champion"], settings)
+    files = evaluation.get("leaderboard_files") or {}
+    if files:
+        tracking.log_files(judged["run_id"], [Path(p) for p in files.values()],
+                           f"leaderboard/{run_key}")
+    return _record(run_key, decision)
+
+
+def _first_champion(run_key: str, board: list[dict], settings: Any) -> tuple[Any, dict]:
+    """The best candidate that passes the load check becomes the first champion."""
+    from recsys import tracking
+    from recsys.gate import decide_gate
+
+    decision = None
+    for candidate in board:
+        version = tracking.register_model(candidate["run_id"])
+        decision = decide_gate(_evidence(run_key, candidate, version), None,
+                               _load_check(run_key, candidate, settings), settings)
+        tracking.apply_decision(config.model_name(), version, decision)
+        if decision.promote:
+            return decision, candidate
+    return decision, board[-1]
+
+
+def _challenge(run_key: str, candidate: dict, champion: dict, settings: Any) -> Any:
+    """Gate the best candidate against the champion on this run's test users."""
+    from recsys import tracking
+    from recsys.gate import Evidence, decide_gate
+
+    version = tracking.register_model(candidate["run_id"])
+    if version != champion["version"]:
+        tracking.mark_challenger(None, version)
+    held = Evidence(label=str(champion.get("model_type")), version=champion["version"],
+                    run_id=champion.get("run_id"), metrics=champion["metrics"],
+                    per_user=pd.read_parquet(_dir(run_key) / "champion_per_user.parquet"))
+    decision = decide_gate(_evidence(run_key, candidate, version), held,
+                           _load_check(run_key, candidate, settings), settings)
     tracking.apply_decision(config.model_name(), version, decision)
-    payload = decision.to_dict()
+    return decision
+
+
+def _evidence(run_key: str, candidate: dict, version: int) -> Any:
+    from recsys.gate import Evidence
+
+    per_user = pd.read_parquet(_dir(run_key) / "models" / candidate["model"] / "per_user.parquet")
+    return Evidence(label=candidate["model"], version=version, run_id=candidate["run_id"],
+                    metrics=candidate.get("served", candidate["metrics"]), per_user=per_user)
+
+
+#: Test users the load check asks the candidate's pyfunc for.
+LOAD_CHECK_USERS = 20
+
+
+def _load_check(run_key: str, candidate: dict, settings: Any) -> Any:
+    """Load the candidate's logged pyfunc and time an answer for sample test users."""
+    from recsys import tracking
+    from recsys.gate import check_load
+
+    test = pd.read_parquet(_dir(run_key) / "test.parquet")
+    users = np.sort(test[USER_COL].unique())[:LOAD_CHECK_USERS]
+    k = int(settings.metric.rsplit("@", 1)[-1]) if "@" in settings.metric else 10
+    return check_load(lambda: tracking.load_model(candidate["model_uri"]), users, k=k,
+                      budget_s=settings.latency_budget_s)
+
+
+def _record(run_key: str, decision: Any) -> dict:
+    from recsys.gate import to_markdown
+
+    payload = _json_ready(decision.to_dict())
     _write_json(_dir(run_key) / "decision.json", payload)
-    log.info("promotion decision: %s", payload)
+    (_dir(run_key) / "decision.md").write_text(to_markdown(decision))
+    log.info("promotion decision: %s", decision.reason)
     return payload
 
 
@@ -384,9 +614,13 @@ def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = 
                                           columns=options.columns, now=now)
     summary["split"] = prepare_data(run_key, protocol=options.protocol, dedupe=options.dedupe)
     for name in options.models:
-        train_model(run_key, name, params=options.model_params.get(name), k=options.k)
+        tuned = tune_model(run_key, name, n_trials=options.tuning_trials,
+                           timeout_s=options.tuning_timeout_s, k=options.k)
+        params = {**tuned["params"], **options.model_params.get(name, {})}
+        train_model(run_key, name, params=params or None, k=options.k)
     evaluation = evaluate_candidates(run_key, options.models, k=options.k)
     summary["leaderboard"] = evaluation["leaderboard"]
-    summary["decision"] = promote(run_key, evaluation, margin=options.margin)
+    summary["decision"] = promote(run_key, evaluation, margin=options.margin,
+                                  gate=options.gate)
     summary["recommendations"] = recommend_all(run_key, k=options.k)
     return summary
