@@ -5,8 +5,9 @@ Each run reads interactions from **data_path**, checks them against the Great
 Expectations suites in `expectations/`, splits them, trains one model per task
 in parallel (each an MLflow run), scores every candidate and the current
 champion on the same test split, moves the registry alias `champion` only when
-the best candidate wins by **margin**, and writes the champion's top-K for
-every user.
+the best candidate passes the promotion gate (gain of at least **margin**, a
+bootstrap interval above zero, coverage and slice guardrails, a load check),
+and writes the champion's top-K for every user.
 
 It runs daily and whenever `recsys_ingest` accepts new interactions, and
 skips itself when fewer than **min_new_interactions** arrived since the
@@ -17,9 +18,10 @@ champion was trained.
 | `check_new_data` | stops the run early when too little new data arrived |
 | `validate` | loads the input; a failing batch stops the run and is quarantined |
 | `prepare` | de-duplicates and splits into train / test (protocol) |
-| `train_<model>` | fits one model, logs it to MLflow (skipped when not selected) |
-| `evaluate` | leaderboard of candidates + the champion on the same holdout |
-| `promote` | registers the best candidate; moves `champion` if it wins |
+| `tune` | one mapped instance per model: Optuna on a validation carve of train (**tuning_trials**, 0 = defaults), each trial a nested MLflow run |
+| `train_<model>` | fits one model with its tuned parameters, logs it to MLflow (skipped when not selected) |
+| `evaluate` | leaderboard (table + bar chart) of candidates + the champion on the same holdout |
+| `promote` | the promotion gate: margin, paired bootstrap, coverage and slice guardrails, load check; records the decision |
 | `recommend` | batch top-K for every user from the champion → Parquet |
 
 Outputs live in `$RECSYS_HOME/runs/<run_id>/`; a rerun overwrites them.
@@ -98,6 +100,14 @@ def _run_key() -> str:
             0.0, type="number", minimum=0, title="Promotion margin",
             description="How much NDCG@K must improve to replace the champion.",
         ),
+        "tuning_trials": Param(
+            int(os.environ.get("RECSYS_TUNING_TRIALS", "0")), type="integer", minimum=0,
+            title="Tuning trials per model",
+            description="Optuna trials on a validation carve of train; 0 keeps defaults.",
+        ),
+        "tuning_timeout_s": Param(
+            600, type="integer", minimum=1, title="Tuning time budget (s) per model",
+        ),
     },
 )
 def recsys_training():
@@ -132,15 +142,27 @@ def recsys_training():
         params = get_current_context()["params"]
         return pipeline.prepare_data(_run_key(), protocol=params["protocol"])
 
+    @task(doc_md="Tune one model on a validation carve of train (one mapped instance each).")
+    def tune(split: dict, model_name: str) -> dict:
+        from recsys import pipeline
+
+        params = get_current_context()["params"]
+        if model_name not in params["models"]:
+            return {"model": model_name, "params": {}, "selected": False}
+        return pipeline.tune_model(_run_key(), model_name, n_trials=params["tuning_trials"],
+                                   timeout_s=params["tuning_timeout_s"], k=params["k"])
+
     def train_task(name: str):
         @task(task_id=f"train_{name}", doc_md=f"Fit `{name}` and log it as an MLflow run.")
-        def train(split: dict) -> dict:
+        def train(tuned: list[dict]) -> dict:
             from recsys import pipeline
 
             params = get_current_context()["params"]
             if name not in params["models"]:
                 raise AirflowSkipException(f"{name} is not among this run's models")
-            return pipeline.train_model(_run_key(), name, k=params["k"])
+            found = [t["params"] for t in tuned if t["model"] == name]
+            return pipeline.train_model(_run_key(), name, params=(found or [None])[0] or None,
+                                        k=params["k"])
 
         return train
 
@@ -168,7 +190,8 @@ def recsys_training():
     validated = validate()
     check_new_data() >> validated
     split = prepare(validated)
-    trained = [train_task(name)(split) for name in MODELS]
+    tuned = tune.partial(split=split).expand(model_name=MODELS)
+    trained = [train_task(name)(tuned) for name in MODELS]
     evaluation = evaluate()
     trained >> evaluation
     recommend(promote(evaluation))

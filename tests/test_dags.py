@@ -40,7 +40,8 @@ def test_training_dag_has_the_exact_task_graph(dagbag):
     expected = {
         "check_new_data": {"validate"},
         "validate": {"prepare"},
-        "prepare": trains,
+        "prepare": {"tune"},
+        "tune": trains,
         **{t: {"evaluate"} for t in trains},
         "evaluate": {"promote"},
         "promote": {"recommend"},
@@ -59,7 +60,15 @@ def test_training_dag_schedule_retries_and_docs(dagbag):
     assert all(t.doc_md for t in dag.tasks)
     assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
     assert set(dag.params) == {"data_path", "data_format", "models", "protocol", "k",
-                               "min_new_interactions", "margin"}
+                               "min_new_interactions", "margin", "tuning_trials",
+                               "tuning_timeout_s"}
+
+
+def test_training_dag_fans_tuning_out_per_model(dagbag):
+    tune = dagbag.dags["recsys_training"].get_task("tune")
+    assert tune.is_mapped
+    assert tune.op_kwargs_expand_input.value["model_name"] == ["popularity", "itemknn", "als", "ease"]
+    assert dagbag.dags["recsys_training"].params["tuning_trials"] == 0
 
 
 def test_training_dag_runs_on_new_data_and_daily(dagbag):
