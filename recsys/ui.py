@@ -49,6 +49,8 @@ VALIDATION_RUNS = 10
 HISTORY_MLFLOW_RUNS = 500
 #: Metrics that are counts or timings, not ranking quality: kept out of the bar chart.
 _NOT_QUALITY = re.compile(r"^(n_|train_seconds)")
+#: A plain ranking metric at a cut-off, e.g. ``ndcg@10`` (not ``gap.age_band.ndcg@10``).
+_AT_K = re.compile(r"^[a-z_]+@\d+$")
 #: Leaderboard entries that are identifiers, not metrics.
 _ROW_KEYS = frozenset({"model", "run_id", "model_uri", "role", "version", "model_type"})
 #: A run folder name as :func:`recsys.config.run_dir` makes it.
@@ -450,8 +452,12 @@ def format_number(value: object) -> str:
 
 # ---------------------------------------------------------------------- charts
 def leaderboard_chart(latest: Mapping[str, Any], colors: Mapping[str, str]) -> str | None:
-    """Grouped bars of the quality metrics (counts and timings left out) per model, as SVG."""
-    columns = [c for c in latest["columns"] if not _NOT_QUALITY.match(c)][:6]
+    """Grouped bars of the top-K ranking metrics (``ndcg@K``, ``recall@K``...) per model, as SVG.
+
+    Only plain ``name@K`` metrics are drawn: they share the 0-1 scale, unlike
+    counts, timings, popularity or per-segment gaps (those stay in the table).
+    """
+    columns = [c for c in latest["columns"] if _AT_K.match(c)][:6]
     rows = latest["rows"]
     if not columns or not rows:
         return None

@@ -210,3 +210,12 @@ def test_plot_route_serves_only_logged_plots(store, page):
 def test_page_json_is_plain_json(store):
     data = _client().get("/page.json", headers={"authorization": "Bearer good"}).json()
     assert json.loads(json.dumps(data)) == data
+
+
+def test_leaderboard_chart_draws_only_ranking_metrics_at_k():
+    latest = {"columns": ["ndcg@5", "avg_popularity", "gap.age.ndcg@5", "recall@5"],
+              "rows": [{"model": "m", "model_type": "m", "role": "candidate",
+                        "metrics": {"ndcg@5": 0.5, "avg_popularity": 50.0, "recall@5": 0.25}}]}
+    svg = ui.leaderboard_chart(latest, {"m": "#123456"})
+    assert ">ndcg@5<" in svg and ">recall@5<" in svg
+    assert "avg_popularity" not in svg and "gap.age" not in svg
