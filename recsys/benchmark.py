@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
-from recsys.constants import ITEM_COL, USER_COL
+import numpy as np
+import pandas as pd
+
+from recsys.constants import ITEM_COL, RANK_COL, USER_COL
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +30,7 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
                   k: int = 10, data_format: str | None = None,
                   columns: dict[str, str] | None = None,
                   model_params: dict[str, dict] | None = None,
-                  cold_users: bool = True) -> dict:
+                  cold_users: bool = True, rerank: dict | None = None) -> dict:
     """Train and evaluate ``models`` on one split of the data at ``data_path``.
 
     Returns:
@@ -36,11 +40,22 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
         (recommending for every test user) per model; with ``cold_users``, a
         ``"cold_users"`` section from :func:`recsys.coldstart.evaluate_cold_users`
         (global popularity vs the fallback chain vs each model on test users
-        trimmed to at most 3 training interactions).
+        trimmed to at most 3 training interactions). Each model's results also
+        hold the beyond-accuracy and slice figures of :mod:`recsys.beyond`
+        (``catalogue_coverage``, ``novelty``, ``diversity``, ``avg_popularity``,
+        ``gini``, ``long_tail_share``, ``slice.*``, ``gap.*``, ``fairness_gap.*``).
+        With ``rerank`` (``{"model", "method", "lams", "pool"}``), a
+        ``"rerank"`` section from :func:`rerank_tradeoff`.
     """
     from recsys.ids import IdMap
     from recsys.models.base import FitContext
-    from recsys.pipeline import TrainingData, fit_and_evaluate, load_input
+    from recsys.pipeline import (
+        TrainingData,
+        _beyond_figures,
+        fit_and_evaluate,
+        load_input,
+        served_evaluation,
+    )
     from recsys.splits import describe_split, split_interactions
 
     if protocol not in PROTOCOL_OPTIONS:
@@ -60,10 +75,11 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
     results = {}
     for name in models:
         start = time.perf_counter()
-        _, metrics, seconds = fit_and_evaluate(
+        model, metrics, seconds = fit_and_evaluate(
             name, data, params=(model_params or {}).get(name), k=k)
         total = time.perf_counter() - start
-        results[name] = {**metrics, "train_seconds": round(seconds, 3),
+        results[name] = {**metrics, **_beyond_figures(served_evaluation(model, data, k=k).metrics),
+                         "train_seconds": round(seconds, 3),
                          "score_seconds": round(total - seconds, 3)}
         log.info("%s: %s", name, results[name])
     report = {
@@ -75,6 +91,9 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
                     "train_rows": int(len(train)), "test_rows": int(len(test))},
         "results": results,
     }
+    if rerank:
+        report["rerank"] = rerank_tradeoff(data, k=k, params=(model_params or {}).get(
+            rerank.get("model", "ease")), **rerank)
     if cold_users:
         from recsys.coldstart import evaluate_cold_users
 
@@ -84,14 +103,103 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
     return report
 
 
+#: Knob values of the re-ranking trade-off when none are given.
+DEFAULT_LAMS = (0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8)
+
+
+def rerank_tradeoff(data: Any, *, k: int = 10, model: str = "ease",
+                    method: str = "popularity", lams: tuple[float, ...] = DEFAULT_LAMS,
+                    pool: int = 100, params: dict | None = None) -> dict:
+    """NDCG@k against popularity and diversity as the re-ranking knob turns.
+
+    One ``model`` is fitted on ``data.X``; each test user with training
+    history gets its top-``pool`` list, re-ranked to ``k`` by
+    :func:`recsys.rerank.rerank` at each ``lam``; every setting is scored by
+    :func:`recsys.beyond.evaluate_detailed` on those users.
+
+    Returns:
+        ``{"model", "method", "pool", "points": [{"lam", "ndcg@k",
+        "avg_popularity", "diversity", "novelty", "catalogue_coverage",
+        "ndcg_change", "popularity_change"}, ...]}``; the two ``*_change``
+        figures are relative to ``lam = 0`` (the model's own order).
+    """
+    from recsys.beyond import build_catalogue, evaluate_detailed
+    from recsys.models import make_model
+    from recsys.rerank import rerank
+
+    fitted = make_model(model, **(params or {})).fit(data.X, data.context)
+    catalogue = build_catalogue(data.train, data.context.extra.get("items"))
+    rows = np.unique(data.id_map.user_index(data.test[USER_COL].unique()))
+    rows = rows[(rows >= 0) & (np.diff(data.X.indptr)[rows.clip(min=0)] > 0)]
+    test = data.test[data.test[USER_COL].isin(data.id_map.users[rows])]
+    items, scores = fitted.recommend(rows, data.X, pool)
+    points = []
+    for lam in lams:
+        picked = rerank(items, scores, k, method=method, lam=lam,
+                        popularity=catalogue.popularity, features=catalogue.features)
+        filled = picked >= 0
+        recs = pd.DataFrame({USER_COL: np.repeat(data.id_map.users[rows], k)[filled.ravel()],
+                             ITEM_COL: catalogue.items[picked[filled]],
+                             RANK_COL: np.tile(np.arange(1, k + 1), rows.size)[filled.ravel()]})
+        m = evaluate_detailed(recs, test, data.train, k=k, catalogue=catalogue).metrics
+        points.append({"lam": float(lam), **{key: m[key] for key in (
+            f"ndcg@{k}", "avg_popularity", "diversity", "novelty", "catalogue_coverage")}})
+    base = points[0]
+    for point in points:
+        point["ndcg_change"] = point[f"ndcg@{k}"] / base[f"ndcg@{k}"] - 1
+        point["popularity_change"] = point["avg_popularity"] / base["avg_popularity"] - 1
+    return {"model": model, "method": method, "pool": pool, "points": points}
+
+
+def format_rerank_table(report: dict, k: int = 10) -> str:
+    """The re-ranking trade-off as a Markdown table."""
+    section = report["rerank"]
+    lines = [f"re-ranking {section['model']} ({section['method']}, pool {section['pool']}):",
+             f"| lam | ndcg@{k} | ndcg change | avg popularity | popularity change "
+             "| diversity | novelty | coverage |", "|---" * 8 + "|"]
+    lines += [f"| {p['lam']:.2f} | {p[f'ndcg@{k}']:.4f} | {p['ndcg_change']:+.1%} | "
+              f"{p['avg_popularity']:.1f} | {p['popularity_change']:+.1%} | "
+              f"{p['diversity']:.4f} | {p['novelty']:.3f} | {p['catalogue_coverage']:.4f} |"
+              for p in section["points"]]
+    return "\n".join(lines)
+
+
+def plot_rerank_tradeoff(report: dict, path: str | Path, k: int = 10) -> Path:
+    """NDCG@k against average popularity (and diversity), one point per knob value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = report["rerank"]["points"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("avg_popularity", "diversity"), strict=True):
+        ax.plot([p[key] for p in points], [p[f"ndcg@{k}"] for p in points], "o-")
+        for p in points:
+            ax.annotate(f"{p['lam']:g}", (p[key], p[f"ndcg@{k}"]), fontsize=8)
+        ax.set_xlabel(key.replace("_", " "))
+        ax.set_ylabel(f"NDCG@{k}")
+    fig.suptitle(f"re-ranking {report['rerank']['model']} ({report['rerank']['method']}): "
+                 "knob values annotated")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+#: Beyond-accuracy columns of the benchmark table.
+BEYOND_COLUMNS = ("novelty", "diversity", "avg_popularity", "gini", "long_tail_share")
+
+
 def format_table(report: dict, k: int = 10) -> str:
-    """The benchmark report as a Markdown table."""
+    """The benchmark report as a Markdown table (accuracy, beyond accuracy, fairness gap)."""
     cols = [f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}", "coverage",
-            "train_seconds", "score_seconds"]
+            *BEYOND_COLUMNS, f"fairness_gap.ndcg@{k}", "train_seconds", "score_seconds"]
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, row in report["results"].items():
-        cells = [f"{row.get(c, float('nan')):.4f}" if not c.endswith("_seconds")
-                 else f"{row.get(c, float('nan')):.2f}" for c in cols]
+        cells = [_cell(row.get(c), c) for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "cold_users" in report:
         cold = report["cold_users"]
@@ -101,3 +209,12 @@ def format_table(report: dict, k: int = 10) -> str:
         lines += [f"| {name} | {row[f'ndcg@{k}']:.4f} | {row[f'recall@{k}']:.4f} |"
                   for name, row in cold["results"].items()]
     return "\n".join(lines)
+
+
+def _cell(value: float | None, column: str) -> str:
+    """One table cell: '-' for a missing figure, seconds and popularity with fewer digits."""
+    if value is None:
+        return "-"
+    if column.endswith("_seconds"):
+        return f"{value:.2f}"
+    return f"{value:.1f}" if column == "avg_popularity" else f"{value:.4f}"

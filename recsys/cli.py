@@ -1,9 +1,9 @@
 """The ``recsys`` command: the pipeline without Airflow.
 
 Sub-commands: ``generate``, ``validate``, ``train``, ``benchmark``,
-``recommend`` and ``status``. Errors a user can fix (bad data, a wrong path,
-an unknown model) are printed as one readable message with exit status 1 or
-2, never as a traceback.
+``recommend``, ``status``, ``rollback`` and ``promote`` (a manual override).
+Errors a user can fix (bad data, a wrong path, an unknown model) are printed
+as one readable message with exit status 1 or 2, never as a traceback.
 """
 
 from __future__ import annotations
@@ -66,7 +66,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="popularity,itemknn,als,ease")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--output", help="write the JSON report here")
+    p.add_argument("--rerank", metavar="MODEL", default=None,
+                   help="also report the re-ranking trade-off of this model")
+    p.add_argument("--rerank-method", default="popularity", choices=["popularity", "mmr"])
+    p.add_argument("--rerank-lams", default=None,
+                   help="comma-separated knob values in [0, 1] (default: a fixed grid)")
+    p.add_argument("--rerank-pool", type=int, default=100, help="candidates re-ranked per user")
+    p.add_argument("--rerank-plot", default=None, help="write the trade-off plot (PNG) here")
+    p.add_argument("--no-cold-users", action="store_true", help="skip the cold-user section")
     _add_data_options(p)
+
+    p = sub.add_parser("rollback", help="move champion back to previous_champion")
+    p.add_argument("--reason", default="manual rollback", help="why (recorded)")
+
+    p = sub.add_parser("promote", help="make a registered version the champion by hand")
+    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--reason", required=True, help="why (recorded in the decision)")
 
     p = sub.add_parser("recommend", help="top-K for a user from the registry's champion")
     p.add_argument("--user", required=True)
@@ -130,14 +145,49 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from recsys.benchmark import format_table, run_benchmark
+    from recsys.benchmark import (
+        DEFAULT_LAMS,
+        format_rerank_table,
+        format_table,
+        plot_rerank_tradeoff,
+        run_benchmark,
+    )
 
+    rerank = None
+    if args.rerank:
+        lams = tuple(float(v) for v in args.rerank_lams.split(",")) if args.rerank_lams \
+            else DEFAULT_LAMS
+        rerank = {"model": args.rerank, "method": args.rerank_method, "lams": lams,
+                  "pool": args.rerank_pool}
     report = run_benchmark(args.data, protocol=args.protocol, models=args.models.split(","),
-                           k=args.k, data_format=args.data_format, columns=_columns(args))
+                           k=args.k, data_format=args.data_format, columns=_columns(args),
+                           rerank=rerank, cold_users=not args.no_cold_users)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(report, indent=2))
     print(format_table(report, args.k))
+    if rerank:
+        print()
+        print(format_rerank_table(report, args.k))
+        if args.rerank_plot:
+            print(f"plot: {plot_rerank_tradeoff(report, args.rerank_plot, args.k)}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from recsys import tracking
+
+    decision = tracking.rollback(reason=args.reason)
+    print(f"champion is version {decision.candidate_version} again "
+          f"(version {decision.champion_version} is previous_champion): {decision.reason}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from recsys import tracking
+
+    decision = tracking.promote_manually(args.version, args.reason)
+    print(f"champion is version {decision.candidate_version}: {decision.reason}")
     return 0
 
 
@@ -170,7 +220,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "train": cmd_train,
-            "benchmark": cmd_benchmark, "recommend": cmd_recommend, "status": cmd_status}
+            "benchmark": cmd_benchmark, "recommend": cmd_recommend, "status": cmd_status,
+            "rollback": cmd_rollback, "promote": cmd_promote}
 
 
 def main(argv: list[str] | None = None) -> int:
