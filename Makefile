@@ -25,7 +25,7 @@ DEMO_USERS ?= 2000
 DEMO_ITEMS ?= 1000
 DEMO_INTERACTIONS ?= 200000
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo ui test bench lint clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,17 @@ demo: $(STAMP)
 	  (cat $(RECSYS_HOME)/airflow-migrate.log; exit 1)
 	$(BIN)/airflow dags test recsys_training
 	$(BIN)/recsys status
+
+# The Airflow UI with the Recommender page, plus the MLflow UI on port 5000.
+ui: $(STAMP)
+	mkdir -p $(RECSYS_HOME)
+	$(BIN)/airflow db migrate > $(RECSYS_HOME)/airflow-migrate.log 2>&1 || \
+	  (cat $(RECSYS_HOME)/airflow-migrate.log; exit 1)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+	  --port 5000 > $(RECSYS_HOME)/mlflow-ui.log 2>&1 &
+	@echo "Open http://localhost:8080/plugin/recommender and sign in as admin;"
+	@echo "the password is in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
+	$(BIN)/airflow api-server --port 8080
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
