@@ -15,8 +15,10 @@ import scipy.sparse as sp
 from recsys.models.attention import (
     SelfAttentionRecommender,
     _left_pad,
+    _length_batches,
     _training_windows,
     ndcg_at_10,
+    plot_history,
 )
 from recsys.models.base import FitContext
 
@@ -79,11 +81,18 @@ def test_pickle_carries_weights_not_keras_object(cyclic):
     np.testing.assert_array_equal(pickle.loads(blob)._score(users, X), model._score(users, X))
 
 
-def test_same_seed_same_scores_other_seed_differs(cyclic):
+def test_same_seed_same_scores(cyclic):
     model, X, seqs = cyclic
     users = np.arange(X.shape[0])
     again = SelfAttentionRecommender(**TINY).fit(X, FitContext(sequences=seqs))
     np.testing.assert_array_equal(again._score(users, X), model._score(users, X))
+    assert again.history_ == model.history_
+
+
+@pytest.mark.slow
+def test_other_seed_differs(cyclic):
+    model, X, seqs = cyclic
+    users = np.arange(X.shape[0])
     other = SelfAttentionRecommender(**{**TINY, "epochs": 1, "random_state": 1})
     assert not np.array_equal(other.fit(X, FitContext(sequences=seqs))._score(users, X),
                               model._score(users, X))
@@ -99,6 +108,7 @@ def test_changed_history_falls_back_to_x_order(cyclic):
     assert changed[0][changed[0] > 0].tolist() == (np.flatnonzero(X2[0].toarray()) + 1).tolist()
 
 
+@pytest.mark.slow
 def test_profile_conditioning_runs():
     X, seqs = cyclic_data(n_users=20)
     profiles = pd.DataFrame({"age": np.arange(20.0), "gender": ["M", "F"] * 10})
@@ -121,6 +131,11 @@ def test_bad_inputs_named():
         SelfAttentionRecommender(**{**TINY, "n_heads": 3}).fit(X)
     with pytest.raises(ValueError, match="^use_profile=True needs context.user_features$"):
         SelfAttentionRecommender(**{**TINY, "use_profile": True}).fit(X)
+    with pytest.raises(ValueError, match="^no user has three or more interactions"):
+        short = [s[:2] for s in seqs]
+        X_short = sp.csr_matrix((np.ones(10, np.float32), (np.repeat(np.arange(5), 2),
+                                 np.concatenate(short))), shape=(5, N_ITEMS))
+        SelfAttentionRecommender(**TINY).fit(X_short, FitContext(sequences=short))
 
 
 def test_module_import_does_not_load_tensorflow():
@@ -133,13 +148,46 @@ def test_module_import_does_not_load_tensorflow():
 def test_training_windows_by_hand():
     # user 0: items 5,6,7,8 → pairs (5→6),(6→7),(7→8); user 1: item 9 only → none
     items, indptr = np.array([5, 6, 7, 8, 9]), np.array([0, 4, 5])
-    inputs, targets, weights, users = _training_windows(items, indptr, max_len=2)
+    inputs, targets, users = _training_windows(items, indptr, max_len=2)
     # windows of 2 pairs from the most recent backwards: [(6→7),(7→8)] and [pad,(5→6)]
     order = np.argsort(inputs[:, -1])
     assert inputs[order].tolist() == [[0, 6], [7, 8]]  # +1 shifted, 0 = padding
-    assert targets[order].tolist() == [[0, 6], [7, 8]]  # unshifted: 5→6 is target 6
-    assert weights[order].tolist() == [[0, 1], [1, 1]]
+    assert targets[order].tolist() == [[-1, 6], [7, 8]]  # unshifted, -1 = padding
     assert users.tolist() == [0, 0]
+
+
+def test_length_batches_cover_every_window_once_with_similar_lengths():
+    lengths = np.array([5, 1, 4, 2, 5, 3, 1])
+    batches = _length_batches(lengths, 2, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(7))
+    assert sorted(len(b) for b in batches) == [1, 2, 2, 2]
+    # sorted by length before cutting: each batch spans adjacent lengths
+    spans = sorted((lengths[b].min(), lengths[b].max()) for b in batches)
+    assert spans == [(1, 1), (2, 3), (4, 5), (5, 5)]
+
+
+def test_cropping_padding_columns_keeps_real_outputs(cyclic):
+    model, X, _ = cyclic
+    seqs = model._histories(np.arange(X.shape[0]), X)
+    seqs = seqs[(seqs > 0).sum(axis=1) <= 5]  # histories of at most 5 items
+    assert len(seqs)
+    width = 5
+    net = model._network()
+    full = np.asarray(net.score_last(seqs))
+    cropped = np.asarray(net.score_last(seqs[:, -width:]))
+    np.testing.assert_allclose(cropped, full, rtol=1e-5, atol=1e-5)
+
+
+def test_plot_history_draws_both_curves():
+    fig = plot_history({"loss": [3.0, 2.0, 1.5], "val_ndcg@10": [0.1, 0.3, 0.2]})
+    left, right = fig.axes
+    assert left.lines[0].get_ydata().tolist() == [3.0, 2.0, 1.5]
+    assert right.lines[0].get_ydata().tolist() == [0.1, 0.3, 0.2]
+    assert left.lines[0].get_xdata().tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="^history lacks val_ndcg@10$"):
+        plot_history({"loss": [1.0]})
+    with pytest.raises(ValueError, match="^history's loss and val_ndcg@10 differ in length$"):
+        plot_history({"loss": [1.0], "val_ndcg@10": []})
 
 
 def test_left_pad_keeps_last_items():

@@ -3,17 +3,22 @@
 Each user's history is a time-ordered item sequence. The network embeds the
 last ``max_len`` items plus their positions, runs ``n_blocks`` blocks of
 causal multi-head self-attention and a point-wise feed-forward layer (pre-layer
-norm, residuals, dropout), and at every position scores the whole catalogue
-against the tied item embeddings: training is next-item prediction with a full
-softmax at every position. The score of a user is the last position's logits.
+norm, residuals, dropout), and scores the whole catalogue against the tied
+item embeddings. Training is next-item prediction with a full softmax over the
+catalogue at every real (non-padding) position; the score of a user is the
+last position's logits.
 
-Early stopping: each user's last training item is held out, NDCG@10 over the
-full catalogue (seen items removed) is measured after every epoch, and the
-best epoch's weights are kept. ``history_`` holds the per-epoch loss and
-validation NDCG@10.
+Training is a lean custom loop, not ``keras.Model.fit``: windows are built once
+in numpy, each epoch groups windows of similar length into batches, crops the
+all-padding columns, and runs one ``tf.function`` train step (Adam) per batch,
+traced once for every batch shape. Early stopping: each user's last training
+item is held out, NDCG@10 over the full catalogue (seen items removed) is
+measured after every epoch in vectorised batches, and the best epoch's weights
+are kept. ``history_`` holds the per-epoch loss and validation NDCG@10;
+:func:`plot_history` draws it.
 
 This is the only module of recsys that imports TensorFlow/Keras, and it does
-so inside methods: importing it (to list the registry) stays cheap.
+so inside functions: importing it (to list the registry) stays cheap.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -38,6 +43,7 @@ _PARAMS_FILE = "params.json"
 _STATE_FILE = "state.npz"
 _HISTORY_FILE = "history.json"
 VAL_METRIC = "val_ndcg@10"
+_SCORE_BATCH = 512
 
 
 class SelfAttentionRecommender(Recommender):
@@ -59,6 +65,8 @@ class SelfAttentionRecommender(Recommender):
     """
 
     name = "attention"
+    #: Reads ``context.sequences`` as time order and predicts the next item.
+    sequential: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -89,41 +97,46 @@ class SelfAttentionRecommender(Recommender):
     # ------------------------------------------------------------------ fit
     def _fit(self, X: sp.csr_matrix, context: FitContext) -> None:
         self._check_params()
-        import keras
-        import tensorflow as tf
-
-        keras.utils.set_random_seed(int(self.random_state))
-        tf.config.experimental.enable_op_determinism()
-        gpus = tf.config.list_logical_devices("GPU")
-        log.info("training on %s", gpus[0].name if gpus else "CPU")
+        _seed_everything(int(self.random_state))
         self.seq_items_, self.seq_indptr_ = _sequences_from(X, context.sequences)
         self.profile_ = self._profiles(context.user_features, X.shape[0])
         train_items, train_indptr, val_rows, val_targets = _hold_out_last(
             self.seq_items_, self.seq_indptr_
         )
-        inputs, targets, weights, window_users = _training_windows(
-            train_items, train_indptr, self.max_len
-        )
+        inputs, targets, window_users = _training_windows(train_items, train_indptr,
+                                                          self.max_len)
         if not len(inputs):
-            raise ValueError("no user has two or more interactions; nothing to learn from")
+            raise ValueError("no user has three or more interactions (the last one is held out "
+                             "for validation); nothing to learn from")
         self.network_ = self._new_network()
-        self.network_.compile(
-            optimizer=keras.optimizers.Adam(self.learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=False,
-        )
         monitor = _ValidationMonitor(self, train_items, train_indptr, val_rows, val_targets)
         start = time.perf_counter()
-        self.network_.fit(
-            self._inputs(inputs, window_users), targets, sample_weight=weights,
-            epochs=int(self.epochs), batch_size=int(self.batch_size), shuffle=True,
-            callbacks=[monitor.as_callback(keras)], verbose=0,
-        )
+        self._train(inputs, targets, window_users, monitor)
         self.history_ = monitor.history
         self.best_epoch_ = monitor.best_epoch
         log.info("trained %d epochs in %.1fs (best epoch %d, %s %.4f)",
                  len(self.history_["loss"]), time.perf_counter() - start,
                  self.best_epoch_, VAL_METRIC, monitor.best)
+
+    def _train(self, inputs: np.ndarray, targets: np.ndarray, window_users: np.ndarray,
+               monitor: _ValidationMonitor) -> None:
+        """Run epochs of compiled train steps until early stopping; keep the best weights."""
+        step = _make_train_step(self.network_, self.learning_rate,
+                                with_profile=self.profile_ is not None)
+        rng = np.random.default_rng(int(self.random_state))
+        lengths = (targets >= 0).sum(axis=1)
+        for epoch in range(int(self.epochs)):
+            total, count = 0.0, 0
+            for batch in _length_batches(lengths, int(self.batch_size), rng):
+                width = int(lengths[batch].max())
+                args = [inputs[batch, -width:], targets[batch, -width:]]
+                if self.profile_ is not None:
+                    args.append(self.profile_[window_users[batch]])
+                loss_sum, n = step(*args)
+                total, count = total + float(loss_sum), count + int(n)
+            if monitor.end_epoch(epoch, total / max(count, 1), self.network_):
+                break
+        monitor.restore_best(self.network_)
 
     def _check_params(self) -> None:
         if self.max_len < 1 or self.d_model < 1 or self.n_heads < 1 or self.n_blocks < 1:
@@ -134,6 +147,8 @@ class SelfAttentionRecommender(Recommender):
             )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch_size and patience must be at least 1")
 
     def _profiles(self, user_features: pd.DataFrame | None, n_users: int) -> np.ndarray | None:
         """Standardised numeric profile columns per user row (nulls → 0), or ``None``."""
@@ -149,11 +164,6 @@ class SelfAttentionRecommender(Recommender):
         values = (values - mean) / np.where(std > 0, std, 1.0)
         return np.nan_to_num(values).astype(np.float32)
 
-    def _inputs(self, seqs: np.ndarray, users: np.ndarray) -> Any:
-        if self.profile_ is None:
-            return seqs
-        return {"seq": seqs, "profile": self.profile_[users]}
-
     def _new_network(self) -> Any:
         net = _make_network(
             n_items=self.n_items_, max_len=self.max_len, d_model=self.d_model,
@@ -161,7 +171,8 @@ class SelfAttentionRecommender(Recommender):
             profile_dim=0 if self.profile_ is None else self.profile_.shape[1],
         )
         dummy = np.zeros((1, self.max_len), dtype=np.int32)
-        net(self._inputs(dummy, np.zeros(1, dtype=np.int64)))  # create the weights
+        profile = None if self.profile_ is None else self.profile_[:1]
+        net(dummy, profile)  # create the weights
         return net
 
     # ---------------------------------------------------------------- score
@@ -170,13 +181,18 @@ class SelfAttentionRecommender(Recommender):
         profile_users = np.minimum(users, self.n_users_ - 1)
         return self._last_logits(seqs, profile_users)
 
-    def _last_logits(self, seqs: np.ndarray, users: np.ndarray, batch: int = 1024) -> np.ndarray:
-        """Final-position logits over all items for left-padded histories."""
+    def _last_logits(self, seqs: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """Final-position logits over all items for left-padded ``max_len`` histories.
+
+        Every row is computed at the full ``max_len`` width, so a user's scores
+        do not depend on who else is in the batch.
+        """
         net = self._network()
         out = np.empty((len(seqs), self.n_items_), dtype=np.float32)
-        for start in range(0, len(seqs), batch):
-            part = slice(start, start + batch)
-            out[part] = np.asarray(net.compiled_score_last(self._inputs(seqs[part], users[part])))
+        for start in range(0, len(seqs), _SCORE_BATCH):
+            part = slice(start, start + _SCORE_BATCH)
+            profile = None if self.profile_ is None else self.profile_[users[part]]
+            out[part] = np.asarray(net.compiled_score_last(seqs[part], profile))
         return out
 
     def _histories(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
@@ -248,6 +264,43 @@ class SelfAttentionRecommender(Recommender):
         return state
 
 
+def plot_history(history: dict[str, list[float]]) -> Any:
+    """Training curves: loss (left axis) and validation NDCG@10 (right axis) per epoch.
+
+    Args:
+        history: a model's ``history_``: ``{"loss": [...], "val_ndcg@10": [...]}``,
+            one value per epoch.
+
+    Returns:
+        A matplotlib ``Figure`` (the caller saves or logs it, then closes it).
+
+    Raises:
+        ValueError: a key is missing or the two lists differ in length.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    missing = {"loss", VAL_METRIC} - set(history)
+    if missing:
+        raise ValueError(f"history lacks {', '.join(sorted(missing))}")
+    if len(history["loss"]) != len(history[VAL_METRIC]):
+        raise ValueError("history's loss and val_ndcg@10 differ in length")
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    ax.plot(epochs, history["loss"], color="tab:blue", label="training loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (softmax cross-entropy)")
+    right = ax.twinx()
+    right.plot(epochs, history[VAL_METRIC], color="tab:orange", label=VAL_METRIC)
+    right.set_ylabel(VAL_METRIC)
+    fig.legend(loc="upper center", ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------ index helpers
 def _sequences_from(
     X: sp.csr_matrix, sequences: list[np.ndarray] | None
@@ -298,7 +351,8 @@ def _left_pad(items: np.ndarray, indptr: np.ndarray, rows: np.ndarray, max_len: 
     return out
 
 
-def _pattern(items: np.ndarray, indptr: np.ndarray, rows: np.ndarray, n_items: int) -> sp.csr_matrix:
+def _pattern(items: np.ndarray, indptr: np.ndarray, rows: np.ndarray,
+             n_items: int) -> sp.csr_matrix:
     """0/1 CSR of the items in the given rows' sequences."""
     lens = indptr[rows + 1] - indptr[rows]
     src = np.repeat(indptr[rows], lens) + (
@@ -314,16 +368,16 @@ def _pattern(items: np.ndarray, indptr: np.ndarray, rows: np.ndarray, n_items: i
 
 def _training_windows(
     items: np.ndarray, indptr: np.ndarray, max_len: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cut every user's (input, next item) pairs into left-padded windows.
 
     A user with ``n`` items has ``n - 1`` pairs, split into windows of
     ``max_len`` from the most recent backwards, so no pair is lost.
 
     Returns:
-        ``inputs`` (+1-shifted item indices, 0 = padding), ``targets`` (item
-        indices), ``weights`` (1 on real positions), each ``(n_windows,
-        max_len)``, and the user row of each window.
+        ``inputs`` (+1-shifted item indices, 0 = padding) and ``targets``
+        (item indices, -1 = padding), each ``(n_windows, max_len)`` int32 with
+        real positions right-aligned, and the user row of each window.
     """
     lens = np.diff(indptr)
     pairs = np.maximum(lens - 1, 0)
@@ -335,12 +389,23 @@ def _training_windows(
     window = window.ravel()
     col = max_len - 1 - back % max_len
     shape = (keys.shape[1], max_len)
-    inputs, targets = np.zeros(shape, np.int32), np.zeros(shape, np.int32)
-    weights = np.zeros(shape, np.float32)
+    inputs, targets = np.zeros(shape, np.int32), np.full(shape, -1, np.int32)
     inputs[window, col] = items[src] + 1
     targets[window, col] = items[src + 1]
-    weights[window, col] = 1.0
-    return inputs, targets, weights, keys[0]
+    return inputs, targets, keys[0]
+
+
+def _length_batches(lengths: np.ndarray, batch_size: int,
+                    rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of batches: windows of similar length together, batches in random order.
+
+    Windows are sorted by length with random tie-breaks and cut into
+    consecutive batches, so each batch can drop the columns that are padding
+    in all of its rows; the batch order is then shuffled.
+    """
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def ndcg_at_10(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -366,19 +431,19 @@ class _ValidationMonitor:
         self.best, self.best_epoch, self.best_weights, self.wait = -1.0, 0, None, 0
 
     def evaluate(self) -> float:
+        """Mean NDCG@10 of the held-out last training items (NaN when none)."""
         if not len(self.val_rows):
             return float("nan")
         scores = self.model._last_logits(self.inputs, self.val_rows)
         scores[self.seen.nonzero()] = -np.inf
         return float(ndcg_at_10(scores, self.val_targets).mean())
 
-    def end_epoch(self, epoch: int, logs: dict | None, network: Any) -> bool:
+    def end_epoch(self, epoch: int, loss: float, network: Any) -> bool:
         """Record the epoch; return True when training should stop."""
         ndcg = self.evaluate()
-        self.history["loss"].append(float((logs or {}).get("loss", math.nan)))
+        self.history["loss"].append(float(loss))
         self.history[VAL_METRIC].append(ndcg)
-        log.debug("epoch %d loss %.4f %s %.4f", epoch + 1, self.history["loss"][-1],
-                  VAL_METRIC, ndcg)
+        log.debug("epoch %d loss %.4f %s %.4f", epoch + 1, loss, VAL_METRIC, ndcg)
         if math.isnan(ndcg) or ndcg > self.best:
             self.best, self.best_epoch, self.wait = ndcg, epoch + 1, 0
             self.best_weights = network.get_weights()
@@ -386,28 +451,90 @@ class _ValidationMonitor:
         self.wait += 1
         return self.wait >= self.model.patience
 
-    def as_callback(self, keras: Any) -> Any:
-        monitor = self
-
-        class _Callback(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                if monitor.end_epoch(epoch, logs, self.model):
-                    self.model.stop_training = True
-
-            def on_train_end(self, logs: dict | None = None) -> None:
-                if monitor.best_weights is not None:
-                    self.model.set_weights(monitor.best_weights)
-
-        return _Callback()
+    def restore_best(self, network: Any) -> None:
+        """Put the best epoch's weights back into ``network``."""
+        if self.best_weights is not None:
+            network.set_weights(self.best_weights)
 
 
 # ---------------------------------------------------------------- network
+def _seed_everything(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow and make TF ops deterministic; log the device."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    gpus = tf.config.list_logical_devices("GPU")
+    log.info("training on %s (intra-op threads %s, inter-op threads %s; 0 = TF's default)",
+             gpus[0].name if gpus else "CPU",
+             tf.config.threading.get_intra_op_parallelism_threads(),
+             tf.config.threading.get_inter_op_parallelism_threads())
+
+
+def _make_train_step(network: Any, learning_rate: float, *, with_profile: bool) -> Any:
+    """A compiled Adam step on one batch; returns ``(summed loss, real positions)``.
+
+    The step takes ``(inputs, targets[, profile])`` of any batch size and
+    width (one trace covers them all). The loss is the full-catalogue softmax
+    cross-entropy at every position whose target is not padding (``-1``).
+    """
+    import keras
+    import tensorflow as tf
+
+    optimizer = keras.optimizers.Adam(learning_rate)
+    variables = network.trainable_variables
+    optimizer.build(variables)
+    signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32)]
+    if with_profile:
+        signature.append(tf.TensorSpec([None, None], tf.float32))
+
+    @tf.function(input_signature=signature)
+    def step(inputs: Any, targets: Any, profile: Any = None) -> tuple[Any, Any]:
+        real = tf.not_equal(targets, -1)
+        labels = tf.boolean_mask(targets, real)
+        with tf.GradientTape() as tape:
+            hidden = tf.boolean_mask(network.encode(inputs, profile, training=True), real)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=network.logits(hidden))
+            loss_sum = tf.reduce_sum(losses)
+            n = tf.cast(tf.size(labels), tf.float32)
+            loss = loss_sum / tf.maximum(n, 1.0)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss_sum, tf.size(labels)
+
+    return step
+
+
 def _make_network(*, n_items: int, max_len: int, d_model: int, n_heads: int, n_blocks: int,
                   dropout: float, profile_dim: int) -> Any:
-    """Build the Keras model (imports Keras here, so module import stays cheap)."""
+    """Build the Keras model (imports Keras here, so module import stays cheap).
+
+    Inputs are left-padded +1-shifted item indices of any width up to
+    ``max_len``; the last column is the most recent item, and column ``c`` of
+    a width-``w`` input gets position ``max_len - w + c``, so cropping
+    all-padding columns never changes a real position's output.
+    """
     import keras
     import tensorflow as tf
     from keras import layers, ops
+
+    class CausalSelfAttention(layers.Layer):
+        """Multi-head scaled dot-product self-attention under an additive mask."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv = layers.Dense(3 * d_model)
+            self.out = layers.Dense(d_model)
+
+        def call(self, x: Any, bias: Any) -> Any:
+            batch, width = ops.shape(x)[0], ops.shape(x)[1]
+            heads = ops.reshape(self.qkv(x), (batch, width, 3, n_heads, d_model // n_heads))
+            q, k, v = (ops.transpose(heads[:, :, j], (0, 2, 1, 3)) for j in range(3))
+            scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
+            weights = ops.softmax(scores / math.sqrt(d_model // n_heads) + bias, axis=-1)
+            mixed = ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3))
+            return self.out(ops.reshape(mixed, (batch, width, d_model)))
 
     class SASRecNetwork(keras.Model):
         """Item + position embeddings → causal attention blocks → tied-embedding logits."""
@@ -421,38 +548,40 @@ def _make_network(*, n_items: int, max_len: int, d_model: int, n_heads: int, n_b
             self.blocks = [_block() for _ in range(n_blocks)]
             self.final_norm = layers.LayerNormalization(epsilon=1e-6)
 
-        def encode(self, inputs: Any, training: bool = False) -> Any:
-            seq = inputs["seq"] if profile_dim else inputs
+        def encode(self, seq: Any, profile: Any = None, training: bool = False) -> Any:
+            """Hidden state per position, ``(batch, width, d_model)``; padding rows are 0."""
+            width = ops.shape(seq)[1]
             valid = ops.not_equal(seq, 0)
             mask = ops.cast(valid, "float32")[..., None]
             x = self.item_embedding(seq) * math.sqrt(d_model)
-            x = x + self.position_embedding(ops.arange(max_len))[None]
+            x = x + self.position_embedding(ops.arange(max_len - width, max_len))[None]
             if profile_dim:
-                x = x + self.profile_projection(inputs["profile"])[:, None, :]
+                x = x + self.profile_projection(profile)[:, None, :]
             x = self.input_dropout(x, training=training) * mask
-            attention_mask = ops.repeat(valid[:, None, :], max_len, axis=1)
+            causal = ops.tril(ops.ones((width, width), dtype="bool"))
+            allowed = ops.logical_and(causal[None], valid[:, None, :])
+            bias = ops.where(allowed, 0.0, -1e9)[:, None, :, :]  # (batch, 1, query, key)
             for norm1, attention, drop1, norm2, ff1, ff2, drop2 in self.blocks:
-                h = norm1(x)
-                h = attention(h, h, attention_mask=attention_mask, use_causal_mask=True,
-                              training=training)
+                h = attention(norm1(x), bias)
                 x = x + drop1(h, training=training)
                 h = ff2(ff1(norm2(x)))
                 x = (x + drop2(h, training=training)) * mask
             return self.final_norm(x)
 
-        def _logits(self, hidden: Any) -> Any:
+        def logits(self, hidden: Any) -> Any:
+            """Scores of every item (no padding row) for hidden states ``(..., d_model)``."""
             return ops.matmul(hidden, ops.transpose(self.item_embedding.embeddings[1:]))
 
-        def call(self, inputs: Any, training: bool = False) -> Any:
-            return self._logits(self.encode(inputs, training=training))
+        def call(self, seq: Any, profile: Any = None, training: bool = False) -> Any:
+            return self.logits(self.encode(seq, profile, training=training))
 
-        def score_last(self, inputs: Any) -> Any:
-            return self._logits(self.encode(inputs, training=False)[:, -1, :])
+        def score_last(self, seq: Any, profile: Any = None) -> Any:
+            return self.logits(self.encode(seq, profile, training=False)[:, -1, :])
 
     def _block() -> list:
         return [
             layers.LayerNormalization(epsilon=1e-6),
-            layers.MultiHeadAttention(n_heads, d_model // n_heads, dropout=dropout),
+            CausalSelfAttention(),
             layers.Dropout(dropout),
             layers.LayerNormalization(epsilon=1e-6),
             layers.Dense(d_model, activation="relu"),
@@ -461,5 +590,10 @@ def _make_network(*, n_items: int, max_len: int, d_model: int, n_heads: int, n_b
         ]
 
     net = SASRecNetwork()
-    net.compiled_score_last = tf.function(net.score_last, reduce_retracing=True)
+    if profile_dim:
+        net.compiled_score_last = tf.function(net.score_last, reduce_retracing=True)
+    else:
+        compiled = tf.function(lambda seq: net.score_last(seq),
+                               input_signature=[tf.TensorSpec([None, max_len], tf.int32)])
+        net.compiled_score_last = lambda seq, profile=None: compiled(seq)
     return net
