@@ -3,6 +3,10 @@
 The oracle is a checkerboard: even users interacted with even items, odd users
 with odd items, and each user's own "diagonal" item (item u for user u) is
 held out. Any personalised model must rank that held-out item first.
+A sequence model (class attribute ``sequential = True``) sees the same matrix
+with each user's items in a time order that walks its parity class
+i → i + 2 (mod N) from just after its own item, so the held-out item is the
+natural next one; every other user shows that step, so it is learnable.
 A model joins this suite by being registered in ``recsys.models.MODELS``;
 give it tiny settings in ``FAST_PARAMS`` if its defaults are slow.
 """
@@ -15,7 +19,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.models import available_models, make_model
+from recsys.models import available_models, make_model, model_class
 from recsys.models.base import FitContext, Recommender
 
 N = 20  # users == items, so user u's held-out item is item u
@@ -44,9 +48,16 @@ def checkerboard() -> sp.csr_matrix:
     return sp.csr_matrix(((u % 2 == i % 2) & (u != i)).astype(np.float32))
 
 
-def context(X: sp.csr_matrix) -> FitContext:
-    """Each user's items in index order, for models that read sequences."""
+def context(X: sp.csr_matrix, name: str = "") -> FitContext:
+    """Each user's items as a sequence: index order, or the cyclic walk for sequence models."""
+    if name and getattr(model_class(name), "sequential", False):
+        return FitContext(sequences=[_walk_after(X[u].indices, u) for u in range(X.shape[0])])
     return FitContext(sequences=[X[u].indices.astype(np.int64) for u in range(X.shape[0])])
+
+
+def _walk_after(items: np.ndarray, u: int) -> np.ndarray:
+    """``items`` ordered u + 2, u + 4, ... (mod N), so the walk's next step is u."""
+    return items[np.argsort((items - u) % N)].astype(np.int64)
 
 
 def build(name: str) -> Recommender:
@@ -56,7 +67,7 @@ def build(name: str) -> Recommender:
 @pytest.fixture(scope="module", params=available_models())
 def fitted(request) -> tuple[str, Recommender, sp.csr_matrix]:
     X = checkerboard()
-    return request.param, build(request.param).fit(X, context(X)), X
+    return request.param, build(request.param).fit(X, context(X, request.param)), X
 
 
 @pytest.mark.parametrize("name", available_models())
@@ -64,7 +75,7 @@ def test_fit_returns_self_and_stores_only_params_before(name):
     model = build(name)
     assert vars(model) == model.get_params()
     X = checkerboard()
-    assert model.fit(X, context(X)) is model
+    assert model.fit(X, context(X, name)) is model
 
 
 def test_learned_attributes_end_in_underscore(fitted):
@@ -140,7 +151,7 @@ def test_filter_seen_never_returns_seen_items(fitted):
 
 def test_same_random_state_same_results(fitted):
     name, model, X = fitted
-    again = build(name).fit(X, context(X))
+    again = build(name).fit(X, context(X, name))
     first = model.recommend(np.arange(N), X, k=5)
     second = again.recommend(np.arange(N), X, k=5)
     np.testing.assert_array_equal(first[0], second[0])

@@ -23,6 +23,7 @@ MODELS: dict[str, str] = {
     "ease": "recsys.models.ease:EASERecommender",
     "content": "recsys.models.content:ContentRecommender",
     "ranker": "recsys.models.ranker:XGBRankerRecommender",
+    "attention": "recsys.models.attention:SelfAttentionRecommender",
 }
 
 
