@@ -60,7 +60,10 @@ def rerank(items: np.ndarray, scores: np.ndarray, k: int, *, method: str = "popu
     if method == "popularity":
         if popularity is None:
             raise RerankInputError("method 'popularity' needs the items' popularity")
-        return _by_score(items, (1 - lam) * rel - lam * _scaled_popularity(popularity)[items], k)
+        usable = np.isfinite(rel)
+        value = (1 - lam) * np.where(usable, rel, 0.0) - lam * _scaled_popularity(popularity)[
+            np.where(items >= 0, items, 0)]
+        return _by_score(items, np.where(usable, value, -np.inf), k)
     if features is None:
         raise RerankInputError("method 'mmr' needs item feature vectors")
     batch = max(1, _CELLS // (items.shape[1] * max(1, features.shape[1])))
