@@ -49,6 +49,10 @@ from recsys.models.base import top_k
 log = logging.getLogger(__name__)
 
 SERVED_BY_COL = "served_by"
+#: Optional onboarding columns of a cold user's request (see :meth:`ColdStart.recommend_many`).
+LIKED_ITEMS_COL = "liked_items"
+LIKED_GENRES_COL = "liked_genres"
+ONBOARDING_COLS = (LIKED_ITEMS_COL, LIKED_GENRES_COL, AGE_COL, GENDER_COL, OCCUPATION_COL)
 #: Age band edges (a band is [edge_i, edge_i+1)).
 AGE_BANDS = (0, 18, 25, 35, 45, 56, 200)
 SEGMENT_AGE_GENDER = "age_gender"
@@ -133,7 +137,9 @@ class ColdStart:
                 onboarding answer.
             demographics: per user, a dict of ``age``/``gender``/``occupation``
                 or of segment keys (``age_gender``/``occupation``), may be empty.
-            genre_scores: optional ``(n_items,)`` genre votes added to every row.
+            genre_scores: optional genre votes: ``(n_items,)`` added to every
+                row (every user counts as onboarded), or ``(n_users, n_items)``
+                per user (a user with an all-zero row did not answer).
 
         Returns:
             ``(scores, served_by)``: ``(n_users, n_items)`` float64 and, per
@@ -148,13 +154,88 @@ class ColdStart:
         if self.content is not None:
             onboard += 0.3 * _unit_max_rows(np.asarray(
                 ((H @ self.content) @ self.content.T).todense()))
+        has = np.diff(H.indptr) > 0
         if genre_scores is not None:
-            onboard += genre_scores[None, :]
-        has = (np.diff(H.indptr) > 0) | (genre_scores is not None)
+            votes = np.asarray(genre_scores, dtype=np.float64)
+            onboard += votes if votes.ndim == 2 else votes[None, :]
+            has |= (votes != 0).any(axis=1) if votes.ndim == 2 else True
         scores = np.where(has[:, None], self.onboarding_weight * onboard + base, base)
         scores[H.nonzero()] = -np.inf
         paths = [("onboarding" if h else p) for h, p in zip(has, base_paths, strict=True)]
         return scores, paths
+
+    def recommend_many(self, requests: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+        """Top-``k`` lists for several cold users at once, one per row of ``requests``.
+
+        Args:
+            requests: ``user_id`` (distinct) and optionally the onboarding
+                answer of each user: ``liked_items`` (a list of item ids or one
+                ``|``-separated string), ``liked_genres`` (likewise), ``age``,
+                ``gender``, ``occupation``. Missing columns and null cells mean
+                "not answered"; demographics given here override the users
+                table's. Unknown liked items or genres are ignored (logged).
+
+        Returns:
+            Columns ``user_id, item_id, score, rank, served_by`` (float
+            scores), users in input order, ranks 1..k.
+
+        Raises:
+            ColdStartError: no ``user_id`` column, repeated ids or a bad ``k``.
+        """
+        if USER_COL not in requests.columns:
+            raise ColdStartError(f"requests have no {USER_COL!r} column")
+        if requests[USER_COL].duplicated().any():
+            raise ColdStartError("requests repeat a user_id; pass each cold user once")
+        if int(k) < 1:
+            raise ColdStartError(f"k must be a positive integer, got {k}")
+        ids = requests[USER_COL].to_numpy()
+        liked = _coerce_item_ids(_answer_lists(requests, LIKED_ITEMS_COL), self.item_ids)
+        history = self._liked_matrix(liked)
+        demos = [self._demographics(u, d) for u, d in
+                 zip(ids, _answer_demographics(requests), strict=True)]
+        votes = self._genre_matrix(_answer_lists(requests, LIKED_GENRES_COL))
+        scores, paths = self.score_users(history, demos, genre_scores=votes)
+        items, best = top_k(scores, min(int(k), self.item_ids.size))
+        filled = items >= 0
+        n = items.shape[1]
+        return pd.DataFrame({
+            USER_COL: np.repeat(ids, n)[filled.ravel()],
+            ITEM_COL: self.item_ids.to_numpy()[items[filled]],
+            SCORE_COL: best[filled].astype(np.float64),
+            RANK_COL: np.tile(np.arange(1, n + 1, dtype=np.int64), ids.size)[filled.ravel()],
+            SERVED_BY_COL: np.repeat(np.asarray(paths, dtype=object), n)[filled.ravel()],
+        })
+
+    def _liked_matrix(self, lists: list[list]) -> sp.csr_matrix:
+        """``(n_users, n_items)`` 1 per known liked item; unknown ids are logged and ignored."""
+        lengths = np.array([len(x) for x in lists], dtype=np.int64)
+        flat = [i for x in lists for i in x]
+        cols = (self.item_ids.get_indexer(pd.Index(flat)) if flat
+                else np.empty(0, dtype=np.int64))
+        if (cols < 0).any():
+            log.warning("onboarding: unknown liked item id(s) ignored: %s",
+                        pd.unique(np.asarray(flat, dtype=object)[cols < 0]).tolist())
+        rows = np.repeat(np.arange(len(lists)), lengths)
+        ok = cols >= 0
+        H = sp.csr_matrix((np.ones(int(ok.sum())), (rows[ok], cols[ok])),
+                          shape=(len(lists), self.item_ids.size))
+        H.data[:] = 1.0
+        return H
+
+    def _genre_matrix(self, lists: list[list]) -> np.ndarray | None:
+        """Per user, popularity of the items in any liked genre (0 elsewhere), or ``None``."""
+        if self.item_genres is None or not any(lists):
+            return None
+        G, names = self.item_genres
+        lengths = np.array([len(x) for x in lists], dtype=np.int64)
+        idx = names.get_indexer(pd.Index([str(g) for x in lists for g in x]))
+        if (idx < 0).any():
+            log.warning("onboarding: unknown genre(s) ignored")
+        rows = np.repeat(np.arange(len(lists)), lengths)
+        U = sp.csr_matrix((np.ones(int((idx >= 0).sum())), (rows[idx >= 0], idx[idx >= 0])),
+                          shape=(len(lists), names.size))
+        hit = np.asarray((U @ G.T).todense()) > 0
+        return hit * _unit_max(self.global_pop)[None, :]
 
     def _base_matrix(self, demographics: list[dict]) -> tuple[np.ndarray, list[str]]:
         """Per user, segment-blended (or global) popularity and its path name."""
@@ -229,6 +310,38 @@ class ColdStart:
             return None
         has = np.asarray(G[:, idx[idx >= 0]].sum(axis=1)).ravel() > 0
         return has * _unit_max(self.global_pop)
+
+
+def _answer_lists(requests: pd.DataFrame, column: str) -> list[list]:
+    """Per row, the answer in ``column`` as a list: lists pass, strings split on ``|``."""
+    if column not in requests.columns:
+        return [[] for _ in range(len(requests))]
+    return [_as_list(v) for v in requests[column].tolist()]
+
+
+def _as_list(value: object) -> list:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split("|") if part.strip()]
+    if isinstance(value, list | tuple | np.ndarray | pd.Series):
+        return [v for v in list(value) if not (isinstance(v, float) and np.isnan(v))]
+    return [value]
+
+
+def _answer_demographics(requests: pd.DataFrame) -> list[dict]:
+    """Per row, the non-null ``age``/``gender``/``occupation`` answers."""
+    cols = [c for c in (AGE_COL, GENDER_COL, OCCUPATION_COL) if c in requests.columns]
+    records = requests[cols].to_dict("records") if cols else [{}] * len(requests)
+    return [{c: v for c, v in r.items() if v is not None and not pd.isna(v)} for r in records]
+
+
+def _coerce_item_ids(lists: list[list], item_ids: pd.Index) -> list[list]:
+    """Liked item ids given as strings (from a ``|`` string) in the catalogue's id type."""
+    if item_ids.dtype.kind not in "iu":
+        return lists
+    return [[int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in x]
+            for x in lists]
 
 
 def _unit_max_rows(M: np.ndarray) -> np.ndarray:
@@ -320,6 +433,20 @@ def fit_cold_start(train: pd.DataFrame, items: pd.DataFrame | None = None,
         content=_content(items, id_map), item_genres=_genres(items, id_map),
         min_segment_users=min_segment_users, segment_weight=segment_weight,
         onboarding_weight=onboarding_weight)
+
+
+def fit_cold_start_from_matrix(X: sp.spmatrix, id_map: IdMap,
+                               **options: object) -> ColdStart:
+    """The chain from a training matrix alone (no items or users table).
+
+    Serves onboarding answers (co-liked items) and global popularity; the
+    segment path and content similarity need :func:`fit_cold_start` with the tables.
+    """
+    X = sp.csr_matrix(X)
+    rows, cols = X.nonzero()
+    train = pd.DataFrame({USER_COL: id_map.users.to_numpy()[rows],
+                          ITEM_COL: id_map.items.to_numpy()[cols]})
+    return fit_cold_start(train, id_map=id_map, **options)
 
 
 def _segments(users: pd.DataFrame | None, id_map: IdMap, X: sp.csr_matrix,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import pickle
 import re
 import tempfile
 import warnings
@@ -45,6 +46,7 @@ from recsys.ids import IdMap
 from recsys.models.base import Recommender, check_matrix
 
 if TYPE_CHECKING:
+    from recsys.coldstart import ColdStart
     from recsys.promotion import Decision
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,6 @@ log = logging.getLogger(__name__)
 #: Column of the served table that says who produced a row.
 SERVED_BY_COL = "served_by"
 SERVED_BY_MODEL = "model"
-SERVED_BY_FALLBACK = "popularity_fallback"
 SERVED_COLS = (USER_COL, ITEM_COL, SCORE_COL, RANK_COL, SERVED_BY_COL)
 
 CHAMPION = "champion"
@@ -67,6 +68,7 @@ TAG_MODEL_URI = "recsys.model_uri"
 _ARTIFACT_RECOMMENDER = "recommender"
 _ARTIFACT_ID_MAP = "id_map"
 _ARTIFACT_TRAIN = "train_matrix"
+_ARTIFACT_COLD_START = "cold_start"
 _REMOTE_SCHEMES = ("http", "https", "databricks")
 _REQUIREMENTS = ("mlflow", "numpy", "pandas", "scipy", "pyarrow", "cloudpickle")
 _BAD_NAME_CHARS = re.compile(r"[^\w.\- /:]")
@@ -162,6 +164,7 @@ def log_model_run(
     tags: Mapping[str, str] | None = None,
     artifacts: Mapping[str, Path] | None = None,
     parent_run_id: str | None = None,
+    cold_start: ColdStart | None = None,
 ) -> RunInfo:
     """Record one trained model as an MLflow run with a servable pyfunc model.
 
@@ -169,8 +172,7 @@ def log_model_run(
         model: a fitted recommender.
         id_map: the id ↔ index map the model was trained with.
         train_matrix: the training matrix (users × items of ``id_map``); the
-            served model filters these seen items and ranks unknown users'
-            fallback by its item popularity.
+            served model filters these seen items.
         params: hyper-parameters and other run settings (nested dicts are
             flattened with ``.``).
         metrics: evaluation results, name → value.
@@ -182,6 +184,10 @@ def log_model_run(
         tags: extra run tags.
         artifacts: extra files or folders to log, artifact folder name → path.
         parent_run_id: make this run a child of that run.
+        cold_start: the fallback chain for users the model does not know
+            (:func:`recsys.coldstart.fit_cold_start` on the training frame
+            with the items and users tables); ``None`` fits one from
+            ``train_matrix`` alone (onboarding by co-liked items, global popularity).
 
     Returns:
         The run id and the logged model's URI.
@@ -217,7 +223,7 @@ def log_model_run(
         mlflow.log_dict(_jsonable(dict(split_info)), "split.json")
         mlflow.log_artifact(str(_plot_metrics(metrics, run_name, Path(tmp))), "plots")
         _log_extra_artifacts(artifacts or {})
-        model_uri = _log_pyfunc(model, id_map, X, k, Path(tmp))
+        model_uri = _log_pyfunc(model, id_map, X, k, Path(tmp), cold_start)
         mlflow.set_tag(TAG_MODEL_URI, model_uri)
     log.info("logged run %s (%s) with model %s", run.info.run_id, run_name, model_uri)
     return RunInfo(run_id=run.info.run_id, model_uri=model_uri)
@@ -370,24 +376,29 @@ def _log_extra_artifacts(artifacts: Mapping[str, Path]) -> None:
 class ServedRecommender:
     """Top-K lists by external id from a fitted model, for the pyfunc wrapper.
 
-    Known users get the model's top-K with their training items removed;
-    users not in the id map get the most popular training items (number of
-    users who interacted, ties to the lower item index). Never raises on an
+    Known users get the model's top-K with their training items removed
+    (``served_by`` = ``model``); users not in the id map go down the cold-start
+    chain (:mod:`recsys.coldstart`): ``onboarding`` when the request carries a
+    ``liked_items``/``liked_genres`` answer, ``segment:<kind>`` when their
+    demographics are known (users table or request columns ``age``, ``gender``,
+    ``occupation``), ``global`` popularity otherwise. Never raises on an
     unknown user.
 
     Args:
         model: the fitted recommender.
         id_map: the id ↔ index map it was trained with.
-        train_matrix: the training matrix (seen items, popularity).
+        train_matrix: the training matrix (seen items).
+        cold_start: the fitted chain; ``None`` fits one from ``train_matrix``.
     """
 
-    def __init__(self, model: Recommender, id_map: IdMap, train_matrix: sp.spmatrix) -> None:
+    def __init__(self, model: Recommender, id_map: IdMap, train_matrix: sp.spmatrix,
+                 cold_start: ColdStart | None = None) -> None:
+        from recsys.coldstart import fit_cold_start_from_matrix
+
         self.model = model
         self.id_map = id_map
         self.X = check_matrix(train_matrix)
-        counts = np.diff(self.X.tocsc().indptr).astype(np.float64)
-        self.popular_items = np.lexsort((np.arange(counts.size), -counts))
-        self.popular_scores = counts[self.popular_items]
+        self.cold_start = cold_start or fit_cold_start_from_matrix(self.X, id_map)
 
     def save(self, folder: Path) -> dict[str, str]:
         """Write model, id map and matrix under ``folder``; returns pyfunc artifact paths."""
@@ -395,6 +406,7 @@ class ServedRecommender:
             _ARTIFACT_RECOMMENDER: folder / _ARTIFACT_RECOMMENDER,
             _ARTIFACT_ID_MAP: folder / _ARTIFACT_ID_MAP,
             _ARTIFACT_TRAIN: folder / "train_matrix.npz",
+            _ARTIFACT_COLD_START: folder / "cold_start.pkl",
         }
         self.model.save(paths[_ARTIFACT_RECOMMENDER])
         paths[_ARTIFACT_ID_MAP].mkdir(parents=True, exist_ok=True)
@@ -405,6 +417,7 @@ class ServedRecommender:
             paths[_ARTIFACT_ID_MAP] / "items.parquet"
         )
         sp.save_npz(paths[_ARTIFACT_TRAIN], self.X)
+        paths[_ARTIFACT_COLD_START].write_bytes(pickle.dumps(self.cold_start))
         return {name: str(path) for name, path in paths.items()}
 
     @classmethod
@@ -416,10 +429,19 @@ class ServedRecommender:
             items=pd.Index(pd.read_parquet(id_dir / "items.parquet")[ITEM_COL], name=ITEM_COL),
         )
         model = Recommender.load(artifacts[_ARTIFACT_RECOMMENDER])
-        return cls(model, id_map, sp.load_npz(artifacts[_ARTIFACT_TRAIN]))
+        chain_path = artifacts.get(_ARTIFACT_COLD_START)  # absent in models logged before it
+        chain = pickle.loads(Path(chain_path).read_bytes()) if chain_path else None
+        return cls(model, id_map, sp.load_npz(artifacts[_ARTIFACT_TRAIN]), chain)
 
     def recommend(self, users: pd.DataFrame, k: int) -> pd.DataFrame:
         """Top-``k`` rows per distinct ``user_id`` of ``users``, in input order.
+
+        Args:
+            users: ``user_id`` plus, optionally, an onboarding answer for users
+                the model does not know: ``liked_items`` / ``liked_genres``
+                (a list, or one ``|``-separated string), ``age``, ``gender``,
+                ``occupation``; known users ignore them. A repeated id's first row counts.
+            k: list length.
 
         Returns:
             Columns ``user_id, item_id, score, rank, served_by``; ranks run
@@ -435,8 +457,9 @@ class ServedRecommender:
         items, scores = self._known_lists(idx[known], k)
         parts = [
             _long_frame(ids[known], items, scores, SERVED_BY_MODEL, self.id_map),
-            self._fallback(ids[~known], k),
         ]
+        if not known.all():
+            parts.append(self._cold(users, ids[~known], k))
         out = pd.concat(parts, ignore_index=True)
         order = pd.Index(ids).get_indexer(out[USER_COL])
         return out.iloc[np.lexsort((out[RANK_COL].to_numpy(), order))].reset_index(drop=True)
@@ -446,11 +469,11 @@ class ServedRecommender:
             return np.empty((0, 0), dtype=np.int64), np.empty((0, 0), dtype=np.float64)
         return self.model.recommend(rows, self.X, k, filter_seen=True)
 
-    def _fallback(self, ids: np.ndarray, k: int) -> pd.DataFrame:
-        k = min(k, self.popular_items.size)
-        items = np.tile(self.popular_items[:k], (ids.size, 1))
-        scores = np.tile(self.popular_scores[:k], (ids.size, 1))
-        return _long_frame(ids, items, scores, SERVED_BY_FALLBACK, self.id_map)
+    def _cold(self, users: pd.DataFrame, ids: np.ndarray, k: int) -> pd.DataFrame:
+        """The cold-start chain's lists for the unknown ``ids`` (first request row each)."""
+        first = users.drop_duplicates(USER_COL)
+        requests = first[first[USER_COL].isin(ids)]
+        return self.cold_start.recommend_many(requests, k)
 
 
 def _user_ids(users: pd.DataFrame) -> np.ndarray:
@@ -528,18 +551,20 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _log_pyfunc(model: Recommender, id_map: IdMap, X: sp.csr_matrix, k: int, tmp: Path) -> str:
+def _log_pyfunc(model: Recommender, id_map: IdMap, X: sp.csr_matrix, k: int, tmp: Path,
+                cold_start: ColdStart | None = None) -> str:
     """Log the served model as pyfunc ``model`` of the active run; returns its URI."""
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    served = ServedRecommender(model, id_map, X)
+    served = ServedRecommender(model, id_map, X, cold_start)
     artifact_paths = served.save(tmp / "served")
     example = pd.DataFrame({USER_COL: id_map.users[: min(2, id_map.n_users)].to_numpy()})
     with warnings.catch_warnings():
         # A hint that does not apply: served ids are never missing.
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         signature = infer_signature(example, served.recommend(example, k), params={"k": int(k)})
+        signature.inputs = _with_onboarding_inputs(signature.inputs)
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=__getattr__("RecsysPyfuncModel")(k=int(k)),
@@ -549,6 +574,19 @@ def _log_pyfunc(model: Recommender, id_map: IdMap, X: sp.csr_matrix, k: int, tmp
             pip_requirements=_pip_requirements(),
         )
     return info.model_uri
+
+
+def _with_onboarding_inputs(inputs: Any) -> Any:
+    """The input schema plus the optional onboarding columns (any type: list or string).
+
+    Without them MLflow's schema enforcement would drop those columns before ``predict``.
+    """
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    from recsys.coldstart import ONBOARDING_COLS
+
+    return Schema(list(inputs.inputs) + [ColSpec(AnyType(), name, required=False)
+                                         for name in ONBOARDING_COLS])
 
 
 def _pip_requirements() -> list[str]:
@@ -728,7 +766,7 @@ def recommend_for_users(
 
     Returns:
         The long table ``user_id, item_id, score, rank, served_by``; unknown
-        users are served the popularity fallback.
+        users are served by the cold-start chain (``served_by`` names its path).
     """
     k = _check_k(k)
     model = load_model(model_uri or champion_uri())

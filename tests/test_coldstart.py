@@ -118,3 +118,30 @@ def test_evaluate_cold_users_reports_every_row():
                                       "popularity"}
     assert report["n_users"] == 1
     assert sum(report["served_by"].values()) == 1
+
+
+def test_recommend_many_serves_each_request_row_by_its_own_path():
+    requests = pd.DataFrame({
+        "user_id": ["a", "b", "c", "d", 12],
+        "liked_items": [[4], "2|999", None, None, None],
+        "liked_genres": [None, None, "Comedy", None, None],
+        "age": [None, None, None, 21, None], "gender": [None, None, None, "F", None],
+    })
+    out = chain().recommend_many(requests, 2)
+    assert out["user_id"].tolist() == ["a", "a", "b", "b", "c", "c", "d", "d", 12, 12]
+    assert out["rank"].tolist() == [1, 2] * 5
+    paths = out.groupby("user_id", sort=False)["served_by"].first().tolist()
+    assert paths == ["onboarding", "onboarding", "onboarding", "segment:age_gender",
+                     "segment:age_gender"]
+    lists = out.groupby("user_id", sort=False)["item_id"].apply(list).to_dict()
+    assert lists["a"][0] == 1  # 4 is co-liked only with 1 (and 3, less so); 4 itself is out
+    assert 2 not in lists["b"] and lists["b"][0] == 3  # '2' from the string; 999 ignored
+    assert lists["c"][0] == 4  # the one Comedy
+    assert set(lists["d"]) == {2, 3}
+    assert set(lists[12]) == {1, 4}  # a fitted user's segment from the users table
+
+
+def test_recommend_many_refuses_repeated_ids():
+    with pytest.raises(ColdStartError, match="^requests repeat a user_id; pass each cold "
+                                             "user once$"):
+        chain().recommend_many(pd.DataFrame({"user_id": [1, 1]}), 2)

@@ -160,7 +160,9 @@ def test_run_stores_split_json_metrics_plot_and_extras(logged, client, tmp_path)
 
 def test_model_has_signature_with_k_param_and_input_example(served):
     signature = served.metadata.signature
-    assert signature.inputs.input_names() == ["user_id"]
+    assert signature.inputs.input_names() == ["user_id", "liked_items", "liked_genres", "age",
+                                              "gender", "occupation"]
+    assert signature.inputs.required_input_names() == ["user_id"]
     assert signature.outputs.input_names() == ["user_id", "item_id", "score", "rank", "served_by"]
     assert [(p.name, p.default) for p in signature.params.params] == [("k", SERVE_K)]
     assert served.metadata.saved_input_example_info is not None
@@ -225,16 +227,52 @@ def test_list_is_shorter_only_when_user_has_seen_nearly_everything(served):
     }
 
 
-def test_unknown_user_gets_popular_items_and_never_a_crash(served):
+def test_unknown_user_gets_global_popularity_and_never_a_crash(served):
     out = _predict(served, ["stranger", "u1"], k=3)
     stranger = out[out["user_id"] == "stranger"]
-    # Popularity 101: 3, 104: 3, 102: 2 (103, 105 also 2; ties go to the lower item).
+    # Popularity 101: 3, 104: 3, 102: 2 (103, 105 also 2; ties go to the lower item),
+    # scaled so the most popular item scores 1.
     assert stranger["item_id"].tolist() == [101, 104, 102]
-    assert stranger["score"].tolist() == [3.0, 3.0, 2.0]
+    assert stranger["score"].tolist() == pytest.approx([1.0, 1.0, 2 / 3])
     assert stranger["rank"].tolist() == [1, 2, 3]
-    assert set(stranger["served_by"]) == {"popularity_fallback"}
+    assert set(stranger["served_by"]) == {"global"}
     assert out["user_id"].tolist()[:3] == ["stranger"] * 3
     assert set(out.loc[out["user_id"] == "u1", "served_by"]) == {"model"}
+
+
+@pytest.mark.parametrize("liked", [[106], "106"], ids=["list", "pipe-string"])
+def test_unknown_user_with_an_onboarding_answer_is_served_by_it(served, liked):
+    # 106 was liked only by u4 (103, 104, 105): cosine 103: 1/sqrt(2), 105: 1/sqrt(2),
+    # 104: 1/sqrt(3); scaled to max 1 and added to popularity (101, 104: 1; others 2/3):
+    # 104: 1.816, 103: 1.667, 105: 1.667 (tie to the lower item), 101: 1. 106 itself is out.
+    request = pd.DataFrame({"user_id": ["new", "u1"], "liked_items": [liked, None]})
+    out = served.predict(request, params={"k": 3})
+    new = out[out["user_id"] == "new"]
+    assert new["item_id"].tolist() == [104, 103, 105]
+    assert new["score"].tolist() == pytest.approx([1 + (2 / 3) ** 0.5, 5 / 3, 5 / 3])
+    assert set(new["served_by"]) == {"onboarding"}
+    assert set(out.loc[out["user_id"] == "u1", "served_by"]) == {"model"}
+
+
+def test_unknown_user_with_demographics_is_served_by_their_segment(trained):
+    from recsys.coldstart import fit_cold_start
+
+    model, id_map, X = trained
+    people = pd.DataFrame({"user_id": ["u1", "u2", "u3", "u4", "u5"],
+                           "age": [30, 31, 50, 50, 50], "gender": ["F", "F", "M", "M", "M"],
+                           "occupation": ["x"] * 5})
+    chain = fit_cold_start(_interactions(), users=people, id_map=id_map, min_segment_users=2)
+    engine = tracking.ServedRecommender(model, id_map, X, chain)
+    request = pd.DataFrame({"user_id": ["new", "nobody"], "age": [28, None],
+                            "gender": ["F", None]})
+    out = engine.recommend(request, 2)
+    # Segment 25-34|F = u1, u2: 101: 2, 102: 2, 103: 1; half segment, half global:
+    # 101: 1, 102: (2/3 + 1) / 2, 104: 1/2, 103: (2/3 + 1/2) / 2.
+    new = out[out["user_id"] == "new"]
+    assert new["item_id"].tolist() == [101, 102]
+    assert new["score"].tolist() == pytest.approx([1.0, 5 / 6])
+    assert set(new["served_by"]) == {"segment:age_gender"}
+    assert set(out.loc[out["user_id"] == "nobody", "served_by"]) == {"global"}
 
 
 def test_duplicate_users_are_served_once(served):
@@ -342,7 +380,7 @@ def test_recommend_for_users_serves_the_champion(logged, served):
     _promote_first(logged, "recsys-tests")  # the configured default name
     out = tracking.recommend_for_users(["u5", "new"], k=2)
     pd.testing.assert_frame_equal(out, _predict(served, ["u5", "new"], k=2))
-    assert out["served_by"].tolist() == ["model"] * 2 + ["popularity_fallback"] * 2
+    assert out["served_by"].tolist() == ["model"] * 2 + ["global"] * 2
 
 
 def test_registering_the_same_run_twice_returns_its_first_version(store, logged):
