@@ -47,11 +47,9 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
         With ``rerank`` (``{"model", "method", "lams", "pool"}``), a
         ``"rerank"`` section from :func:`rerank_tradeoff`.
     """
-    from recsys.ids import IdMap
-    from recsys.models.base import FitContext
     from recsys.pipeline import (
-        TrainingData,
         _beyond_figures,
+        build_training_data,
         fit_and_evaluate,
         load_input,
         served_evaluation,
@@ -65,13 +63,8 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
     inter = dataset.interactions
     options = PROTOCOL_OPTIONS[protocol]
     train, test = split_interactions(inter, protocol, **options)
-    extra = dataset.items[ITEM_COL] if dataset.items is not None else None
-    id_map = IdMap.from_frame(train, extra_items=extra)
-    context = FitContext(sequences=id_map.sequences(train),
-                         extra={"items": dataset.items, "users": dataset.users,
-                                "item_ids": id_map.items})
-    split = describe_split(train, test, protocol, options)
-    data = TrainingData(train, test, id_map, id_map.to_matrix(train), context, split)
+    data = build_training_data(train, test, dataset,
+                               describe_split(train, test, protocol, options))
     results = {}
     for name in models:
         start = time.perf_counter()

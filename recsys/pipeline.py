@@ -222,19 +222,31 @@ class TrainingData:
 def load_training_data(run_key: str) -> TrainingData:
     """Read a run's split back and build the matrix, id map and fit context."""
     from recsys.data.loaders import load_dataset
+
+    run = _dir(run_key)
+    return build_training_data(pd.read_parquet(run / "train.parquet"),
+                               pd.read_parquet(run / "test.parquet"),
+                               load_dataset(run / "raw", "recsys"),
+                               _read_json(run / "split.json"))
+
+
+def build_training_data(train: pd.DataFrame, test: pd.DataFrame, dataset: Any,
+                        split: dict) -> TrainingData:
+    """The matrix, id map and fit context every model of a run or benchmark shares.
+
+    The id map covers every catalogue item (so content models can recommend
+    items nobody interacted with yet); ``context.extra`` carries the item and
+    user tables and ``item_ids``, the external id of each matrix column.
+    """
     from recsys.ids import IdMap
     from recsys.models.base import FitContext
 
-    run = _dir(run_key)
-    train = pd.read_parquet(run / "train.parquet")
-    test = pd.read_parquet(run / "test.parquet")
-    dataset = load_dataset(run / "raw", "recsys")
-    extra = dataset.items[ITEM_COL] if dataset.items is not None else None
-    id_map = IdMap.from_frame(train, extra_items=extra)
+    catalogue = dataset.items[ITEM_COL] if dataset.items is not None else None
+    id_map = IdMap.from_frame(train, extra_items=catalogue)
     context = FitContext(sequences=id_map.sequences(train),
-                         extra={"items": dataset.items, "users": dataset.users})
-    return TrainingData(train, test, id_map, id_map.to_matrix(train), context,
-                        _read_json(run / "split.json"))
+                         extra={"items": dataset.items, "users": dataset.users,
+                                "item_ids": id_map.items})
+    return TrainingData(train, test, id_map, id_map.to_matrix(train), context, split)
 
 
 def fit_and_evaluate(name: str, data: TrainingData, *, params: dict | None = None,
@@ -584,8 +596,32 @@ def recommend_all(run_key: str, *, k: int = 10) -> dict:
     recs = recs.assign(model_version=str(champion["version"]))
     path = run / "recommendations.parquet"
     recs.to_parquet(path, index=False)
+    related = write_related_items(run_key, k=k)
     return {"path": str(path), "users": int(recs[USER_COL].nunique()),
-            "rows": int(len(recs)), "model_version": champion["version"]}
+            "rows": int(len(recs)), "model_version": champion["version"],
+            "related_items": str(related) if related else None}
+
+
+def write_related_items(run_key: str, *, k: int = 10) -> Path | None:
+    """Write the top-K content-similar items of every catalogue item.
+
+    Uses this run's ``content`` model when it trained one, else fits one on
+    the run's training data; a data set without an item table has no content
+    to compare, and gets no table (``None``).
+    """
+    from recsys.models.content import ContentRecommender
+    from recsys.models.content import write_related_items as write_table
+
+    run = _dir(run_key)
+    saved = run / "models" / "content"
+    if (saved / "model.pkl").exists():
+        model = ContentRecommender.load(saved)
+    else:
+        data = load_training_data(run_key)
+        if data.context.extra.get("items") is None:
+            return None
+        model = ContentRecommender().fit(data.X, data.context)
+    return write_table(model, run / "related_items.parquet", k=k)
 
 
 def ingest(*, arrival: str, now: float | None = None) -> dict:

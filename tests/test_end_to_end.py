@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys.constants import USER_COL
+from recsys.constants import ITEM_COL, USER_COL
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 K = 5
@@ -55,3 +55,9 @@ def test_training_dag_promotes_a_champion_and_writes_k_per_user(
     per_user = recs.groupby(USER_COL).size()
     assert set(per_user.index) == set(users)
     assert (per_user == K).all()
+
+    related = pd.read_parquet(recs_path.with_name("related_items.parquet"))
+    items = pd.read_parquet(demo_data / "items.parquet")[ITEM_COL]
+    assert set(related[ITEM_COL]) <= set(items)
+    assert related[ITEM_COL].nunique() >= 0.9 * len(items)  # items with content
+    assert related.groupby(ITEM_COL).size().max() == K
