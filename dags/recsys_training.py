@@ -40,8 +40,11 @@ from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
 #: Every model the DAG can train, one task each. Keep in step with recsys.models.
-MODELS = ["popularity", "itemknn", "als", "ease"]
-DEFAULT_MODELS = ["popularity", "itemknn", "als", "ease"]
+MODELS = ["popularity", "itemknn", "als", "ease", "content", "ranker", "attention"]
+#: Trained unless a run says otherwise. The ranker (it fits every generator
+#: several times) and the attention network are worth their minutes on real
+#: data; tick them in the trigger form.
+DEFAULT_MODELS = ["popularity", "itemknn", "als", "ease", "content"]
 
 #: Updated by recsys_ingest when new interactions are accepted.
 INTERACTIONS = Asset("recsys_interactions")

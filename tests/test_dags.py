@@ -35,7 +35,7 @@ def test_dag_files_import_nothing_heavy_at_top_level(path):
 
 def test_training_dag_has_the_exact_task_graph(dagbag):
     dag = dagbag.dags["recsys_training"]
-    models = ["popularity", "itemknn", "als", "ease"]
+    models = ["popularity", "itemknn", "als", "ease", "content", "ranker", "attention"]
     trains = {f"train_{m}" for m in models}
     expected = {
         "check_new_data": {"validate"},
@@ -67,8 +67,18 @@ def test_training_dag_schedule_retries_and_docs(dagbag):
 def test_training_dag_fans_tuning_out_per_model(dagbag):
     tune = dagbag.dags["recsys_training"].get_task("tune")
     assert tune.is_mapped
-    assert tune.op_kwargs_expand_input.value["model_name"] == ["popularity", "itemknn", "als", "ease"]
+    assert tune.op_kwargs_expand_input.value["model_name"] == [
+        "popularity", "itemknn", "als", "ease", "content", "ranker", "attention"]
     assert dagbag.dags["recsys_training"].params["tuning_trials"] == 0
+
+
+def test_every_dag_model_is_registered(dagbag):
+    from recsys.models import available_models
+
+    dag = dagbag.dags["recsys_training"]
+    offered = dag.params.get_param("models").schema["items"]["enum"]
+    assert set(offered) <= set(available_models())
+    assert set(dag.params["models"]) <= set(offered)
 
 
 def test_training_dag_runs_on_new_data_and_daily(dagbag):
