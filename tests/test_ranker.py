@@ -14,6 +14,7 @@ from recsys.models.base import FitContext
 from recsys.models.ranker import (
     XGBRankerRecommender,
     feature_names,
+    parse_generator,
     plot_feature_importances,
     split_history,
 )
@@ -128,9 +129,29 @@ def test_plot_feature_importances(fitted):
     ({"n_folds": 3, "holdout": "time"},
      "n_folds must be 1, or > 1 with holdout='random'; got 3 with holdout='time'"),
     ({"generators": ("ranker",)}, "ranker cannot use itself as a generator"),
+    ({"generators": ("sharp:ranker",)}, "ranker cannot use itself as a generator"),
+    ({"generators": ("ease", "ease:ease")},
+     "generator labels must be unique, got ['ease', 'ease']"),
+    ({"generators": (":ease",)}, "generator entry must be 'model' or 'label:model', got ':ease'"),
     ({"label_share": 1.0}, "label_share must lie in (0, 1), got 1.0"),
 ])
 def test_bad_parameters_raise(params, message):
     X, ctx = blocks()
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         make_model("ranker", **params).fit(X, ctx)
+
+
+def test_parse_generator_labels():
+    assert parse_generator("ease") == ("ease", "ease")
+    assert parse_generator("ease_sharp:ease") == ("ease_sharp", "ease")
+    assert feature_names(("pop:popularity",))[:3] == ["pop_rank", "pop_score_ratio", "pop_score_z"]
+
+
+def test_one_model_serves_twice_under_two_labels():
+    X, ctx = blocks()
+    params = {**TINY, "generators": ("ease", "ease_sharp:ease"),
+              "generator_params": {"ease": {"l2": 50.0}, "ease_sharp": {"l2": 1.0}}}
+    model = XGBRankerRecommender(**params).fit(X, ctx)
+    assert list(model.generators_) == ["ease", "ease_sharp"]
+    assert (model.generators_["ease"].l2, model.generators_["ease_sharp"].l2) == (50.0, 1.0)
+    assert "ease_sharp_rank" in model.feature_importances_
