@@ -388,17 +388,25 @@ class ServedRecommender:
         model: the fitted recommender.
         id_map: the id ↔ index map it was trained with.
         train_matrix: the training matrix (seen items).
-        cold_start: the fitted chain; ``None`` fits one from ``train_matrix``.
+        cold_start: the fitted chain; ``None`` fits one from ``train_matrix``
+            when first needed (an unknown user, or :meth:`save`).
     """
 
     def __init__(self, model: Recommender, id_map: IdMap, train_matrix: sp.spmatrix,
                  cold_start: ColdStart | None = None) -> None:
-        from recsys.coldstart import fit_cold_start_from_matrix
-
         self.model = model
         self.id_map = id_map
         self.X = check_matrix(train_matrix)
-        self.cold_start = cold_start or fit_cold_start_from_matrix(self.X, id_map)
+        self._cold_start = cold_start
+
+    @property
+    def cold_start(self) -> ColdStart:
+        """The cold-start chain (fitted from the training matrix if none was given)."""
+        if self._cold_start is None:
+            from recsys.coldstart import fit_cold_start_from_matrix
+
+            self._cold_start = fit_cold_start_from_matrix(self.X, self.id_map)
+        return self._cold_start
 
     def save(self, folder: Path) -> dict[str, str]:
         """Write model, id map and matrix under ``folder``; returns pyfunc artifact paths."""
