@@ -40,3 +40,18 @@ def isolated_mlflow(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("RECSYS_ARTIFACT_ROOT", (tmp_path / "artifacts").as_uri())
     return uri
+
+
+#: Files that spend minutes waiting on servers or Airflow runs: started first, so
+#: with ``pytest -n 2 --dist loadfile`` they overlap the quick files instead of
+#: running alone at the end.
+_LONG_FILES = ("test_production_stack.py", "test_end_to_end.py", "test_browser.py",
+               "test_ui.py", "test_attention.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return _LONG_FILES.index(name) if name in _LONG_FILES else len(_LONG_FILES)
+
+    items.sort(key=rank)

@@ -50,6 +50,7 @@ pytestmark = [pytest.mark.integration]
 
 log = logging.getLogger(__name__)
 
+KILL_ATTEMPTS = 4
 DAG_ID = "recsys_training"
 MODEL_NAME = "recsys_stack"
 #: The triggered run trains only these (the scheduled one trains every model).
@@ -131,7 +132,13 @@ def _runs_by_type(api: AirflowAPI) -> dict[str, list[dict]]:
 
 
 def _kill_worker_mid_training(production: ProductionStack, api: AirflowAPI) -> tuple[str, str]:
-    """Wait for a train_* task to run (and none to sit queued), SIGKILL the worker tree.
+    """SIGKILL the worker tree while a train_* task runs; retry if the task beat the kill.
+
+    A training task on small data takes seconds, so the task seen running may
+    report success just before the kill lands. The task's state read right
+    after the kill tells: still ``running`` means the worker died under it
+    (nothing alive can report it any more). Otherwise a new worker starts and
+    the next training task is tried, a few times at most.
 
     Returns:
         ``(run_id, task_id)`` of the task that was running when the worker died.
@@ -146,13 +153,20 @@ def _kill_worker_mid_training(production: ProductionStack, api: AirflowAPI) -> t
                 return run["dag_run_id"], training[0]
         return None
 
-    run_id, task_id = wait_until(running_train_task, timeout=240, interval=0.5,
-                                 what="a train_* task to be running",
-                                 services=production.running())
-    production.kill("worker-1")
-    log.info("killed worker-1 while %s of %s was running", task_id, run_id)
-    production.start_worker()
-    return run_id, task_id
+    worker = "worker-1"
+    for _ in range(KILL_ATTEMPTS):
+        run_id, task_id = wait_until(running_train_task, timeout=240, interval=0.5,
+                                     what="a train_* task to be running",
+                                     services=production.running())
+        production.kill(worker)
+        hit = api.task_states(DAG_ID, run_id).get(task_id) == "running"
+        worker = production.start_worker().name
+        if hit:
+            log.info("killed the worker while %s of %s was running", task_id, run_id)
+            return run_id, task_id
+        log.info("%s of %s finished before the kill; trying the next task", task_id, run_id)
+    pytest.fail(f"no training task was still running when the worker died, "
+                f"in {KILL_ATTEMPTS} attempts")
 
 
 @pytest.fixture(scope="module")
