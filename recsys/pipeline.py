@@ -289,6 +289,7 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None,
         metrics=metrics, split_info=data.split, data_hash=data.split["data_hash"],
         run_name=f"{model_name}-{run_key}", k=k,
         tags={"recsys.run_key": run_key, "recsys.input_rows": str(n_rows)},
+        artifacts=model_plots(model, model_dir / "plots"),
     )
     log.info("trained %s: %s", model_name, metrics)
     result = _json_ready({"model": model_name, "run_id": info.run_id,
@@ -296,6 +297,38 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None,
                           "served": detail.metrics})
     _write_json(model_dir / "result.json", result)
     return result
+
+
+def model_plots(model: Any, folder: Path) -> dict[str, Path]:
+    """Write the figures a model has beyond its metrics, for its MLflow run.
+
+    The attention model's training curves (loss and validation NDCG per
+    epoch) and the ranker's feature importances, as PNGs under ``folder``.
+
+    Returns:
+        ``{"plots": folder}`` when anything was drawn, else ``{}``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = {}
+    if getattr(model, "history_", None):
+        from recsys.models.attention import plot_history
+
+        figures["training_curves.png"] = plot_history(model.history_)
+    if getattr(model, "feature_importances_", None):
+        from recsys.models.ranker import plot_feature_importances
+
+        figures["feature_importances.png"] = plot_feature_importances(model)
+    if not figures:
+        return {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, figure in figures.items():
+        figure.savefig(folder / name, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+    return {"plots": folder}
 
 
 def served_evaluation(model: Any, data: TrainingData, *, k: int = 10) -> Any:
