@@ -280,7 +280,8 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None,
     n_rows = _read_json(_dir(run_key) / "input.json")["rows"]
     model, metrics, seconds = fit_and_evaluate(model_name, data, params=params, k=k)
     model_dir = model.save(_dir(run_key) / "models" / model_name)
-    detail = served_evaluation(model, data, k=k)
+    chain = cold_start_chain(data)
+    detail = served_evaluation(model, data, k=k, cold_start=chain)
     detail.per_user.to_parquet(model_dir / "per_user.parquet")
     metrics = {**metrics, **_beyond_figures(detail.metrics), "train_seconds": seconds}
     tracking.setup()
@@ -289,7 +290,7 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None,
         metrics=metrics, split_info=data.split, data_hash=data.split["data_hash"],
         run_name=f"{model_name}-{run_key}", k=k,
         tags={"recsys.run_key": run_key, "recsys.input_rows": str(n_rows)},
-        artifacts=model_plots(model, model_dir / "plots"),
+        artifacts=model_plots(model, model_dir / "plots"), cold_start=chain,
     )
     log.info("trained %s: %s", model_name, metrics)
     result = _json_ready({"model": model_name, "run_id": info.run_id,
@@ -331,9 +332,19 @@ def model_plots(model: Any, folder: Path) -> dict[str, Path]:
     return {"plots": folder}
 
 
-def served_evaluation(model: Any, data: TrainingData, *, k: int = 10) -> Any:
+def cold_start_chain(data: TrainingData) -> Any:
+    """The fallback chain served models use for users they have never seen."""
+    from recsys.coldstart import fit_cold_start
+
+    extra = data.context.extra
+    return fit_cold_start(data.train, extra.get("items"), extra.get("users"),
+                          id_map=data.id_map)
+
+
+def served_evaluation(model: Any, data: TrainingData, *, k: int = 10,
+                      cold_start: Any = None) -> Any:
     """Score ``model`` exactly as its served pyfunc answers: every test user, unknown
-    users on the popularity fallback (:class:`recsys.tracking.ServedRecommender`).
+    users through the cold-start chain (:class:`recsys.tracking.ServedRecommender`).
 
     Returns:
         A :class:`recsys.beyond.DetailedEvaluation`: the figures the gate and the
@@ -341,7 +352,7 @@ def served_evaluation(model: Any, data: TrainingData, *, k: int = 10) -> Any:
     """
     from recsys.tracking import ServedRecommender
 
-    served = ServedRecommender(model, data.id_map, data.X)
+    served = ServedRecommender(model, data.id_map, data.X, cold_start=cold_start)
     recs = served.recommend(pd.DataFrame({USER_COL: np.sort(data.test[USER_COL].unique())}), k)
     return _detailed(recs, data.train, data.test, data.context.extra, k)
 
