@@ -199,6 +199,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Besides the ranking metrics at K, what `recsys status` shows of the champion.
+HEADLINE_METRICS = ("coverage", "novelty", "diversity", "train_seconds")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from recsys import config, tracking
 
@@ -209,8 +213,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     print(f"champion: {config.model_name()} version {champion['version']} "
           f"({champion.get('model_type')})")
-    for name, value in sorted(champion.get("metrics", {}).items()):
-        print(f"  {name:>16}: {value:.4f}")
+    metrics = champion.get("metrics", {})
+    headline = {n: v for n, v in sorted(metrics.items()) if n in HEADLINE_METRICS
+                or ("@" in n and "." not in n)}
+    width = max(map(len, headline), default=0)
+    for name, value in headline.items():
+        print(f"  {name:>{width}}: {value:.4f}")
+    if len(metrics) > len(headline):
+        print(f"  (+{len(metrics) - len(headline)} more, slices included, in the MLflow run)")
     runs = sorted((config.recsys_home() / "runs").glob("*/recommendations.parquet"),
                   key=lambda p: p.stat().st_mtime)
     if runs:
