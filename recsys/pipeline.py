@@ -35,6 +35,7 @@ import pandas as pd
 
 from recsys import config
 from recsys.constants import ITEM_COL, USER_COL
+from recsys.serialize import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +84,6 @@ def _dir(run_key: str) -> Path:
 def _write_json(path: Path, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     return path
-
-
-def _json_ready(value: Any) -> Any:
-    """``value`` with NaN and infinite floats as ``None`` (XCom and strict JSON refuse them)."""
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _read_json(path: Path) -> dict:
@@ -293,7 +283,7 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None,
         artifacts=model_plots(model, model_dir / "plots"), cold_start=chain,
     )
     log.info("trained %s: %s", model_name, metrics)
-    result = _json_ready({"model": model_name, "run_id": info.run_id,
+    result = json_safe({"model": model_name, "run_id": info.run_id,
                           "model_uri": info.model_uri, "metrics": metrics,
                           "served": detail.metrics})
     _write_json(model_dir / "result.json", result)
@@ -434,7 +424,7 @@ def evaluate_candidates(run_key: str, models: list[str] | tuple[str, ...], *, k:
               "leaderboard": [{"model": c["model"], "run_id": c["run_id"], **c["metrics"]}
                               for c in board]}
     result["leaderboard_files"] = write_leaderboard(run_key, board, champion, primary)
-    result = _json_ready(result)
+    result = json_safe(result)
     _write_json(_dir(run_key) / "evaluation.json", result)
     return result
 
@@ -615,7 +605,7 @@ def _load_check(run_key: str, candidate: dict, settings: Any) -> Any:
 def _record(run_key: str, decision: Any) -> dict:
     from recsys.gate import to_markdown
 
-    payload = _json_ready(decision.to_dict())
+    payload = decision.to_dict()
     _write_json(_dir(run_key) / "decision.json", payload)
     (_dir(run_key) / "decision.md").write_text(to_markdown(decision))
     log.info("promotion decision: %s", decision.reason)

@@ -25,6 +25,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from recsys.serialize import json_safe
+
 #: Slack when comparing the improvement with the margin (absorbs rounding).
 TOLERANCE = 1e-12
 
@@ -126,7 +128,7 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of every field plus ``verdict``; NaN/inf become ``None``."""
-        out = {key: _json_safe(value) for key, value in asdict(self).items()}
+        out = {key: json_safe(value) for key, value in asdict(self).items()}
         out["checks"] = list(out["checks"])
         out["verdict"] = self.verdict
         return out
@@ -218,16 +220,3 @@ def _format(value: object) -> str:
     if value is None:
         return "none"
     return repr(value) if isinstance(value, float) else str(value)
-
-
-def _json_safe(value: object) -> object:
-    """``value`` with non-finite floats turned into ``None``, at any depth."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()  # a numpy scalar
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
