@@ -96,12 +96,17 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
     return report
 
 
-#: Knob values of the re-ranking trade-off when none are given.
-DEFAULT_LAMS = (0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8)
+#: Knob values of the re-ranking trade-off when none are given, per method
+#: (each method's knob bites over a different range).
+DEFAULT_LAMS = {
+    "discount": (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.8),
+    "popularity": (0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8),
+    "mmr": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8),
+}
 
 
 def rerank_tradeoff(data: Any, *, k: int = 10, model: str = "ease",
-                    method: str = "popularity", lams: tuple[float, ...] = DEFAULT_LAMS,
+                    method: str = "discount", lams: tuple[float, ...] | None = None,
                     pool: int = 100, params: dict | None = None) -> dict:
     """NDCG@k against popularity and diversity as the re-ranking knob turns.
 
@@ -120,6 +125,7 @@ def rerank_tradeoff(data: Any, *, k: int = 10, model: str = "ease",
     from recsys.models import make_model
     from recsys.rerank import rerank
 
+    lams = DEFAULT_LAMS.get(method, (0.0,)) if lams is None else lams
     fitted = make_model(model, **(params or {})).fit(data.X, data.context)
     catalogue = build_catalogue(data.train, data.context.extra.get("items"))
     rows = np.unique(data.id_map.user_index(data.test[USER_COL].unique()))

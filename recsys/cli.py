@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the JSON report here")
     p.add_argument("--rerank", metavar="MODEL", default=None,
                    help="also report the re-ranking trade-off of this model")
-    p.add_argument("--rerank-method", default="popularity", choices=["popularity", "mmr"])
+    p.add_argument("--rerank-method", default="discount", choices=["discount", "popularity", "mmr"],
+                   help="discount: score / (1 + popularity)^lam; popularity: additive "
+                        "penalty; mmr: genre diversity (default: %(default)s)")
     p.add_argument("--rerank-lams", default=None,
                    help="comma-separated knob values in [0, 1] (default: a fixed grid)")
     p.add_argument("--rerank-pool", type=int, default=100, help="candidates re-ranked per user")
@@ -146,7 +148,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from recsys.benchmark import (
-        DEFAULT_LAMS,
         format_rerank_table,
         format_table,
         plot_rerank_tradeoff,
@@ -156,7 +157,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     rerank = None
     if args.rerank:
         lams = tuple(float(v) for v in args.rerank_lams.split(",")) if args.rerank_lams \
-            else DEFAULT_LAMS
+            else None
         rerank = {"model": args.rerank, "method": args.rerank_method, "lams": lams,
                   "pool": args.rerank_pool}
     report = run_benchmark(args.data, protocol=args.protocol, models=args.models.split(","),

@@ -1,9 +1,17 @@
 """Re-rank a model's candidate pool against popularity bias or for diversity.
 
-Both methods take each user's top-``pool`` items from the model and pick
+Every method takes each user's top-``pool`` items from the model and picks
 ``k`` of them; one knob ``lam`` in [0, 1] trades relevance away
 (``lam = 0`` returns the model's own order):
 
+- ``discount`` (against popularity bias): each item's score is divided by
+  ``(1 + popularity) ** lam``, an inverse-propensity discount. Scores are first
+  made positive per user (shifted by the pool's lowest score when it is
+  negative) and divided by the user's best, so the knob means the same for
+  every model. Because the discount is relative, it lets a slightly weaker
+  niche item overtake a popular one only where the model scores them close,
+  which costs far less accuracy per unit of popularity removed than an
+  additive penalty;
 - ``popularity``: each item scores ``(1 - lam) * rel - lam * pop``, where
   ``rel`` is the model score min-max scaled within the user's pool and
   ``pop`` the item's log-popularity scaled to [0, 1] over the catalogue;
@@ -24,7 +32,7 @@ import scipy.sparse as sp
 
 log = logging.getLogger(__name__)
 
-METHODS = ("popularity", "mmr")
+METHODS = ("discount", "popularity", "mmr")
 #: Floats one MMR batch may hold in its users x pool x features block.
 _CELLS = 20_000_000
 
@@ -33,7 +41,7 @@ class RerankInputError(ValueError):
     """A re-ranking call with unusable lists, scores or knob."""
 
 
-def rerank(items: np.ndarray, scores: np.ndarray, k: int, *, method: str = "popularity",
+def rerank(items: np.ndarray, scores: np.ndarray, k: int, *, method: str = "discount",
            lam: float = 0.0, popularity: np.ndarray | None = None,
            features: sp.csr_matrix | None = None) -> np.ndarray:
     """Pick ``k`` of each user's pool items, trading relevance for the method's aim.
@@ -42,9 +50,9 @@ def rerank(items: np.ndarray, scores: np.ndarray, k: int, *, method: str = "popu
         items: ``(n_users, pool)`` item indices, best first, ``-1`` = empty.
         scores: the model's scores of ``items`` (higher = better).
         k: list length to return (``<= pool``).
-        method: ``"popularity"`` or ``"mmr"``.
+        method: ``"discount"``, ``"popularity"`` or ``"mmr"``.
         lam: the knob in [0, 1]; 0 keeps the model's order.
-        popularity: per-item popularity (needed by ``popularity``).
+        popularity: per-item popularity (needed by ``discount`` and ``popularity``).
         features: L2-normalised item vectors, rows = items (needed by ``mmr``).
 
     Returns:
@@ -56,10 +64,13 @@ def rerank(items: np.ndarray, scores: np.ndarray, k: int, *, method: str = "popu
             disagree, ``k`` larger than the pool, or the method's input missing.
     """
     items, scores = _check(items, scores, k, method, lam)
+    if method in ("discount", "popularity") and popularity is None:
+        raise RerankInputError(f"method {method!r} needs the items' popularity")
+    if method == "discount":
+        pop = np.asarray(popularity, dtype=np.float64)[np.where(items >= 0, items, 0)]
+        return _by_score(items, _positive_relevance(items, scores) / (1.0 + pop) ** lam, k)
     rel = _scaled_relevance(items, scores)
     if method == "popularity":
-        if popularity is None:
-            raise RerankInputError("method 'popularity' needs the items' popularity")
         usable = np.isfinite(rel)
         value = (1 - lam) * np.where(usable, rel, 0.0) - lam * _scaled_popularity(popularity)[
             np.where(items >= 0, items, 0)]
@@ -96,6 +107,22 @@ def _scaled_relevance(items: np.ndarray, scores: np.ndarray) -> np.ndarray:
     span = np.where(high > low, high - low, 1.0)
     rel = np.where(filled, (scores - np.where(np.isfinite(low), low, 0.0)) / span, -np.inf)
     return np.where(filled & ~(high > low), 1.0, rel)
+
+
+def _positive_relevance(items: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Scores over each user's best, after shifting negative pools up to zero; empty -inf.
+
+    Positive so that dividing by a discount lowers every item; the worst item
+    of a pool with negative scores gets a small floor, not zero, so it still
+    ranks by its discount against other floored items.
+    """
+    filled = (items >= 0) & np.isfinite(scores)
+    low = np.minimum(np.where(filled, scores, np.inf).min(axis=1, keepdims=True), 0.0)
+    low = np.where(np.isfinite(low), low, 0.0)
+    shifted = np.where(filled, scores - low, 0.0)
+    top = shifted.max(axis=1, keepdims=True)
+    rel = np.where(top > 0, shifted / np.where(top > 0, top, 1.0), 1.0)
+    return np.where(filled, np.maximum(rel, 1e-6), -np.inf)
 
 
 def _scaled_popularity(popularity: np.ndarray) -> np.ndarray:

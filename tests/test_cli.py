@@ -58,6 +58,23 @@ def test_benchmark_writes_the_documented_report(synthetic, tmp_path, capsys):
     assert "| ease |" in capsys.readouterr().out
 
 
+def test_benchmark_reports_the_rerank_curve_and_plot(synthetic, tmp_path, capsys):
+    out, plot = tmp_path / "report.json", tmp_path / "curve.png"
+    assert main(["benchmark", "--data", str(synthetic), "--protocol", "loo",
+                 "--models", "popularity", "--output", str(out), "--no-cold-users",
+                 "--rerank", "ease", "--rerank-lams", "0,0.5,1",
+                 "--rerank-plot", str(plot)]) == 0
+    section = json.loads(out.read_text())["rerank"]
+    assert section["method"] == "discount" and section["model"] == "ease"
+    points = section["points"]
+    assert [p["lam"] for p in points] == [0.0, 0.5, 1.0]
+    assert points[0]["ndcg_change"] == 0.0 and points[0]["popularity_change"] == 0.0
+    # The discount pushes popular items down, so the average falls with the knob.
+    assert points[2]["avg_popularity"] < points[0]["avg_popularity"]
+    assert plot.stat().st_size > 0
+    assert "re-ranking ease (discount, pool 100)" in capsys.readouterr().out
+
+
 def test_an_unknown_model_is_a_one_line_error(synthetic, capsys):
     assert main(["benchmark", "--data", str(synthetic), "--models", "nosuch",
                  "--no-cold-users"]) == 2
