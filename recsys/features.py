@@ -16,6 +16,7 @@ import hashlib
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,9 @@ from recsys.constants import (
     YEAR_COL,
 )
 
+if TYPE_CHECKING:
+    from recsys.validation import ValidationReport
+
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- FEATURES
@@ -50,6 +54,9 @@ POPULARITY_TREND = "popularity_trend"
 RATING_AVG = "rating_avg"
 N_USERS = "n_users"
 SEQUENCE_COL = "sequence"
+SEQUENCE_LENGTH = "sequence_length"
+TERM_COL = "term"
+WEIGHT_COL = "weight"
 
 #: Numeric user columns every profile has, in output order (genre taste columns
 #: follow, then whichever demographics the users table provides).
@@ -78,6 +85,15 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     RATING_AVG: "mean rating received",
     N_USERS: "distinct users who interacted with the item",
     YEAR_COL: "release year from the items table",
+}
+
+#: The tables of one run's feature step, each with the suite in ``expectations/``
+#: that must pass before it is written (``<run>/features/<table>.parquet``).
+TABLE_SUITES: dict[str, str] = {
+    "user_profiles": "features_users",
+    "item_features": "features_items",
+    "sequences": "features_sequences",
+    "item_content": "features_content",
 }
 
 #: Fraction of the training time range that counts as "recent" for the trend.
@@ -323,6 +339,27 @@ def build_content_vectors(
     return sp.csr_matrix(matrix), vocabulary
 
 
+def content_table(items: pd.DataFrame, *, max_features: int | None = 5000) -> pd.DataFrame:
+    """:func:`build_content_vectors` stored long, one row per non-zero weight.
+
+    A CSR matrix has no Parquet form, and a dense items × terms frame would be
+    mostly zeros (ML-100K: 1,682 items × ~2,500 terms, 0.2% non-zero),
+    so the vectors are kept as ``(item_id, term, weight)`` triples, sorted by
+    item then term; pivoting them back gives the matrix.
+    """
+    matrix, vocabulary = build_content_vectors(items, max_features=max_features)
+    terms = np.empty(len(vocabulary), dtype=object)
+    for term, col in vocabulary.items():
+        terms[col] = term
+    coo = matrix.tocoo()
+    out = pd.DataFrame({
+        ITEM_COL: items[ITEM_COL].to_numpy()[coo.row],
+        TERM_COL: pd.array(terms[coo.col], dtype="str"),
+        WEIGHT_COL: coo.data.astype(np.float64),
+    })
+    return out.sort_values([ITEM_COL, TERM_COL], ignore_index=True)
+
+
 def _content_documents(items: pd.DataFrame) -> list[str]:
     n = len(items)
     titles = (
@@ -348,8 +385,8 @@ def build_sequences(train: pd.DataFrame, *, max_len: int = 50) -> pd.DataFrame:
     row order is the time order.
 
     Returns:
-        Frame sorted by ``user_id`` with ``user_id`` and ``sequence`` (a list
-        of item ids).
+        Frame sorted by ``user_id`` with ``user_id``, ``sequence`` (a list
+        of item ids) and ``sequence_length`` (its length, 1 to ``max_len``).
     """
     _check_train(train, (USER_COL, ITEM_COL))
     if max_len < 1:
@@ -360,8 +397,126 @@ def build_sequences(train: pd.DataFrame, *, max_len: int = 50) -> pd.DataFrame:
         keys = [train[USER_COL].to_numpy(), train[TIME_COL].to_numpy(), order]
     sorted_rows = train.iloc[np.lexsort(keys[::-1])]
     last = sorted_rows.groupby(USER_COL, sort=True).tail(max_len)
-    seqs = last.groupby(USER_COL, sort=True)[ITEM_COL].agg(list)
-    return seqs.rename(SEQUENCE_COL).reset_index()
+    seqs = last.groupby(USER_COL, sort=True)[ITEM_COL].agg(list).rename(SEQUENCE_COL)
+    out = seqs.reset_index()
+    out[SEQUENCE_LENGTH] = seqs.map(len).to_numpy(dtype=np.int64)
+    return out
+
+
+# ------------------------------------------------------------- the tables
+def build_feature_tables(
+    train: pd.DataFrame,
+    items: pd.DataFrame | None = None,
+    users: pd.DataFrame | None = None,
+    *,
+    max_len: int = 50,
+) -> dict[str, pd.DataFrame]:
+    """Every feature table of one run, keyed as in :data:`TABLE_SUITES`.
+
+    Profiles get genre tastes only when ``items`` has genres; ``item_content``
+    is left out when ``items`` is missing or has neither titles nor genres
+    (there is no text to vectorise).
+    """
+    genres = items if items is not None and GENRES_COL in items.columns else None
+    tables = {
+        "user_profiles": build_user_profiles(train, users, genres),
+        "item_features": build_item_features(train, items),
+        "sequences": build_sequences(train, max_len=max_len),
+    }
+    if items is not None and ({TITLE_COL, GENRES_COL} & set(items.columns)):
+        tables["item_content"] = content_table(items)
+    return tables
+
+
+def suite_parameters(train: pd.DataFrame, *, max_len: int = 50) -> dict[str, dict[str, float]]:
+    """Values for the feature suites' ``$PARAMETER`` placeholders, keyed by suite.
+
+    The rating scale is the one of ``train`` itself (the input already passed
+    the interactions suite's declared scale): every mean must lie within it and
+    every population standard deviation within half its width.
+    """
+    low, high = float(train[RATING_COL].min()), float(train[RATING_COL].max())
+    scale = {"min_rating": low, "max_rating": high}
+    return {
+        "features_users": {**scale, "max_rating_std": (high - low) / 2},
+        "features_items": scale,
+        "features_sequences": {"max_len": max_len},
+    }
+
+
+class FeatureValidationError(ValueError):
+    """A feature table broke its expectation suite; nothing was written.
+
+    Attributes:
+        tables: the tables that failed.
+        report: the :class:`recsys.validation.ValidationReport` of every table.
+    """
+
+    def __init__(self, tables: list[str], report: ValidationReport) -> None:
+        super().__init__(f"feature table(s) {', '.join(tables)} broke their expectation "
+                         f"suites; nothing was written\n{report.summary()}")
+        self.tables = tables
+        self.report = report
+
+
+def check_feature_tables(
+    tables: dict[str, pd.DataFrame],
+    params: dict[str, dict[str, float]] | None = None,
+    *,
+    suites_dir: Path | None = None,
+) -> ValidationReport:
+    """Validate each table against its suite (:data:`TABLE_SUITES`).
+
+    Returns:
+        The :class:`recsys.validation.ValidationReport` when every table passed.
+
+    Raises:
+        FeatureValidationError: a table broke its suite; the message names the
+            table, and each failed expectation with its column and row count.
+        FeatureError: a table has no suite.
+    """
+    from recsys.validation import validate_frames
+
+    unknown = sorted(set(tables) - set(TABLE_SUITES))
+    if unknown:
+        raise FeatureError(f"no expectation suite for feature table(s) {unknown}")
+    frames = {TABLE_SUITES[name]: table for name, table in tables.items()}
+    given = {suite: p for suite, p in (params or {}).items() if suite in frames}
+    report = validate_frames(frames, params=given, name="feature tables",
+                             suites_dir=suites_dir)
+    if not report.success:
+        failed = [name for name, suite in TABLE_SUITES.items()
+                  if suite in report.suites and not report.suites[suite].success]
+        raise FeatureValidationError(failed, report)
+    return report
+
+
+# ------------------------------------------------------- tables for models
+#: What a missing text value becomes in :func:`indexed_features`.
+UNKNOWN = "unknown"
+
+
+def indexed_features(table: pd.DataFrame, id_col: str, ids: pd.Index) -> pd.DataFrame:
+    """A feature table re-indexed by matrix position, with no nulls left.
+
+    Row ``r`` holds the features of ``ids[r]`` (the id of matrix row or column
+    ``r``), so the frame fits :class:`recsys.models.base.FitContext`. Every
+    null — a feature the data lacks (``recency_days`` without timestamps, an
+    unrated item's ``rating_avg``, a user missing from the users table) or an
+    id the table has no row for — is filled: numbers with the column's mean
+    (0 when the column has no value at all), text with ``"unknown"``. A model
+    therefore never meets a NaN, and a filled number carries no signal after
+    standardisation.
+    """
+    _require(table, (id_col,), "feature table")
+    _check_unique(table, id_col, "feature table")
+    frame = table.set_index(id_col).reindex(ids)
+    frame.index = pd.RangeIndex(len(ids))
+    numeric = frame.select_dtypes("number").columns
+    frame[numeric] = frame[numeric].fillna(frame[numeric].mean().fillna(0.0))
+    for col in frame.columns.difference(numeric):
+        frame[col] = frame[col].fillna(UNKNOWN)
+    return frame
 
 
 # ------------------------------------------------------------------ writing

@@ -21,6 +21,11 @@ How a suite is applied to one frame:
   numeric columns: ids may legitimately be strings, and a non-numeric rating,
   year or age is caught by its own "values are numbers" expectation, which
   counts the offending rows instead of failing on a comparison error.
+- An expectation whose ``meta`` holds ``recsys_each_column_matching`` (a
+  regular expression) runs once per frame column whose name matches it, for
+  tables whose columns are known only at run time (one ``genre_<name>`` column
+  per genre); its ``column`` kwarg in the file is a readable stand-in such as
+  ``"genre_*"``. No matching column: it is not run.
 
 Every outcome, structural problems included, ends up as a :class:`Failure` in
 one :class:`ValidationReport`; GX errors never escape as tracebacks.
@@ -34,7 +39,9 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -269,6 +276,41 @@ def validate_frame(
     return _report({suite_name: result}, suite_name, docs_path)
 
 
+def validate_frames(
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    name: str = "frames",
+    docs_dir: Path | None = None,
+    suites_dir: Path | None = None,
+) -> ValidationReport:
+    """Validate several frames, each against the suite named by its key, in one GX session.
+
+    Args:
+        frames: suite name → frame; frames are never modified.
+        params: suite name → values for that suite's ``$PARAMETER`` placeholders.
+        name: the report's label.
+        docs_dir: folder to build Data Docs into, or ``None``.
+        suites_dir: where suites live; default the project's ``expectations/``.
+
+    Returns:
+        One report holding every suite, in the order of ``frames``.
+
+    Raises:
+        ValueError: a suite file is missing or unreadable, a parameter is not
+            one its suite declares, or ``params`` names a suite not in ``frames``.
+    """
+    params = dict(params or {})
+    stray = sorted(set(params) - set(frames))
+    if stray:
+        raise ValueError(f"parameters given for suite(s) {stray} that validate no frame")
+    with _Session(docs_dir, suites_dir) as session:
+        results = {suite: session.run(frame, suite, dict(params.get(suite, {})))
+                   for suite, frame in frames.items()}
+        docs_path = session.build_docs()
+    return _report(results, name, docs_path)
+
+
 def quarantine(
     dataset_or_path: Dataset | Path | str, report: ValidationReport, dest_dir: Path
 ) -> Path:
@@ -401,12 +443,37 @@ def _skip_reason(expectation: dict[str, Any], df: pd.DataFrame) -> str | None:
     return None
 
 
+#: Expectation ``meta`` key: run the expectation once per column matching this regex.
+EACH_COLUMN = "recsys_each_column_matching"
+
+
+def _expand_columns(
+    expectations: list[dict[str, Any]], df: pd.DataFrame
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One copy per matching column of each :data:`EACH_COLUMN` expectation; skip notes."""
+    out, skipped = [], []
+    for expectation in expectations:
+        pattern = (expectation.get("meta") or {}).get(EACH_COLUMN)
+        if pattern is None:
+            out.append(expectation)
+            continue
+        matches = [str(c) for c in df.columns if re.search(pattern, str(c))]
+        if not matches:
+            skipped.append(f"{expectation['type']}({pattern}): no column matches")
+        for column in matches:
+            one = copy.deepcopy(expectation)
+            one["kwargs"] = {**one.get("kwargs", {}), "column": column}
+            out.append(one)
+    return out, skipped
+
+
 def _plan(
     suite: dict[str, Any], df: pd.DataFrame, params: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Split a suite into expectations to run (filled) and skip notes."""
-    runnable, skipped = [], []
-    for raw in suite.get("expectations", []):
+    expectations, skipped = _expand_columns(suite.get("expectations", []), df)
+    runnable = []
+    for raw in expectations:
         expectation = copy.deepcopy(raw)
         kwargs = expectation.get("kwargs", {})
         expectation["kwargs"] = _fill(kwargs, params, suite.get("name", "?"))

@@ -15,6 +15,7 @@ from recsys.features import (
     build_item_features,
     build_sequences,
     build_user_profiles,
+    content_table,
     feature_hash,
     write_features,
 )
@@ -71,7 +72,8 @@ def test_builders_emit_the_declared_columns_in_order(train, items, users):
     assert list(prof.columns) == ["user_id", *F.USER_FEATURES, *genre_cols, *F.USER_DEMOGRAPHICS]
     feats = build_item_features(train, items)
     assert list(feats.columns) == ["item_id", *F.ITEM_FEATURES, *genre_cols, *F.ITEM_EXTRAS]
-    assert list(build_sequences(train).columns) == ["user_id", F.SEQUENCE_COL]
+    assert list(build_sequences(train).columns) == ["user_id", F.SEQUENCE_COL,
+                                                    F.SEQUENCE_LENGTH]
 
 
 # ------------------------------------------------------------- user profiles
@@ -180,12 +182,110 @@ def test_sequences_time_ordered_ties_keep_row_order_and_truncate(train):
     shuffled = train.iloc[[4, 2, 3, 1, 0]]  # item 30 now before item 20 at the tie
     seqs = build_sequences(shuffled).set_index("user_id")["sequence"]
     assert seqs.loc[1] == [10, 30, 20]
-    assert build_sequences(train, max_len=2).set_index("user_id")["sequence"].loc[1] == [20, 30]
+    short = build_sequences(train, max_len=2).set_index("user_id")
+    assert short["sequence"].loc[1] == [20, 30]
+    assert short["sequence_length"].tolist() == [2, 1, 1]
 
 
 def test_sequences_reject_bad_max_len(train):
     with pytest.raises(FeatureError, match="max_len must be at least 1, got 0"):
         build_sequences(train, max_len=0)
+
+
+# ------------------------------------------------------ content stored long
+def test_content_table_is_the_tfidf_matrix_in_long_form(items):
+    matrix, vocabulary = build_content_vectors(items)
+    long = content_table(items)
+    assert list(long.columns) == ["item_id", "term", "weight"]
+    assert len(long) == matrix.nnz
+    assert long.equals(long.sort_values(["item_id", "term"], ignore_index=True))
+    rows = items["item_id"].tolist()
+    for item_id, term, weight in long.itertuples(index=False):
+        assert matrix[rows.index(item_id), vocabulary[term]] == pytest.approx(weight)
+    # rows are L2-normalised: squared weights of an item sum to 1
+    assert long.groupby("item_id")["weight"].apply(lambda w: (w**2).sum()).tolist() == (
+        pytest.approx([1.0] * 4))
+
+
+# ------------------------------------------------------------ model frames
+def test_indexed_features_follow_the_id_order_and_fill_every_null(train, items, users):
+    prof = build_user_profiles(train.assign(timestamp=np.nan), users, items)
+    ids = pd.Index([3, 1, 2, 99], name="user_id")  # 99: no profile at all
+    frame = F.indexed_features(prof, "user_id", ids)
+    assert list(frame.index) == [0, 1, 2, 3]
+    assert frame["n_interactions"].tolist() == [1, 3, 1, pytest.approx(5 / 3)]
+    assert not frame.isna().any().any()
+    assert frame["active_days"].tolist() == [0.0] * 4  # never known: 0
+    assert frame["age"].tolist() == [35.0, 30.0, 40.0, 35.0]  # user 3 and 99: the mean
+    assert frame["gender"].tolist() == ["unknown", "F", "M", "unknown"]
+    assert prof["age"].isna().sum() == 1  # the input is left alone
+
+
+def test_indexed_features_reject_duplicate_ids(train):
+    prof = build_user_profiles(train)
+    with pytest.raises(FeatureError, match="feature table.user_id has duplicate ids, e.g. 1"):
+        F.indexed_features(pd.concat([prof, prof.iloc[:1]]), "user_id", pd.Index([1, 2]))
+
+
+# ------------------------------------------------------- tables and suites
+def test_feature_tables_pass_their_suites(train, items, users):
+    tables = F.build_feature_tables(train, items, users, max_len=2)
+    assert list(tables) == list(F.TABLE_SUITES)
+    report = F.check_feature_tables(tables, F.suite_parameters(train, max_len=2))
+    assert report.success
+    assert report.suites["features_users"].parameters["max_rating_std"] == 2.0  # (5 - 1) / 2
+    # a not-null and a 0/1 check ran for each of the three genre columns
+    plain = F.check_feature_tables(
+        {"item_features": tables["item_features"].drop(columns=["genre_a", "genre_b", "genre_c"])})
+    assert report.suites["features_items"].evaluated - plain.suites["features_items"].evaluated == 6
+
+
+def test_items_without_genres_give_profiles_without_tastes(train, items):
+    tables = F.build_feature_tables(train, items.drop(columns="genres"))
+    assert not tables["user_profiles"].columns.str.startswith(F.GENRE_PREFIX).any()
+    assert "item_content" in tables  # the titles still give content vectors
+
+
+def test_no_content_table_without_item_text(train):
+    tables = F.build_feature_tables(train, pd.DataFrame({"item_id": [10, 20, 30]}))
+    assert "item_content" not in tables
+
+
+@pytest.mark.parametrize(
+    ("table", "breaks", "expectation", "column"),
+    [
+        ("user_profiles", lambda t: pd.concat([t, t.iloc[:1]]),
+         "expect_column_values_to_be_unique", "user_id"),
+        ("user_profiles", lambda t: t.assign(n_interactions=-t["n_interactions"]),
+         "expect_column_values_to_be_between", "n_interactions"),
+        ("user_profiles", lambda t: t.assign(genre_a=t["genre_a"] + 1),
+         "expect_column_values_to_be_between", "genre_a"),
+        ("user_profiles", lambda t: t.assign(rating_mean=t["rating_mean"] + 10),
+         "expect_column_values_to_be_between", "rating_mean"),
+        ("item_features", lambda t: t.assign(popularity=t["popularity"] - 5),
+         "expect_column_values_to_be_between", "popularity"),
+        ("item_features", lambda t: t.assign(genre_c=t["genre_c"] * 2),
+         "expect_column_values_to_be_in_set", "genre_c"),
+        ("sequences", lambda t: t.assign(sequence_length=t["sequence_length"] + 5),
+         "expect_column_values_to_be_between", "sequence_length"),
+        ("item_content", lambda t: pd.concat([t, t.iloc[:1]]),
+         "expect_compound_columns_to_be_unique", "item_id,term"),
+    ],
+)
+def test_a_broken_table_is_named_with_its_failed_expectation(
+        train, items, users, table, breaks, expectation, column):
+    tables = F.build_feature_tables(train, items, users, max_len=3)
+    tables[table] = breaks(tables[table])
+    with pytest.raises(F.FeatureValidationError) as err:
+        F.check_feature_tables(tables, F.suite_parameters(train, max_len=3))
+    assert err.value.tables == [table]
+    assert f"feature table(s) {table} broke" in str(err.value)
+    assert f"[{F.TABLE_SUITES[table]}] {column}: {expectation}" in str(err.value)
+
+
+def test_a_table_without_a_suite_is_refused(train):
+    with pytest.raises(FeatureError, match=r"no expectation suite for feature table\(s\) \['x'\]"):
+        F.check_feature_tables({"x": train})
 
 
 # --------------------------------------------------------------- bad inputs
