@@ -11,6 +11,9 @@ Run folder layout::
         raw/                  the validated input, normalised (recsys format)
         data_docs/            Great Expectations Data Docs of the validation
         train.parquet test.parquet split.json
+        features/             feature tables of the training split (Parquet): user_profiles,
+                              item_features, sequences, item_content
+        features.json         each feature table's rows, columns and content hash
         models/<name>/        each fitted model, its result.json, per_user.parquet
                               (per-user metrics and groups) and tuned.json
         evaluation.json       leaderboard: every candidate and the champion
@@ -60,6 +63,7 @@ class PipelineOptions:
         tuning_trials: Optuna trials per model (0 = keep the defaults).
         tuning_timeout_s: time budget of each model's study.
         gate: overrides of :class:`recsys.gate.GateConfig` fields.
+        max_sequence_length: items kept of each user's interaction sequence.
     """
 
     data_path: str
@@ -74,6 +78,7 @@ class PipelineOptions:
     tuning_trials: int = 0
     tuning_timeout_s: float | None = None
     gate: dict[str, Any] = field(default_factory=dict)
+    max_sequence_length: int = 50
 
 
 # --------------------------------------------------------------------- helpers
@@ -197,6 +202,72 @@ def prepare_data(run_key: str, *, protocol: str = "temporal", dedupe: str = "las
     return info
 
 
+#: Sub-folder of a run holding its feature tables, and their summary file.
+FEATURES_DIR = "features"
+FEATURES_JSON = "features.json"
+#: Feature tables handed to models through :class:`recsys.models.base.FitContext`.
+_CONTEXT_TABLES = ("user_profiles", "item_features")
+
+
+def build_features(run_key: str, *, max_len: int = 50) -> dict:
+    """Build, validate and write the feature tables of this run's training split.
+
+    Builds user profiles, item features, interaction sequences (each user's
+    last ``max_len`` items) and, when items have titles or genres, their
+    TF-IDF content vectors (:func:`recsys.features.build_feature_tables`);
+    checks every table against its suite in ``expectations/`` before writing
+    any. Outputs of an earlier attempt of the same run are removed first, so
+    a failure leaves no feature table behind for training to pick up.
+
+    Returns:
+        ``{"max_len": int, "tables": {name: {"path", "rows", "columns",
+        "feature_hash", "suite"}}}`` (also ``features.json``); the hash is
+        :func:`recsys.features.feature_hash` of the table as read back from
+        its Parquet file.
+
+    Raises:
+        recsys.features.FeatureValidationError: a table broke its suite; the
+            message names the table and each failed expectation.
+    """
+    from recsys import features
+    from recsys.data.loaders import load_dataset
+
+    run = _dir(run_key)
+    _remove_features(run)
+    train = pd.read_parquet(run / "train.parquet")
+    dataset = load_dataset(run / "raw", "recsys")
+    tables = features.build_feature_tables(train, dataset.items, dataset.users,
+                                           max_len=max_len)
+    features.check_feature_tables(tables, features.suite_parameters(train, max_len=max_len))
+    paths = features.write_features(run / FEATURES_DIR, **tables)
+    summary = {"max_len": max_len,
+               "tables": {name: _table_summary(run, name, path) for name, path in paths.items()}}
+    _write_json(run / FEATURES_JSON, summary)
+    return summary
+
+
+def _remove_features(run: Path) -> None:
+    import shutil
+
+    (run / FEATURES_JSON).unlink(missing_ok=True)
+    shutil.rmtree(run / FEATURES_DIR, ignore_errors=True)
+
+
+def _table_summary(run: Path, name: str, path: Path) -> dict:
+    from recsys.features import TABLE_SUITES, feature_hash
+
+    stored = pd.read_parquet(path)
+    return {"path": str(path.relative_to(run)), "rows": int(len(stored)),
+            "columns": [str(c) for c in stored.columns], "feature_hash": feature_hash(stored),
+            "suite": TABLE_SUITES[name]}
+
+
+def read_feature_summary(run_key: str) -> dict | None:
+    """The run's ``features.json`` (see :func:`build_features`), or ``None`` before it ran."""
+    path = _dir(run_key) / FEATURES_JSON
+    return _read_json(path) if path.exists() else None
+
+
 @dataclass
 class TrainingData:
     """What every model of one run is fitted and evaluated on."""
@@ -210,33 +281,70 @@ class TrainingData:
 
 
 def load_training_data(run_key: str) -> TrainingData:
-    """Read a run's split back and build the matrix, id map and fit context."""
+    """Read a run's split back and build the matrix, id map and fit context.
+
+    When :func:`build_features` has run, the user profiles and item features
+    go into the fit context too.
+    """
     from recsys.data.loaders import load_dataset
 
     run = _dir(run_key)
     return build_training_data(pd.read_parquet(run / "train.parquet"),
                                pd.read_parquet(run / "test.parquet"),
                                load_dataset(run / "raw", "recsys"),
-                               _read_json(run / "split.json"))
+                               _read_json(run / "split.json"),
+                               features=_context_tables(run_key))
+
+
+def _context_tables(run_key: str) -> dict[str, pd.DataFrame] | None:
+    summary = read_feature_summary(run_key)
+    if summary is None:
+        return None
+    return {name: pd.read_parquet(_dir(run_key) / summary["tables"][name]["path"])
+            for name in _CONTEXT_TABLES if name in summary["tables"]}
 
 
 def build_training_data(train: pd.DataFrame, test: pd.DataFrame, dataset: Any,
-                        split: dict) -> TrainingData:
+                        split: dict, *,
+                        features: dict[str, pd.DataFrame] | None = None) -> TrainingData:
     """The matrix, id map and fit context every model of a run or benchmark shares.
 
     The id map covers every catalogue item (so content models can recommend
     items nobody interacted with yet); ``context.extra`` carries the item and
     user tables and ``item_ids``, the external id of each matrix column.
+    ``features`` (``user_profiles`` and/or ``item_features``, as
+    :func:`build_features` writes them) become ``context.user_features``
+    (row ``r`` = matrix row ``r``) and ``context.item_features`` (row ``j`` =
+    matrix column ``j``), nulls filled (:func:`recsys.features.indexed_features`).
     """
+    from recsys.features import indexed_features
     from recsys.ids import IdMap
     from recsys.models.base import FitContext
 
     catalogue = dataset.items[ITEM_COL] if dataset.items is not None else None
     id_map = IdMap.from_frame(train, extra_items=catalogue)
+    features = features or {}
     context = FitContext(sequences=id_map.sequences(train),
                          extra={"items": dataset.items, "users": dataset.users,
                                 "item_ids": id_map.items})
+    if "user_profiles" in features:
+        context.user_features = indexed_features(features["user_profiles"], USER_COL,
+                                                 id_map.users)
+    if "item_features" in features:
+        context.item_features = indexed_features(features["item_features"], ITEM_COL,
+                                                 id_map.items)
     return TrainingData(train, test, id_map, id_map.to_matrix(train), context, split)
+
+
+def feature_inputs(run_key: str) -> list[Any]:
+    """This run's feature tables as :class:`recsys.tracking.InputTable` (none before
+    :func:`build_features` ran)."""
+    from recsys.tracking import InputTable
+
+    summary = read_feature_summary(run_key) or {"tables": {}}
+    return [InputTable(name=name, path=_dir(run_key) / table["path"],
+                       digest=table["feature_hash"])
+            for name, table in summary["tables"].items()]
 
 
 def fit_and_evaluate(name: str, data: TrainingData, *, params: dict | None = None,
@@ -261,6 +369,11 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None,
                 k: int = 10) -> dict:
     """Train one model, evaluate it on the test split and log it as an MLflow run.
 
+    The run's feature tables (:func:`build_features`), when present, are fed to
+    the model through its fit context and logged as the MLflow run's dataset
+    inputs (context ``features``; see :class:`recsys.tracking.InputTable` for
+    how their content hash becomes the digest).
+
     Returns:
         ``{"model": name, "run_id": str, "model_uri": str, "metrics": {...}}``.
     """
@@ -281,6 +394,7 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None,
         run_name=f"{model_name}-{run_key}", k=k,
         tags={"recsys.run_key": run_key, "recsys.input_rows": str(n_rows)},
         artifacts=model_plots(model, model_dir / "plots"), cold_start=chain,
+        inputs=feature_inputs(run_key),
     )
     log.info("trained %s: %s", model_name, metrics)
     result = json_safe({"model": model_name, "run_id": info.run_id,
@@ -683,6 +797,7 @@ def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = 
                                           data_format=options.data_format,
                                           columns=options.columns, now=now)
     summary["split"] = prepare_data(run_key, protocol=options.protocol, dedupe=options.dedupe)
+    summary["features"] = build_features(run_key, max_len=options.max_sequence_length)
     for name in options.models:
         tuned = tune_model(run_key, name, n_trials=options.tuning_trials,
                            timeout_s=options.tuning_timeout_s, k=options.k)

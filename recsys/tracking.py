@@ -13,6 +13,8 @@ What one training run leaves behind (:func:`log_model_run`):
   ``ndcg_at_10``; the run tag ``recsys.metric_names`` maps them back;
 - tags ``recsys.data_hash`` and ``recsys.model_type``;
 - artifacts ``split.json`` and ``plots/metrics.png``;
+- dataset inputs: the feature tables the model was fitted with
+  (:class:`InputTable`, context ``features``), each with its content hash;
 - a pyfunc model named ``model``: ``predict`` takes a frame with a
   ``user_id`` column (optional params ``{"k": int}``) and returns the long
   table ``user_id, item_id, score, rank, served_by``.
@@ -92,6 +94,32 @@ class RunInfo:
     model_uri: str
 
 
+@dataclass(frozen=True)
+class InputTable:
+    """A table a run used, logged as an MLflow dataset input.
+
+    Attributes:
+        name: the table's name (``user_profiles``, ``sequences``...).
+        path: the Parquet file holding it.
+        digest: its content hash (:func:`recsys.features.feature_hash`, hex).
+            MLflow stores at most 36 characters of a digest, so a longer one is
+            logged cut to its first :data:`DIGEST_LENGTH` and whole in the
+            input tag :data:`TAG_INPUT_HASH`.
+        context: what the run used it for.
+    """
+
+    name: str
+    path: Path
+    digest: str
+    context: str = "features"
+
+
+#: Characters of an :class:`InputTable` digest kept as the MLflow dataset digest.
+DIGEST_LENGTH = 32
+#: Dataset-input tag holding the whole content hash of an input table.
+TAG_INPUT_HASH = "recsys.feature_hash"
+
+
 # --------------------------------------------------------------------- setup
 def setup(experiment: str | None = None) -> str:
     """Point MLflow at the configured store and make sure the experiment exists.
@@ -165,6 +193,7 @@ def log_model_run(
     artifacts: Mapping[str, Path] | None = None,
     parent_run_id: str | None = None,
     cold_start: ColdStart | None = None,
+    inputs: Iterable[InputTable] = (),
 ) -> RunInfo:
     """Record one trained model as an MLflow run with a servable pyfunc model.
 
@@ -188,20 +217,24 @@ def log_model_run(
             (:func:`recsys.coldstart.fit_cold_start` on the training frame
             with the items and users tables); ``None`` fits one from
             ``train_matrix`` alone (onboarding by co-liked items, global popularity).
+        inputs: tables the model was fitted with, logged as dataset inputs
+            (name, digest, schema, row count, source path).
 
     Returns:
         The run id and the logged model's URI.
 
     Raises:
         TrackingError: the model is not fitted, shapes disagree, ``k`` is not
-            positive, a metric is not a number or an artifact path is missing;
-            raised before any run is created.
+            positive, a metric is not a number, or an artifact path or input
+            table is missing; raised before any run is created.
     """
     import mlflow
 
     X = _check_run_inputs(model, id_map, train_matrix, metrics, k)
+    inputs = tuple(inputs)
     missing = [f"{name!r}: {path}" for name, path in (artifacts or {}).items()
                if not Path(path).exists()]
+    missing += [f"input {t.name!r}: {t.path}" for t in inputs if not Path(t.path).is_file()]
     if missing:
         raise TrackingError(f"artifacts do not exist: {', '.join(missing)}")
     experiment_id = setup()
@@ -220,6 +253,7 @@ def log_model_run(
     ):
         mlflow.log_params(_mlflow_params(params, split_info, k))
         mlflow.log_metrics(logged_metrics)
+        _log_inputs(inputs)
         mlflow.log_dict(_jsonable(dict(split_info)), "split.json")
         mlflow.log_artifact(str(_plot_metrics(metrics, run_name, Path(tmp))), "plots")
         _log_extra_artifacts(artifacts or {})
@@ -227,6 +261,25 @@ def log_model_run(
         mlflow.set_tag(TAG_MODEL_URI, model_uri)
     log.info("logged run %s (%s) with model %s", run.info.run_id, run_name, model_uri)
     return RunInfo(run_id=run.info.run_id, model_uri=model_uri)
+
+
+def _log_inputs(inputs: Iterable[InputTable]) -> None:
+    """Log each table as a pandas dataset input of the active run."""
+    import mlflow
+
+    for table in inputs:
+        frame = pd.read_parquet(table.path)
+        with warnings.catch_warnings():
+            # Hints that do not apply: a local path is a local file whichever of
+            # MLflow's two local sources reads it, and feature counts are never null.
+            warnings.filterwarnings("ignore", message=".*interpreted in multiple ways",
+                                    category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame, source=str(Path(table.path).resolve()), name=table.name,
+                digest=table.digest[:DIGEST_LENGTH])
+            mlflow.log_input(dataset, context=table.context,
+                             tags={TAG_INPUT_HASH: table.digest})
 
 
 def _check_run_inputs(
