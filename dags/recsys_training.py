@@ -2,7 +2,8 @@
 ### recsys_training — retrain, evaluate and promote recommenders
 
 Each run reads interactions from **data_path**, checks them against the Great
-Expectations suites in `expectations/`, splits them, trains one model per task
+Expectations suites in `expectations/`, splits them, builds and validates the
+feature tables of the training split, trains one model per task
 in parallel (each an MLflow run), scores every candidate and the current
 champion on the same test split, moves the registry alias `champion` only when
 the best candidate passes the promotion gate (gain of at least **margin**, a
@@ -18,10 +19,15 @@ champion was trained.
 | `check_new_data` | stops the run early when too little new data arrived |
 | `validate` | loads the input; a failing batch stops the run and is quarantined |
 | `prepare` | de-duplicates and splits into train / test (protocol) |
-| `tune` | one mapped instance per model: Optuna on a validation carve of train (**tuning_trials**, 0 = defaults), each trial a nested MLflow run |
-| `train_<model>` | fits one model with its tuned parameters, logs it to MLflow (skipped when not selected) |
+| `build_features` | user profiles, item features, sequences (**max_sequence_length**), \
+content vectors from train; each checked by its suite, then Parquet in `features/` |
+| `tune` | one mapped instance per model: Optuna on a validation carve of train \
+(**tuning_trials**, 0 = defaults), each trial a nested MLflow run |
+| `train_<model>` | fits one model with its tuned parameters and the feature tables, \
+logs it to MLflow with the tables as dataset inputs (skipped when not selected) |
 | `evaluate` | leaderboard (table + bar chart) of candidates + the champion on the same holdout |
-| `promote` | the promotion gate: margin, paired bootstrap, coverage and slice guardrails, load check; records the decision |
+| `promote` | the promotion gate: margin, paired bootstrap, coverage and slice guardrails, \
+load check; records the decision |
 | `recommend` | batch top-K for every user from the champion → Parquet |
 
 Outputs live in `$RECSYS_HOME/runs/<run_id>/`; a rerun overwrites them.
@@ -111,6 +117,10 @@ def _run_key() -> str:
         "tuning_timeout_s": Param(
             600, type="integer", minimum=1, title="Tuning time budget (s) per model",
         ),
+        "max_sequence_length": Param(
+            50, type="integer", minimum=1, title="Sequence length",
+            description="Latest interactions kept per user in the sequences feature table.",
+        ),
     },
 )
 def recsys_training():
@@ -145,8 +155,15 @@ def recsys_training():
         params = get_current_context()["params"]
         return pipeline.prepare_data(_run_key(), protocol=params["protocol"])
 
+    @task(doc_md="Build the feature tables of train, validate each, write them as Parquet.")
+    def build_features(split: dict) -> dict:
+        from recsys import pipeline
+
+        params = get_current_context()["params"]
+        return pipeline.build_features(_run_key(), max_len=params["max_sequence_length"])
+
     @task(doc_md="Tune one model on a validation carve of train (one mapped instance each).")
-    def tune(split: dict, model_name: str) -> dict:
+    def tune(features: dict, model_name: str) -> dict:
         from recsys import pipeline
 
         params = get_current_context()["params"]
@@ -192,8 +209,8 @@ def recsys_training():
 
     validated = validate()
     check_new_data() >> validated
-    split = prepare(validated)
-    tuned = tune.partial(split=split).expand(model_name=MODELS)
+    features = build_features(prepare(validated))
+    tuned = tune.partial(features=features).expand(model_name=MODELS)
     trained = [train_task(name)(tuned) for name in MODELS]
     evaluation = evaluate()
     trained >> evaluation

@@ -40,7 +40,8 @@ def test_training_dag_has_the_exact_task_graph(dagbag):
     expected = {
         "check_new_data": {"validate"},
         "validate": {"prepare"},
-        "prepare": {"tune"},
+        "prepare": {"build_features"},
+        "build_features": {"tune"},
         "tune": trains,
         **{t: {"evaluate"} for t in trains},
         "evaluate": {"promote"},
@@ -61,7 +62,8 @@ def test_training_dag_schedule_retries_and_docs(dagbag):
     assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
     assert set(dag.params) == {"data_path", "data_format", "models", "protocol", "k",
                                "min_new_interactions", "margin", "tuning_trials",
-                               "tuning_timeout_s"}
+                               "tuning_timeout_s", "max_sequence_length"}
+    assert dag.params["max_sequence_length"] == 50
 
 
 def test_training_dag_fans_tuning_out_per_model(dagbag):
