@@ -6,6 +6,7 @@ MLflow is a fresh SQLite store: nothing is mocked.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +56,12 @@ def test_training_dag_promotes_a_champion_and_writes_k_per_user(
     per_user = recs.groupby(USER_COL).size()
     assert set(per_user.index) == set(users)
     assert (per_user == K).all()
+
+    features = json.loads(recs_path.with_name("features.json").read_text())
+    assert set(features["tables"]) == {"user_profiles", "item_features", "sequences",
+                                       "item_content"}
+    champion_run = MlflowClient(isolated_mlflow).get_run(champion.run_id)
+    assert {i.dataset.name for i in champion_run.inputs.dataset_inputs} == set(features["tables"])
 
     related = pd.read_parquet(recs_path.with_name("related_items.parquet"))
     items = pd.read_parquet(demo_data / "items.parquet")[ITEM_COL]
