@@ -85,16 +85,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, required=True)
     p.add_argument("--reason", required=True, help="why (recorded in the decision)")
 
-    p = sub.add_parser("recommend", help="top-K for a user from the registry's champion")
+    p = sub.add_parser("recommend", help="top-K for a user from the registry's champion",
+                       description="A user the champion does not know is served by the "
+                                   "cold-start chain; the onboarding options steer it.")
     p.add_argument("--user", required=True)
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--liked-items", default=None, metavar="ID,ID",
+                   help="items a new user says they like (onboarding)")
+    p.add_argument("--liked-genres", default=None, metavar="GENRE,GENRE",
+                   help="genres a new user says they like (onboarding)")
+    p.add_argument("--age", type=int, default=None, help="a new user's age (segment)")
+    p.add_argument("--gender", default=None, help="a new user's gender (segment)")
+    p.add_argument("--occupation", default=None, help="a new user's occupation (segment)")
 
     sub.add_parser("status", help="the champion, its metrics and the latest outputs")
     return parser
 
 
-def _user_id(raw: str):
-    """Interpret a user id typed on the command line (ints stay ints)."""
+def _typed_id(raw: str):
+    """Interpret an id typed on the command line (ints stay ints)."""
     try:
         return int(raw)
     except ValueError:
@@ -195,7 +204,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from recsys import tracking
 
-    recs = tracking.recommend_for_users([_user_id(args.user)], k=args.k)
+    answers = {"age": args.age, "gender": args.gender, "occupation": args.occupation}
+    for column, raw in (("liked_items", args.liked_items), ("liked_genres", args.liked_genres)):
+        if raw:
+            values = [v.strip() for v in raw.split(",") if v.strip()]
+            answers[column] = [_typed_id(v) for v in values] if column == "liked_items" else values
+    answers = {c: v for c, v in answers.items() if v is not None}
+    recs = tracking.recommend_for_users([_typed_id(args.user)], k=args.k, answers=answers)
     print(recs.to_string(index=False))
     return 0
 

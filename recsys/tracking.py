@@ -819,11 +819,20 @@ def load_model(uri: str) -> Any:
 
 
 def recommend_for_users(
-    user_ids: Iterable[Any], k: int = 10, model_uri: str | None = None
+    user_ids: Iterable[Any], k: int = 10, model_uri: str | None = None,
+    answers: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Top-``k`` recommendations for ``user_ids`` from the champion (or ``model_uri``).
 
     The model is loaded on every call, so a moved alias takes effect at once.
+
+    Args:
+        user_ids: the users to serve.
+        k: list length.
+        model_uri: a model other than the champion.
+        answers: an onboarding answer given to every unknown user of the call
+            (``liked_items``, ``liked_genres``, ``age``, ``gender``,
+            ``occupation``); known users are served by the model regardless.
 
     Returns:
         The long table ``user_id, item_id, score, rank, served_by``; unknown
@@ -832,6 +841,8 @@ def recommend_for_users(
     k = _check_k(k)
     model = load_model(model_uri or champion_uri())
     users = pd.DataFrame({USER_COL: list(user_ids)})
+    for column, value in (answers or {}).items():
+        users[column] = [value] * len(users)
     return model.predict(users, params={"k": k})
 
 

@@ -373,7 +373,8 @@ def test_better_candidate_moves_champion_and_keeps_previous(logged, client):
     tags = client.get_model_version("reg-move", "2").tags
     assert tags["recsys.decision.verdict"] == "promote"
     # decide() was not told the versions: apply_decision fills them in from the registry.
-    assert (tags["recsys.decision.candidate_version"], tags["recsys.decision.champion_version"]) == ("2", "1")
+    versions = (tags["recsys.decision.candidate_version"], tags["recsys.decision.champion_version"])
+    assert versions == ("2", "1")
 
 
 def test_recommend_for_users_serves_the_champion(logged, served):
@@ -381,6 +382,20 @@ def test_recommend_for_users_serves_the_champion(logged, served):
     out = tracking.recommend_for_users(["u5", "new"], k=2)
     pd.testing.assert_frame_equal(out, _predict(served, ["u5", "new"], k=2))
     assert out["served_by"].tolist() == ["model"] * 2 + ["global"] * 2
+
+
+def test_recsys_recommend_passes_a_new_users_onboarding_answer(logged, served, capsys):
+    from recsys.cli import main
+
+    _promote_first(logged, "recsys-tests")
+    assert main(["recommend", "--user", "newcomer", "--k", "3", "--liked-items", "106"]) == 0
+    printed = capsys.readouterr().out
+    # The same list as the pyfunc gives for the answer [106] (see the onboarding test).
+    assert [line.split()[1] for line in printed.splitlines()[1:]] == ["104", "103", "105"]
+    assert printed.count("onboarding") == 3
+    # The answer never reaches a known user: u5 is served by the model.
+    assert main(["recommend", "--user", "u5", "--k", "2", "--liked-items", "106"]) == 0
+    assert capsys.readouterr().out.count(" model") == 2
 
 
 def test_registering_the_same_run_twice_returns_its_first_version(store, logged):
