@@ -86,6 +86,24 @@ class IdMap:
         X.sum_duplicates()
         return X
 
+    def time_matrix(self, interactions: pd.DataFrame, *,
+                    time_col: str = TIME_COL) -> sp.csr_matrix | None:
+        """User × item CSR of each pair's latest timestamp (float64), or ``None``
+        when ``interactions`` has no ``time_col``. Pairs the map does not know
+        are left out, as in :meth:`to_matrix`."""
+        if time_col not in interactions:
+            return None
+        u = self.user_index(interactions[USER_COL].to_numpy())
+        i = self.item_index(interactions[ITEM_COL].to_numpy())
+        t = pd.to_numeric(interactions[time_col], errors="coerce").to_numpy(dtype=np.float64,
+                                                                     na_value=np.nan)
+        keep = (u >= 0) & (i >= 0) & np.isfinite(t)
+        latest = pd.DataFrame({"u": u[keep], "i": i[keep], "t": t[keep]}).groupby(
+            ["u", "i"], sort=False)["t"].max()
+        return sp.csr_matrix((latest.to_numpy(), (latest.index.get_level_values(0),
+                                                  latest.index.get_level_values(1))),
+                             shape=(self.n_users, self.n_items))
+
     def unknown(self, interactions: pd.DataFrame, *, user_col: str = USER_COL,
                 item_col: str = ITEM_COL) -> pd.DataFrame:
         """Rows of ``interactions`` whose user or item this map does not know."""

@@ -311,7 +311,8 @@ def build_training_data(train: pd.DataFrame, test: pd.DataFrame, dataset: Any,
 
     The id map covers every catalogue item (so content models can recommend
     items nobody interacted with yet); ``context.extra`` carries the item and
-    user tables and ``item_ids``, the external id of each matrix column.
+    user tables, ``item_ids`` (the external id of each matrix column) and
+    ``timestamps`` (each pair's latest time, :meth:`recsys.ids.IdMap.time_matrix`).
     ``features`` (``user_profiles`` and/or ``item_features``, as
     :func:`build_features` writes them) become ``context.user_features``
     (row ``r`` = matrix row ``r``) and ``context.item_features`` (row ``j`` =
@@ -326,7 +327,8 @@ def build_training_data(train: pd.DataFrame, test: pd.DataFrame, dataset: Any,
     features = features or {}
     context = FitContext(sequences=id_map.sequences(train),
                          extra={"items": dataset.items, "users": dataset.users,
-                                "item_ids": id_map.items})
+                                "item_ids": id_map.items,
+                                "timestamps": id_map.time_matrix(train)})
     if "user_profiles" in features:
         context.user_features = indexed_features(features["user_profiles"], USER_COL,
                                                  id_map.users)

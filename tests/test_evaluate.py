@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -170,3 +171,14 @@ def test_popularity_matches_microsoft_recommenders_on_ml100k(ml100k_dir):
     assert m["precision@10"] == pytest.approx(0.2287, abs=0.002)
     assert m["recall@10"] == pytest.approx(0.1132, abs=0.002)
     assert m["n_cold_users"] == 0
+
+
+def test_time_matrix_keeps_each_pairs_latest_time_and_skips_missing_ones():
+    frame = pd.DataFrame({"user_id": ["a", "a", "a", "b", "b"],
+                          "item_id": [1, 1, 2, 2, 3],
+                          "timestamp": pd.array([10, 30, 20, None, 5], dtype="Int64")})
+    ids = IdMap.from_frame(frame)
+    T = ids.time_matrix(frame)
+    assert T.dtype == np.float64
+    assert T.toarray().tolist() == [[30.0, 20.0, 0.0], [0.0, 0.0, 5.0]]
+    assert ids.time_matrix(frame.drop(columns="timestamp")) is None

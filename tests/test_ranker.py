@@ -155,3 +155,41 @@ def test_one_model_serves_twice_under_two_labels():
     assert list(model.generators_) == ["ease", "ease_sharp"]
     assert (model.generators_["ease"].l2, model.generators_["ease_sharp"].l2) == (50.0, 1.0)
     assert "ease_sharp_rank" in model.feature_importances_
+
+
+def test_time_features_hand_checked_and_blind_to_held_out_pairs():
+    from recsys.models.ranker import _DAY, TIME_FEATURES, _Times
+
+    # User 0 is active on days 0-1; user 1 on day 100. Item 0 is seen on days 0
+    # and 100, item 1 on day 1 only. User 1's pair with item 1 at day 100 is in
+    # the timestamps but not in X (a held-out label): it must not count.
+    X = sp.csr_matrix(np.array([[1, 1], [1, 0]], dtype=np.float32))
+    T = sp.csr_matrix(np.array([[0.0, 1.0], [100.0, 100.0]]) * _DAY + 1e9)
+    times = _Times.build(X, T)
+    feats = times.features(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]))
+    assert feats.shape == (4, len(TIME_FEATURES))
+    # 7-day window: user 0 sees items 0 and 1 once each (2 interactions in the
+    # window); user 1 sees only item 0 (item 1's day-100 pair is held out).
+    np.testing.assert_allclose(feats[:, 0], [0.5, 0.5, 1.0, 0.0])
+    # Days from the user's last activity to the item's first, and from the
+    # item's last to the user's first.
+    np.testing.assert_allclose(feats[:, 2], [-1.0, 0.0, -100.0, -99.0])
+    np.testing.assert_allclose(feats[:, 3], [-100.0, -1.0, 0.0, 99.0])
+
+
+def test_ranker_learns_without_timestamps_and_with_them(fitted):
+    model, X, ctx = fitted
+    # The fixture has no timestamps: the time features are all NaN and unused.
+    time_cols = [model.feature_names_.index(f) for f in
+                 ("item_window_share_7d", "item_first_after_user_days")]
+    feats, _, _ = model._features(np.arange(3), X)  # noqa: SLF001
+    assert np.isnan(feats[:, time_cols]).all()
+    stamps = sp.csr_matrix((np.arange(X.nnz, dtype=np.float64) * 3600 + 1e9,
+                            X.indices, X.indptr), shape=X.shape)
+    ctx_t = FitContext(sequences=ctx.sequences, extra={**ctx.extra, "timestamps": stamps})
+    timed = XGBRankerRecommender(**TINY).fit(X, ctx_t)
+    feats, _, _ = timed._features(np.arange(3), X)  # noqa: SLF001
+    assert np.isfinite(feats[:, time_cols]).all()
+    with pytest.raises(ValueError, match=r"timestamps'\] has shape \(2, 2\)"):
+        XGBRankerRecommender(**TINY).fit(X, FitContext(
+            sequences=ctx.sequences, extra={**ctx.extra, "timestamps": sp.csr_matrix((2, 2))}))

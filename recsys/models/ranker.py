@@ -44,7 +44,15 @@ ITEM_FEATURES = ("item_popularity_share", "item_rating_mean", "item_late_share",
                  "item_position_mean", "item_year")
 #: Features of the pair beyond the generators.
 PAIR_FEATURES = ("genre_affinity", "genre_affinity_max", "n_generators")
-FEATURE_GROUPS = {"user": USER_FEATURES, "item": ITEM_FEATURES, "pair": PAIR_FEATURES}
+#: Features of the item around the user's own active period (needs
+#: ``context.extra["timestamps"]``; NaN without it): the item's share of all
+#: interactions within ``_WINDOWS`` days of the user's first-to-last activity,
+#: and how many days the item's first interaction came after the user's last
+#: and its last before the user's first.
+TIME_FEATURES = ("item_window_share_7d", "item_window_share_60d", "item_first_after_user_days",
+                 "item_last_before_user_days")
+FEATURE_GROUPS = {"user": USER_FEATURES, "item": ITEM_FEATURES, "pair": PAIR_FEATURES,
+                  "time": TIME_FEATURES}
 
 #: XGBoost settings tried on the validation users when ``param_grid`` is None.
 #: Two settings, not the former eight (depth 4/6 × eta 0.05/0.1 × weight 1/10):
@@ -58,6 +66,9 @@ DEFAULT_GRID: dict[str, tuple] = {
 }
 #: Share of each user's history counted as "late" for ``item_late_share``.
 _LATE = 0.2
+#: Margins (days) around a user's active period for ``item_window_share_*``.
+_WINDOWS = (7, 60)
+_DAY = 86_400.0
 
 
 def parse_generator(entry: str) -> tuple[str, str]:
@@ -80,7 +91,8 @@ def feature_names(generators: tuple[str, ...]) -> list[str]:
     """Column names of the ranker's feature matrix, in order."""
     labels = [parse_generator(g)[0] for g in generators]
     gen = [f"{g}_{f}" for g in labels for f in GENERATOR_FEATURES]
-    return gen + list(USER_FEATURES) + list(ITEM_FEATURES) + list(PAIR_FEATURES)
+    return gen + list(USER_FEATURES) + list(ITEM_FEATURES) + list(PAIR_FEATURES) + \
+        list(TIME_FEATURES)
 
 
 class XGBRankerRecommender(Recommender):
@@ -192,6 +204,7 @@ class XGBRankerRecommender(Recommender):
             self.generators_[label] = model.fit(X, context)
         self.item_stats_ = _item_stats(X, context, sequences, self.item_genres_)
         self.activity_sorted_ = np.sort(np.diff(X.indptr)).astype(np.float64)
+        self.times_ = _Times.build(X, context.extra.get("timestamps"))
 
     def _fold_rows(self, X: sp.csr_matrix, context: FitContext, sequences: list[np.ndarray],
                    fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -303,6 +316,7 @@ class XGBRankerRecommender(Recommender):
         parts.append(_user_features(rows, self.activity_sorted_)[r])
         parts.append(self.item_stats_[c])
         parts.append(self._pair_features(rows, r, c, parts[: len(scores)], n))
+        parts.append(_time_features(getattr(self, "times_", None), users[r], c))
         return np.hstack(parts).astype(np.float32), r, c
 
     @staticmethod
@@ -325,6 +339,75 @@ class XGBRankerRecommender(Recommender):
         affinity = np.asarray(item_g.multiply(user_taste).sum(axis=1)).ravel()
         best = np.asarray(item_g.multiply(user_taste).max(axis=1).todense()).ravel()
         return np.column_stack([affinity, best, n_gen])
+
+
+class _Times:
+    """When each user was active and when each item was interacted with.
+
+    Built from the timestamps of ``X``'s own interactions only, so a fold's
+    held-out labels never inform the features the ranker learns from.
+    """
+
+    def __init__(self, user_first: np.ndarray, user_last: np.ndarray, keys: np.ndarray,
+                 span: float, all_times: np.ndarray, item_first: np.ndarray,
+                 item_last: np.ndarray) -> None:
+        self.user_first, self.user_last = user_first, user_last
+        self.keys, self.span, self.all_times = keys, span, all_times
+        self.item_first, self.item_last = item_first, item_last
+
+    @classmethod
+    def build(cls, X: sp.csr_matrix, timestamps: sp.spmatrix | None) -> _Times | None:
+        """``None`` without timestamps (the time features are then NaN)."""
+        if timestamps is None:
+            return None
+        T = sp.csr_matrix(timestamps, dtype=np.float64)
+        if T.shape != X.shape:
+            raise ValueError(f"context.extra['timestamps'] has shape {T.shape}, X has {X.shape}")
+        pattern = X.copy()
+        pattern.data = np.ones_like(pattern.data)
+        T = T.multiply(pattern).tocsr()
+        T.eliminate_zeros()
+        users, items = T.nonzero()
+        t = np.asarray(T[users, items]).ravel()
+        n_users, n_items = X.shape
+        user_first = np.full(n_users, np.nan)
+        user_last = np.full(n_users, np.nan)
+        item_first = np.full(n_items, np.nan)
+        item_last = np.full(n_items, np.nan)
+        if t.size:
+            np.fmin.at(user_first, users, t)
+            np.fmax.at(user_last, users, t)
+            np.fmin.at(item_first, items, t)
+            np.fmax.at(item_last, items, t)
+        origin = t.min() if t.size else 0.0
+        span = float(t.max() - origin + 1) if t.size else 1.0
+        keys = np.sort(items * span + (t - origin))
+        return cls(user_first - origin, user_last - origin, keys, span,
+                   np.sort(t - origin), item_first - origin, item_last - origin)
+
+    def features(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``(len(users), len(TIME_FEATURES))`` for each (user row, item column) pair."""
+        first, last = self.user_first[users], self.user_last[users]
+        cols = []
+        for days in _WINDOWS:
+            lo = np.clip(first - days * _DAY, 0, self.span - 1)
+            hi = np.clip(last + days * _DAY, 0, self.span - 1)
+            base = items * self.span
+            n_item = (np.searchsorted(self.keys, base + hi, side="right")
+                      - np.searchsorted(self.keys, base + lo, side="left"))
+            n_all = (np.searchsorted(self.all_times, hi, side="right")
+                     - np.searchsorted(self.all_times, lo, side="left"))
+            share = np.divide(n_item, n_all, out=np.zeros(users.size), where=n_all > 0)
+            cols.append(np.where(np.isfinite(first), share, np.nan))
+        cols.append((self.item_first[items] - last) / _DAY)
+        cols.append((first - self.item_last[items]) / _DAY)
+        return np.column_stack(cols)
+
+
+def _time_features(times: _Times | None, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    if times is None:
+        return np.full((users.size, len(TIME_FEATURES)), np.nan)
+    return times.features(users, items)
 
 
 # ------------------------------------------------------------------ helpers
