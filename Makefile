@@ -61,18 +61,22 @@ test: $(STAMP)
 
 ML100K ?= ../shared/data/ml-100k
 
-# The slow checks, then the ML-100K tables in README (msr and loo, with the
-# beyond-accuracy columns and the popularity re-ranking trade-off).
+BENCH_MODELS ?= popularity,itemknn,als,ease,content,ranker,attention
+
+# The slow checks, then the ML-100K tables in README (msr, loo and temporal,
+# every model, with the beyond-accuracy columns and the popularity re-ranking
+# trade-off). Each protocol's tables land in var/bench/<protocol>.md.
 bench: $(STAMP)
 	$(BIN)/pytest -q -m slow
 	$(MAKE) bench-table
 
 bench-table: $(STAMP)
 	mkdir -p $(RECSYS_HOME)/bench
-	for p in msr loo; do $(BIN)/recsys benchmark --data $(ML100K) --protocol $$p \
-	  --models popularity,itemknn,als,ease,content --no-cold-users --rerank ease \
+	for p in msr loo temporal; do $(BIN)/recsys benchmark --data $(ML100K) --protocol $$p \
+	  --models $(BENCH_MODELS) --no-cold-users --rerank ease \
 	  --rerank-plot $(RECSYS_HOME)/bench/tradeoff-$$p.png \
-	  --output $(RECSYS_HOME)/bench/$$p.json || exit 1; done
+	  --output $(RECSYS_HOME)/bench/$$p.json > $(RECSYS_HOME)/bench/$$p.md || exit 1; \
+	  cat $(RECSYS_HOME)/bench/$$p.md; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check recsys dags plugins tests

@@ -47,6 +47,7 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
         With ``rerank`` (``{"model", "method", "lams", "pool"}``), a
         ``"rerank"`` section from :func:`rerank_tradeoff`.
     """
+    from recsys.features import build_feature_tables
     from recsys.pipeline import (
         _beyond_figures,
         build_training_data,
@@ -63,8 +64,11 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
     inter = dataset.interactions
     options = PROTOCOL_OPTIONS[protocol]
     train, test = split_interactions(inter, protocol, **options)
+    # The same feature tables a DAG run builds, so models that read profiles
+    # or item features see the same inputs here as in production.
+    tables = build_feature_tables(train, dataset.items, dataset.users)
     data = build_training_data(train, test, dataset,
-                               describe_split(train, test, protocol, options))
+                               describe_split(train, test, protocol, options), features=tables)
     results = {}
     for name in models:
         start = time.perf_counter()
