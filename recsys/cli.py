@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="temporal")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--margin", type=float, default=0.0)
+    p.add_argument("--rerank-strength", type=float, default=0.0,
+                   help="re-rank the written recommendations against popularity, "
+                        "0 (off) to 1 (default: %(default)s)")
     p.add_argument("--run-key", default=None, help="run folder name (default: a timestamp)")
     _add_data_options(p)
 
@@ -148,7 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     models = tuple(args.models.split(",")) if args.models else DEFAULT_MODELS
     options = PipelineOptions(data_path=args.path, data_format=args.data_format,
                               columns=_columns(args), models=models,
-                              protocol=args.protocol, k=args.k, margin=args.margin)
+                              protocol=args.protocol, k=args.k, margin=args.margin,
+                              rerank_strength=args.rerank_strength)
     run_key = args.run_key or time.strftime("cli-%Y%m%dT%H%M%S")
     summary = run_pipeline(options, run_key, now=time.time())
     print(json.dumps(summary, indent=2, default=str))

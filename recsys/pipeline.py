@@ -64,6 +64,8 @@ class PipelineOptions:
         tuning_timeout_s: time budget of each model's study.
         gate: overrides of :class:`recsys.gate.GateConfig` fields.
         max_sequence_length: items kept of each user's interaction sequence.
+        rerank_strength: popularity re-ranking of the batch recommendations
+            (0 = off; see :func:`recommend_all`).
     """
 
     data_path: str
@@ -79,6 +81,7 @@ class PipelineOptions:
     tuning_timeout_s: float | None = None
     gate: dict[str, Any] = field(default_factory=dict)
     max_sequence_length: int = 50
+    rerank_strength: float = 0.0
 
 
 # --------------------------------------------------------------------- helpers
@@ -728,27 +731,45 @@ def _record(run_key: str, decision: Any) -> dict:
     return payload
 
 
-def recommend_all(run_key: str, *, k: int = 10) -> dict:
+#: Candidates per user that the optional re-ranking chooses the top-K from.
+RERANK_POOL = 100
+
+
+def recommend_all(run_key: str, *, k: int = 10, rerank_strength: float = 0.0) -> dict:
     """Write the champion's top-K for every user of the run to Parquet.
 
+    With ``rerank_strength`` > 0, each user's top-:data:`RERANK_POOL` is
+    re-ranked against popularity bias (:func:`recsys.rerank.rerank_frame`,
+    method ``discount``, knob = the strength; popularity = distinct training
+    users per item) before the top-K is kept.
+
     Returns:
-        ``{"path": str, "users": int, "rows": int, "model_version": ...}``.
+        ``{"path": str, "users": int, "rows": int, "model_version": ...,
+        "rerank_strength": float}``.
     """
     from recsys import tracking
     from recsys.data.loaders import load_dataset
+    from recsys.rerank import rerank_frame
 
     run = _dir(run_key)
     champion = tracking.get_champion()
     if champion is None:
         raise RuntimeError(f"no model holds the champion alias of '{config.model_name()}'")
     users = load_dataset(run / "raw", "recsys").interactions[USER_COL].unique()
-    recs = tracking.recommend_for_users(np.sort(users), k=k)
+    if rerank_strength > 0:
+        recs = tracking.recommend_for_users(np.sort(users), k=max(k, RERANK_POOL))
+        train = pd.read_parquet(run / "train.parquet", columns=[USER_COL, ITEM_COL])
+        popularity = train.groupby(ITEM_COL)[USER_COL].nunique()
+        recs = rerank_frame(recs, popularity, k, lam=rerank_strength)
+    else:
+        recs = tracking.recommend_for_users(np.sort(users), k=k)
     recs = recs.assign(model_version=str(champion["version"]))
     path = run / "recommendations.parquet"
     recs.to_parquet(path, index=False)
     related = write_related_items(run_key, k=k)
     return {"path": str(path), "users": int(recs[USER_COL].nunique()),
             "rows": int(len(recs)), "model_version": champion["version"],
+            "rerank_strength": float(rerank_strength),
             "related_items": str(related) if related else None}
 
 
@@ -809,5 +830,6 @@ def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = 
     summary["leaderboard"] = evaluation["leaderboard"]
     summary["decision"] = promote(run_key, evaluation, margin=options.margin,
                                   gate=options.gate)
-    summary["recommendations"] = recommend_all(run_key, k=options.k)
+    summary["recommendations"] = recommend_all(run_key, k=options.k,
+                                               rerank_strength=options.rerank_strength)
     return summary

@@ -28,7 +28,10 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
+
+from recsys.constants import ITEM_COL, RANK_COL, SCORE_COL, USER_COL
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +162,52 @@ def _mmr(items: np.ndarray, rel: np.ndarray, k: int, lam: float,
         taken[rows, best] = True
         max_sim = np.maximum(max_sim, sims[rows, best, :])
     return out
+
+
+def rerank_frame(recs: pd.DataFrame, popularity: pd.Series, k: int, *,
+                 method: str = "discount", lam: float = 0.0) -> pd.DataFrame:
+    """:func:`rerank` over a long recommendation table (one pool per user).
+
+    Args:
+        recs: ``user_id, item_id, score, rank`` (and any other columns, kept
+            per row), each user's pool ranked 1..n.
+        popularity: training popularity by item id; items missing from it
+            count as never seen (0).
+        k: list length to keep per user.
+        method: ``"discount"`` or ``"popularity"`` (``mmr`` needs content
+            vectors, which a table does not carry).
+        lam: the knob in [0, 1].
+
+    Returns:
+        The same columns, at most ``k`` rows per user in the new order, ranks
+        renumbered 1..k; users keep their order of first appearance.
+
+    Raises:
+        RerankInputError: a missing column, ``mmr``, or a bad knob.
+    """
+    missing = {USER_COL, ITEM_COL, SCORE_COL, RANK_COL} - set(recs.columns)
+    if missing:
+        raise RerankInputError(f"recommendations lack column(s) {sorted(missing)}")
+    if method == "mmr":
+        raise RerankInputError("method 'mmr' needs content vectors; re-rank a table with "
+                               "'discount' or 'popularity'")
+    if recs.empty:
+        return recs.copy()
+    ordered = recs.sort_values([USER_COL, RANK_COL], kind="stable")
+    users, user_pos = np.unique(ordered[USER_COL].to_numpy(), return_inverse=True)
+    slot = ordered.groupby(USER_COL, sort=True).cumcount().to_numpy()
+    # Each pool entry is "item" number i = its row in ``ordered``, so the picks
+    # come back as rows; the popularity array is indexed the same way.
+    rows = np.full((users.size, max(int(slot.max()) + 1, k)), -1, dtype=np.int64)
+    scores = np.full(rows.shape, -np.inf)
+    rows[user_pos, slot] = np.arange(len(ordered))
+    scores[user_pos, slot] = ordered[SCORE_COL].to_numpy(dtype=np.float64)
+    pop = popularity.reindex(ordered[ITEM_COL]).fillna(0).to_numpy(dtype=np.float64)
+    # One entry no row points at: the catalogue's top, which "popularity" scales by.
+    pop = np.append(pop, max(float(popularity.max()), 0.0) if len(popularity) else 0.0)
+    picked = rerank(rows, scores, k, method=method, lam=lam, popularity=pop)
+    out = ordered.iloc[picked[picked >= 0]].copy()
+    out[RANK_COL] = (np.nonzero(picked >= 0)[1] + 1).astype(ordered[RANK_COL].dtype)
+    first_seen = pd.Index(pd.unique(recs[USER_COL]))
+    return out.iloc[np.argsort(first_seen.get_indexer(out[USER_COL]), kind="stable")] \
+        .reset_index(drop=True)

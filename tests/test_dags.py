@@ -62,8 +62,9 @@ def test_training_dag_schedule_retries_and_docs(dagbag):
     assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
     assert set(dag.params) == {"data_path", "data_format", "models", "protocol", "k",
                                "min_new_interactions", "margin", "tuning_trials",
-                               "tuning_timeout_s", "max_sequence_length"}
+                               "tuning_timeout_s", "max_sequence_length", "rerank_strength"}
     assert dag.params["max_sequence_length"] == 50
+    assert dag.params["rerank_strength"] == 0.0  # re-ranking is opt-in
 
 
 def test_training_dag_fans_tuning_out_per_model(dagbag):

@@ -68,3 +68,20 @@ def test_training_dag_promotes_a_champion_and_writes_k_per_user(
     assert set(related[ITEM_COL]) <= set(items)
     assert related[ITEM_COL].nunique() >= 0.9 * len(items)  # items with content
     assert related.groupby(ITEM_COL).size().max() == K
+
+    # The optional re-ranking step, on the same run: K per user still, and
+    # the lists lean less on popular items than the champion's own order.
+    from recsys import pipeline
+
+    run_key = recs_path.parent.name
+    plain = recs.merge(_popularity(recs_path), on=ITEM_COL)["popularity"].mean()
+    summary = pipeline.recommend_all(run_key, k=K, rerank_strength=0.8)
+    assert summary["rerank_strength"] == 0.8
+    reranked = pd.read_parquet(recs_path)
+    assert (reranked.groupby(USER_COL).size() == K).all()
+    assert reranked.merge(_popularity(recs_path), on=ITEM_COL)["popularity"].mean() < plain
+
+
+def _popularity(recs_path: Path) -> pd.DataFrame:
+    train = pd.read_parquet(recs_path.with_name("train.parquet"))
+    return train.groupby(ITEM_COL)[USER_COL].nunique().rename("popularity").reset_index()

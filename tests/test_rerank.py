@@ -102,3 +102,30 @@ def test_popularity_rerank_on_ml100k_trades_little_accuracy(ml100k_dir):
     assert knob["popularity_change"] <= -0.15
     assert knob["ndcg_change"] >= -0.01
     assert knob["catalogue_coverage"] > base["catalogue_coverage"]
+
+
+def test_rerank_frame_reorders_each_users_pool_and_renumbers_ranks():
+    import pandas as pd
+
+    from recsys.rerank import rerank_frame
+
+    recs = pd.DataFrame({
+        "user_id": ["b", "b", "b", "a", "a"],
+        "item_id": [10, 11, 12, 10, 12],
+        "score": [1.0, 0.95, 0.2, 1.0, 0.1],
+        "rank": [1, 2, 3, 1, 2],
+        "served_by": ["model"] * 5,
+    })
+    popularity = pd.Series({10: 99.0, 11: 0.0})  # item 12 unknown: counts as 0
+    out = rerank_frame(recs, popularity, 2, lam=0.5)
+    # b: 11 (0.95 / 1) and 12 (0.2 / 1) pass 10 (1 / sqrt(100)); a: 10 and 12
+    # tie at 0.1 and keep the model's order.
+    assert out[["user_id", "item_id", "rank"]].values.tolist() == [
+        ["b", 11, 1], ["b", 12, 2], ["a", 10, 1], ["a", 12, 2]]
+    assert out["served_by"].tolist() == ["model"] * 4
+    assert rerank_frame(recs, popularity, 3, lam=0.0)["item_id"].tolist() == \
+        [10, 11, 12, 10, 12]
+    with pytest.raises(RerankInputError, match=r"lack column\(s\) \['score'\]"):
+        rerank_frame(recs.drop(columns="score"), popularity, 2, lam=0.5)
+    with pytest.raises(RerankInputError, match="'mmr' needs content vectors"):
+        rerank_frame(recs, popularity, 2, method="mmr", lam=0.5)
