@@ -49,6 +49,12 @@ _SCORE_BATCH = 512
 class SelfAttentionRecommender(Recommender):
     """Next-item self-attention over each user's time-ordered history.
 
+    The defaults won on the early-stopping validation NDCG@10 (each user's last
+    training item, never the test split) of ML-100K ``loo``: 100 items of
+    history and one head (0.1121) over 50 items and two heads (0.1064), and
+    patience 20 over 5, which stopped at epoch 15 while the best epoch with
+    more patience was 63. Training takes about two minutes on 2 CPU cores.
+
     Args:
         max_len: items of history the network sees (the most recent ones).
         d_model: width of item/position embeddings and of every block.
@@ -70,15 +76,15 @@ class SelfAttentionRecommender(Recommender):
 
     def __init__(
         self,
-        max_len: int = 50,
+        max_len: int = 100,
         d_model: int = 64,
-        n_heads: int = 2,
+        n_heads: int = 1,
         n_blocks: int = 2,
         dropout: float = 0.2,
         epochs: int = 200,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
-        patience: int = 5,
+        patience: int = 20,
         random_state: int = 0,
         use_profile: bool = False,
     ) -> None:
