@@ -18,8 +18,6 @@ from typing import Any
 
 import pandas as pd
 
-from recsys.constants import ITEM_COL
-
 log = logging.getLogger(__name__)
 
 #: Per model, how a trial draws its hyper-parameters.
@@ -106,25 +104,25 @@ def tune_model(name: str, train: pd.DataFrame, *, protocol: str = "temporal",
 def _objective(name: str, train: pd.DataFrame, protocol: str, k: int,
                items: pd.DataFrame | None, users: pd.DataFrame | None) -> Callable:
     """A function of a trial: fit on the fit part, return validation NDCG@k."""
+    from recsys.data import Dataset
     from recsys.evaluate import evaluate_model
-    from recsys.ids import IdMap
+    from recsys.features import build_feature_tables
     from recsys.models import make_model
-    from recsys.models.base import FitContext
+    from recsys.pipeline import build_training_data
     from recsys.splits import validation_split
 
     fit, validation = validation_split(train, protocol, **VALIDATION_OPTIONS[protocol])
     if validation.empty or not validation["user_id"].isin(fit["user_id"]).any():
         raise TuningInputError(f"the {protocol} validation carve of train has no user "
                                "with history left to fit on")
-    extra = items[ITEM_COL] if items is not None else None
-    id_map = IdMap.from_frame(fit, extra_items=extra)
-    X = id_map.to_matrix(fit)
-    context = FitContext(sequences=id_map.sequences(fit),
-                         extra={"items": items, "users": users, "item_ids": id_map.items})
+    # The same context a training run gives the model, built from the fit part
+    # alone: feature tables, timestamps and side tables included.
+    data = build_training_data(fit, validation, Dataset(fit, items, users), {},
+                               features=build_feature_tables(fit, items, users))
 
     def objective(trial: Any) -> float:
-        model = make_model(name, **SEARCH_SPACES[name](trial)).fit(X, context)
-        return evaluate_model(model, X, validation, id_map, k=k)[f"ndcg@{k}"]
+        model = make_model(name, **SEARCH_SPACES[name](trial)).fit(data.X, data.context)
+        return evaluate_model(model, data.X, validation, data.id_map, k=k)[f"ndcg@{k}"]
 
     return objective
 

@@ -48,3 +48,18 @@ def test_bad_budgets_are_refused(train):
         tune_model("ease", train, n_trials=-1)
     with pytest.raises(TuningInputError, match="unknown protocol 'bogus'"):
         tune_model("ease", train, protocol="bogus", n_trials=1)
+
+
+def test_trials_get_the_feature_tables_a_training_run_gets(train, monkeypatch):
+    # A model conditioned on user profiles fails without context.user_features;
+    # the tuning carve must build them from its own fit part, as a run does.
+    import recsys.tuning as tuning
+    from recsys.data.generate import generate_dataset
+
+    synthetic = generate_dataset(120, 60, 3000, seed=5)
+    monkeypatch.setitem(tuning.SEARCH_SPACES, "attention", lambda t: {
+        "use_profile": True, "epochs": t.suggest_int("epochs", 1, 2), "d_model": 8,
+        "n_blocks": 1, "max_len": 10, "batch_size": 256})
+    result = tune_model("attention", synthetic.interactions, protocol="loo", n_trials=1, k=5,
+                        items=synthetic.items, users=synthetic.users)
+    assert len(result.trials) == 1 and np.isfinite(result.score)
