@@ -513,7 +513,9 @@ def indexed_features(table: pd.DataFrame, id_col: str, ids: pd.Index) -> pd.Data
     frame = table.set_index(id_col).reindex(ids)
     frame.index = pd.RangeIndex(len(ids))
     numeric = frame.select_dtypes("number").columns
-    frame[numeric] = frame[numeric].fillna(frame[numeric].mean().fillna(0.0))
+    # float64 first: a nullable integer column (a year) cannot hold its mean.
+    values = frame[numeric].astype("float64")
+    frame[numeric] = values.fillna(values.mean().fillna(0.0))
     for col in frame.columns.difference(numeric):
         frame[col] = frame[col].fillna(UNKNOWN)
     return frame

@@ -221,6 +221,14 @@ def test_indexed_features_follow_the_id_order_and_fill_every_null(train, items, 
     assert prof["age"].isna().sum() == 1  # the input is left alone
 
 
+def test_indexed_features_fill_a_nullable_integer_column_with_its_mean():
+    # Regression: MovieLens years load as Int64; their mean is not an integer.
+    table = pd.DataFrame({"item_id": [1, 2, 3],
+                          "year": pd.array([1990, None, 1995], dtype="Int64")})
+    frame = F.indexed_features(table, "item_id", pd.Index([1, 2, 3]))
+    assert frame["year"].tolist() == [1990.0, 1992.5, 1995.0]
+
+
 def test_indexed_features_reject_duplicate_ids(train):
     prof = build_user_profiles(train)
     with pytest.raises(FeatureError, match="feature table.user_id has duplicate ids, e.g. 1"):
