@@ -42,7 +42,12 @@ demo: $(STAMP)
 	    --interactions $(DEMO_INTERACTIONS) --out $(RECSYS_DATA_PATH)
 	$(BIN)/airflow db migrate > $(RECSYS_HOME)/airflow-migrate.log 2>&1 || \
 	  (cat $(RECSYS_HOME)/airflow-migrate.log; exit 1)
-	$(BIN)/airflow dags test recsys_training
+	@echo "running the recsys_training DAG (airflow dags test); its log: $(RECSYS_HOME)/demo-dag.log"
+	@$(BIN)/airflow dags test recsys_training > $(RECSYS_HOME)/demo-dag.log 2>&1 || \
+	  (tail -n 60 $(RECSYS_HOME)/demo-dag.log; echo "the DAG run failed; the whole log is in $(RECSYS_HOME)/demo-dag.log"; exit 1)
+	@grep -q "DagRun Finished.*state=success" $(RECSYS_HOME)/demo-dag.log || \
+	  (tail -n 60 $(RECSYS_HOME)/demo-dag.log; echo "the DAG run did not succeed; the whole log is in $(RECSYS_HOME)/demo-dag.log"; exit 1)
+	@echo "the DAG run succeeded"
 	$(BIN)/recsys status
 
 # The Airflow UI with the Recommender page, plus the MLflow UI on port 5000.
