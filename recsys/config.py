@@ -75,3 +75,10 @@ def model_name() -> str:
 def experiment_name() -> str:
     """MLflow experiment that holds every training run."""
     return os.environ.get("RECSYS_EXPERIMENT", "recsys")
+
+
+def pseudonym_key() -> bytes | None:
+    """``RECSYS_PSEUDONYM_KEY``: when set, user ids are pseudonymised (keyed
+    HMAC) before anything of a run is stored; ``None`` when unset or empty."""
+    key = os.environ.get("RECSYS_PSEUDONYM_KEY", "")
+    return key.encode() if key else None

@@ -150,9 +150,13 @@ def validate_data(run_key: str, data_path: str, *, data_format: str | None = Non
                   columns: dict[str, str] | None = None, now: float | None = None) -> dict:
     """Load and validate the input; on success write it to the run folder.
 
-    A failing batch is copied with its report to ``<RECSYS_HOME>/quarantine``
-    and :class:`recsys.validation.DataValidationError` is raised, so nothing
-    downstream runs on it.
+    With ``RECSYS_PSEUDONYM_KEY`` set, the copy in the run folder carries
+    keyed pseudonyms instead of user ids (interactions and users table alike),
+    so every later step, feature table, MLflow run and model sees pseudonyms
+    only; :func:`recsys.tracking.recommend_for_users` maps a real id to its
+    pseudonym at serving time. A failing batch is copied with its report to
+    ``<RECSYS_HOME>/quarantine`` and :class:`recsys.validation.DataValidationError`
+    is raised, so nothing downstream runs on it.
 
     Returns:
         ``{"rows": int, "users": int, "items": int, "data_docs": str | None}``.
@@ -169,9 +173,11 @@ def validate_data(run_key: str, data_path: str, *, data_format: str | None = Non
         validation.quarantine(dataset, report, dest)
         log.error("validation failed; batch quarantined in %s", dest)
         raise validation.DataValidationError(report)
+    dataset = _pseudonymised(dataset)
     write_dataset(dataset, run / "raw")
     inter = dataset.interactions
     summary = {
+        "pseudonymised": config.pseudonym_key() is not None,
         "data_path": str(data_path),
         "rows": int(len(inter)),
         "users": int(inter[USER_COL].nunique()),
@@ -180,6 +186,22 @@ def validate_data(run_key: str, data_path: str, *, data_format: str | None = Non
     }
     _write_json(run / "input.json", summary)
     return summary
+
+
+def _pseudonymised(dataset: Any) -> Any:
+    """``dataset`` with keyed pseudonyms for user ids when a key is configured."""
+    import dataclasses
+
+    from recsys.prepare import pseudonymise_users
+
+    key = config.pseudonym_key()
+    if key is None:
+        return dataset
+    users = dataset.users
+    if users is not None and USER_COL in users.columns:
+        users = pseudonymise_users(users, key)
+    return dataclasses.replace(dataset, interactions=pseudonymise_users(
+        dataset.interactions, key), users=users)
 
 
 def prepare_data(run_key: str, *, protocol: str = "temporal", dedupe: str = "last",
@@ -755,14 +777,16 @@ def recommend_all(run_key: str, *, k: int = 10, rerank_strength: float = 0.0) ->
     champion = tracking.get_champion()
     if champion is None:
         raise RuntimeError(f"no model holds the champion alias of '{config.model_name()}'")
+    # The run's own copy: pseudonyms already when pseudonymisation is on.
     users = load_dataset(run / "raw", "recsys").interactions[USER_COL].unique()
     if rerank_strength > 0:
-        recs = tracking.recommend_for_users(np.sort(users), k=max(k, RERANK_POOL))
+        recs = tracking.recommend_for_users(np.sort(users), k=max(k, RERANK_POOL),
+                                            pseudonymise=False)
         train = pd.read_parquet(run / "train.parquet", columns=[USER_COL, ITEM_COL])
         popularity = train.groupby(ITEM_COL)[USER_COL].nunique()
         recs = rerank_frame(recs, popularity, k, lam=rerank_strength)
     else:
-        recs = tracking.recommend_for_users(np.sort(users), k=k)
+        recs = tracking.recommend_for_users(np.sort(users), k=k, pseudonymise=False)
     recs = recs.assign(model_version=str(champion["version"]))
     path = run / "recommendations.parquet"
     recs.to_parquet(path, index=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -136,6 +137,18 @@ def pseudonymise_users(df: pd.DataFrame, salt: str | bytes, col: str = USER_COL)
     codes, uniques = pd.factorize(df[col], use_na_sentinel=False)
     names = np.array([_pseudonym(key, value) for value in uniques], dtype=object)
     return df.assign(**{col: names[codes]})
+
+
+def pseudonymise_ids(ids: Iterable[object], salt: str | bytes) -> list[str]:
+    """The pseudonyms :func:`pseudonymise_users` gives ``ids``, in order.
+
+    Raises:
+        ValueError: an empty salt.
+    """
+    if not salt:
+        raise ValueError("pseudonymise_ids needs a non-empty salt (the HMAC key)")
+    key = salt.encode() if isinstance(salt, str) else salt
+    return [_pseudonym(key, value) for value in ids]
 
 
 def _pseudonym(key: bytes, value: object) -> str:

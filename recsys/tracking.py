@@ -46,6 +46,7 @@ from recsys import config
 from recsys.constants import ITEM_COL, RANK_COL, SCORE_COL, USER_COL
 from recsys.ids import IdMap
 from recsys.models.base import Recommender, check_matrix
+from recsys.prepare import pseudonymise_ids
 
 if TYPE_CHECKING:
     from recsys.coldstart import ColdStart
@@ -820,7 +821,7 @@ def load_model(uri: str) -> Any:
 
 def recommend_for_users(
     user_ids: Iterable[Any], k: int = 10, model_uri: str | None = None,
-    answers: dict[str, Any] | None = None,
+    answers: dict[str, Any] | None = None, pseudonymise: bool = True,
 ) -> pd.DataFrame:
     """Top-``k`` recommendations for ``user_ids`` from the champion (or ``model_uri``).
 
@@ -833,6 +834,9 @@ def recommend_for_users(
         answers: an onboarding answer given to every unknown user of the call
             (``liked_items``, ``liked_genres``, ``age``, ``gender``,
             ``occupation``); known users are served by the model regardless.
+        pseudonymise: with ``RECSYS_PSEUDONYM_KEY`` set (models then know
+            pseudonyms only), ask the model for each id's pseudonym and answer
+            under the id given; ``False`` for ids that are pseudonyms already.
 
     Returns:
         The long table ``user_id, item_id, score, rank, served_by``; unknown
@@ -840,10 +844,16 @@ def recommend_for_users(
     """
     k = _check_k(k)
     model = load_model(model_uri or champion_uri())
-    users = pd.DataFrame({USER_COL: list(user_ids)})
+    ids = list(user_ids)
+    key = config.pseudonym_key() if pseudonymise else None
+    asked = pseudonymise_ids(ids, key) if key else ids
+    users = pd.DataFrame({USER_COL: asked})
     for column, value in (answers or {}).items():
         users[column] = [value] * len(users)
-    return model.predict(users, params={"k": k})
+    out = model.predict(users, params={"k": k})
+    if key:
+        out[USER_COL] = out[USER_COL].map(dict(zip(asked, ids, strict=True)))
+    return out
 
 
 # ----------------------------------------------------------------- promotion
