@@ -779,14 +779,12 @@ def recommend_all(run_key: str, *, k: int = 10, rerank_strength: float = 0.0) ->
         raise RuntimeError(f"no model holds the champion alias of '{config.model_name()}'")
     # The run's own copy: pseudonyms already when pseudonymisation is on.
     users = load_dataset(run / "raw", "recsys").interactions[USER_COL].unique()
+    pool = max(k, RERANK_POOL) if rerank_strength > 0 else k
+    recs = tracking.recommend_for_users(np.sort(users), k=pool, pseudonymise=False)
     if rerank_strength > 0:
-        recs = tracking.recommend_for_users(np.sort(users), k=max(k, RERANK_POOL),
-                                            pseudonymise=False)
         train = pd.read_parquet(run / "train.parquet", columns=[USER_COL, ITEM_COL])
         popularity = train.groupby(ITEM_COL)[USER_COL].nunique()
         recs = rerank_frame(recs, popularity, k, lam=rerank_strength)
-    else:
-        recs = tracking.recommend_for_users(np.sort(users), k=k, pseudonymise=False)
     recs = recs.assign(model_version=str(champion["version"]))
     path = run / "recommendations.parquet"
     recs.to_parquet(path, index=False)

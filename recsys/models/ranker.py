@@ -316,7 +316,7 @@ class XGBRankerRecommender(Recommender):
         parts.append(_user_features(rows, self.activity_sorted_)[r])
         parts.append(self.item_stats_[c])
         parts.append(self._pair_features(rows, r, c, parts[: len(scores)], n))
-        parts.append(_time_features(getattr(self, "times_", None), users[r], c))
+        parts.append(_time_features(self.times_, users[r], c))
         return np.hstack(parts).astype(np.float32), r, c
 
     @staticmethod
