@@ -270,10 +270,8 @@ def validate_frame(
         ValueError: the suite file is missing or unreadable, or a parameter is
             not one the suite declares.
     """
-    with _Session(docs_dir, suites_dir) as session:
-        result = session.run(df, suite_name, params)
-        docs_path = session.build_docs()
-    return _report({suite_name: result}, suite_name, docs_path)
+    return validate_frames({suite_name: df}, params={suite_name: params}, name=suite_name,
+                           docs_dir=docs_dir, suites_dir=suites_dir)
 
 
 def validate_frames(
