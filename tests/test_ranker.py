@@ -20,6 +20,7 @@ from recsys.models.ranker import (
 )
 
 TINY = {"generators": ("popularity", "itemknn", "ease"), "n_candidates": 6, "n_folds": 2,
+        "n_bags": 3,
         "param_grid": {"max_depth": (2, 3), "learning_rate": (0.3,), "min_child_weight": (0.0,)},
         "max_rounds": 15, "n_jobs": 1, "generator_params": {"ease": {"l2": 1.0},
                                                              "itemknn": {"k_neighbours": 5}}}
@@ -89,8 +90,11 @@ def test_importances_tuning_and_final_generators(fitted):
         TINY["generators"])
     assert all(v >= 0 for v in model.feature_importances_.values())
     assert sum(model.feature_importances_.values()) > 0
-    assert len(model.validation_) == 2
-    assert model.best_params_["max_depth"] in (2, 3) and model.best_params_["n_rounds"] >= 1
+    # two grid settings on the first bag's carve, then one run per further bag
+    assert len(model.validation_) == 2 + 2
+    assert [v.get("bag") for v in model.validation_[2:]] == [1, 2]
+    assert model.best_params_["max_depth"] in (2, 3) and "n_rounds" not in model.best_params_
+    assert len(model.boosters_) == 3 and all(n >= 1 for n in model.n_rounds_)
     # scoring generators were refitted on all of X, not on the carve
     counts = np.bincount(X.indices, minlength=X.shape[1])
     np.testing.assert_array_equal(model.generators_["popularity"].item_scores_, counts)
@@ -134,6 +138,7 @@ def test_plot_feature_importances(fitted):
      "generator labels must be unique, got ['ease', 'ease']"),
     ({"generators": (":ease",)}, "generator entry must be 'model' or 'label:model', got ':ease'"),
     ({"label_share": 1.0}, "label_share must lie in (0, 1), got 1.0"),
+    ({"n_bags": 0}, "n_bags must be >= 1, got 0"),
 ])
 def test_bad_parameters_raise(params, message):
     X, ctx = blocks()
@@ -193,3 +198,68 @@ def test_ranker_learns_without_timestamps_and_with_them(fitted):
     with pytest.raises(ValueError, match=r"timestamps'\] has shape \(2, 2\)"):
         XGBRankerRecommender(**TINY).fit(X, FitContext(
             sequences=ctx.sequences, extra={**ctx.extra, "timestamps": sp.csr_matrix((2, 2))}))
+
+
+def test_bags_learn_from_different_users_and_scores_average_them(fitted):
+    import xgboost as xgb
+
+    model, X, ctx = fitted
+    feats, _, _ = model._features(np.arange(X.shape[0]), X)  # noqa: SLF001
+    dm = xgb.DMatrix(feats, feature_names=model.feature_names_)
+    preds = [b.predict(dm) for b in model.boosters_]
+    assert not np.allclose(preds[0], preds[1])
+    one = XGBRankerRecommender(**{**TINY, "n_bags": 1}).fit(X, ctx)
+    np.testing.assert_allclose(one.boosters_[0].predict(dm), preds[0], rtol=1e-6)
+
+
+def test_taste_features_hand_checked():
+    from recsys.models.ranker import TASTE_FEATURES, _Taste
+
+    # user 0 has items 0 and 1, user 1 items 0 and 2; item 2's year is unknown.
+    X = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 1]], dtype=np.float32))
+    years = np.array([1990.0, 2000.0, np.nan])
+    genres = sp.csr_matrix(np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32))  # A, B
+    taste = _Taste.build(X, years, genres, [np.array([0, 1])])
+    f = dict(zip([*TASTE_FEATURES, "segment"], taste.features(
+        X, np.array([0, 1]), np.array([1, 0]), np.array([1, 2])).T, strict=True))
+    # pair 0: user 1 with item 1 (year 2000, genre B); pair 1: user 0 with item 2
+    assert f["year_gap"][0] == 10.0 and f["user_year_mean"][0] == 1990.0
+    assert f["year_z"][0] == 10.0  # the user's years have sd 0; the +1 keeps it finite
+    assert np.isnan(f["year_z"][1]) and f["decade_share"][1] == 0.0
+    assert f["decade_share"][0] == 0.0  # user 1 has nothing from the 2000s
+    # user 1's genres A 2 + 0.5, B 1 + 0.5; the catalogue's (by interactions) A 3.5, B 2.5
+    np.testing.assert_allclose(f["genre_lift"][0], np.log((1.5 / 4) / (2.5 / 6)))
+    pop = np.log1p([2.0, 1.0, 1.0])
+    mean, sd = (pop[0] + pop[2]) / 2, (pop[0] - pop[2]) / 2
+    np.testing.assert_allclose(f["popularity_gap"][0], abs(pop[1] - mean))
+    np.testing.assert_allclose(f["popularity_z"][0], (pop[1] - mean) / (sd + 0.1))
+    # segment lift: item's share (add-one) among the segment over its overall share
+    # (each user is alone in their segment and lacks the item: 0 + 1 of 5 there,
+    # against 1 + 1 of 7 overall)
+    np.testing.assert_allclose(f["segment"], [(1 / 5) / (2 / 7)] * 2)
+
+
+def test_segment_codes_bin_numbers_and_mark_unknowns():
+    from recsys.models.ranker import _segment_codes
+
+    users = pd.DataFrame({"age": [15, 22, 31, 40, 52, 63, 70, 18, 45, np.nan],
+                          "gender": ["F", "M", "M", "F", None, "M", "F", "M", "F", "M"]})
+    age, gender, missing = _segment_codes(FitContext(user_features=users), 10,
+                                          ("age", "gender", "zip"))
+    assert age[-1] == -1 and gender[4] == -1 and (missing == -1).all()
+    assert len(set(age[:-1])) == 5
+    order = np.argsort(users["age"].to_numpy()[:-1])
+    assert (np.diff(age[:-1][order]) >= 0).all()  # bins follow age
+    assert gender[0] == gender[3] != gender[1] == gender[2]
+
+
+def test_segment_lifts_reach_the_features_when_users_are_known(fitted):
+    model, X, ctx = fitted
+    col = model.feature_names_.index("segment_lift_gender")
+    feats, _, _ = model._features(np.arange(3), X)  # noqa: SLF001
+    assert np.isnan(feats[:, col]).all()  # the fixture has no user table
+    users = pd.DataFrame({"gender": ["F", "M"] * (X.shape[0] // 2)})
+    known = XGBRankerRecommender(**TINY).fit(X, FitContext(
+        sequences=ctx.sequences, user_features=users, extra=ctx.extra))
+    feats, _, _ = known._features(np.arange(3), X)  # noqa: SLF001
+    assert np.isfinite(feats[:, col]).all()
