@@ -278,16 +278,16 @@ class XGBRankerRecommender(Recommender):
         seed = int(self.random_state or 0)
         self.validation_, self.boosters_ = [], []
         dfit, dval = self._carve(xgb, feats, y, users, groups, seed)
-        tried = []
         for setting in _grid(self.param_grid or DEFAULT_GRID):
             booster, score = self._early_stopped(xgb, setting, dfit, dval, seed)
-            tried.append((score, -booster.num_boosted_rounds(), len(tried), booster))
+            self.boosters_.append(booster)
             self.validation_.append({**setting, "n_rounds": booster.num_boosted_rounds(),
                                      "ndcg@10": score})
-        best = max(tried)
-        self.best_params_ = {k: v for k, v in self.validation_[best[2]].items()
+        best = max(range(len(self.validation_)),
+                   key=lambda i: (self.validation_[i]["ndcg@10"], -self.validation_[i]["n_rounds"]))
+        self.best_params_ = {k: v for k, v in self.validation_[best].items()
                              if k not in ("n_rounds", "ndcg@10")}
-        self.boosters_.append(best[3])
+        self.boosters_ = [self.boosters_[best]]
         for bag in range(1, int(self.n_bags)):
             dfit, dval = self._carve(xgb, feats, y, users, groups, seed + bag)
             booster, score = self._early_stopped(xgb, self.best_params_, dfit, dval, seed + bag)
