@@ -1,6 +1,6 @@
 """ML-100K leave-last-out benchmark of the self-attention recommender alone.
 
-Uses the project's own ``loo`` split (:func:`recsys.splits.leave_last_out`:
+Uses the project's own ``loo`` split (:func:`recsys.data.splits.leave_last_out`:
 each user's last interaction by time, ties by row order, is the test item)
 and the same id map and fit context as ``recsys benchmark``. The model trains
 on the rest; its early stopping holds out each user's last *training* item,
@@ -27,8 +27,8 @@ from recsys.constants import ITEM_COL, USER_COL
 from recsys.ids import IdMap
 from recsys.models.attention import SelfAttentionRecommender
 from recsys.models.base import FitContext
-from recsys.pipeline import load_input
-from recsys.splits import split_interactions
+from recsys.data.loaders import load_input
+from recsys.data.splits import split_interactions
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 

@@ -46,13 +46,14 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
-#: Every model the DAG can train, one task each. Keep in step with recsys.models.
-MODELS = ["popularity", "itemknn", "als", "ease", "content", "ranker", "attention"]
-#: Trained unless a run says otherwise: the fused ranker included (76 s on
-#: the 200k-interaction demo data on 2 cores, +7.6% NDCG@10 over EASE). The
-#: attention network takes minutes and pays off when the next item matters
-#: (a loo-style protocol); tick it in the trigger form.
-DEFAULT_MODELS = ["popularity", "itemknn", "als", "ease", "content", "ranker"]
+# The model registry's names only: importing it loads no numerical library.
+from recsys.models import DEFAULT_MODELS as DEFAULT_MODEL_NAMES
+from recsys.models import available_models
+
+#: Every model the DAG can train, one task each, and those a run trains unless
+#: its params say otherwise: both from the model registry (recsys.models).
+MODELS = available_models()
+DEFAULT_MODELS = list(DEFAULT_MODEL_NAMES)
 
 #: Updated by recsys_ingest when new interactions are accepted.
 INTERACTIONS = Asset("recsys_interactions")

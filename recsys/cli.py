@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from recsys.errors import RecsysError
+
 log = logging.getLogger("recsys")
 
 
@@ -35,6 +37,8 @@ def _columns(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from recsys.models import DEFAULT_MODELS
+
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="run the whole pipeline in-process")
     p.add_argument("path")
-    p.add_argument("--models", default=None, help="comma-separated model names")
+    p.add_argument("--models", default=None,
+                   help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})")
     p.add_argument("--protocol", default="temporal")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--margin", type=float, default=0.0)
@@ -66,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="train and evaluate models on one split")
     p.add_argument("--data", required=True)
     p.add_argument("--protocol", default="msr", choices=["msr", "temporal", "loo"])
-    p.add_argument("--models", default="popularity,itemknn,als,ease")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help="comma-separated model names (default: %(default)s)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--output", help="write the JSON report here")
     p.add_argument("--rerank", metavar="MODEL", default=None,
@@ -126,9 +132,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from recsys import validation
-    from recsys.data.loaders import DataFormatError
-    from recsys.pipeline import load_input
+    from recsys.data import validation
+    from recsys.data.loaders import DataFormatError, load_input
 
     try:
         dataset = load_input(args.path, args.data_format, _columns(args))
@@ -146,7 +151,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from recsys.pipeline import DEFAULT_MODELS, PipelineOptions, run_pipeline
+    from recsys.models import DEFAULT_MODELS
+    from recsys.pipeline import PipelineOptions, run_pipeline
 
     models = tuple(args.models.split(",")) if args.models else DEFAULT_MODELS
     options = PipelineOptions(data_path=args.path, data_format=args.data_format,
@@ -160,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from recsys.benchmark import (
+    from recsys.pipeline.benchmark import (
         format_rerank_table,
         format_table,
         plot_rerank_tradeoff,
@@ -189,24 +195,24 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from recsys import tracking
+    from recsys import registry
 
-    decision = tracking.rollback(reason=args.reason)
+    decision = registry.rollback(reason=args.reason)
     print(f"champion is version {decision.candidate_version} again "
           f"(version {decision.champion_version} is previous_champion): {decision.reason}")
     return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from recsys import tracking
+    from recsys import registry
 
-    decision = tracking.promote_manually(args.version, args.reason)
+    decision = registry.promote_manually(args.version, args.reason)
     print(f"champion is version {decision.candidate_version}: {decision.reason}")
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from recsys import tracking
+    from recsys import registry
 
     answers = {"age": args.age, "gender": args.gender, "occupation": args.occupation}
     for column, raw in (("liked_items", args.liked_items), ("liked_genres", args.liked_genres)):
@@ -214,7 +220,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             values = [v.strip() for v in raw.split(",") if v.strip()]
             answers[column] = [_typed_id(v) for v in values] if column == "liked_items" else values
     answers = {c: v for c, v in answers.items() if v is not None}
-    recs = tracking.recommend_for_users([_typed_id(args.user)], k=args.k, answers=answers)
+    recs = registry.recommend_for_users([_typed_id(args.user)], k=args.k, answers=answers)
     print(recs.to_string(index=False))
     return 0
 
@@ -224,9 +230,9 @@ HEADLINE_METRICS = ("coverage", "novelty", "diversity", "train_seconds")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from recsys import config, tracking
+    from recsys import config, registry
 
-    champion = tracking.get_champion()
+    champion = registry.get_champion()
     if champion is None:
         print(f"no champion yet for model '{config.model_name()}'; run `recsys train` "
               "or the recsys_training DAG")
@@ -261,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # User-fixable problems: bad data, wrong paths, unknown names, no champion.
+    except (RecsysError, FileNotFoundError) as exc:
+        # Problems a user can fix: bad data, wrong paths, unknown names, no champion.
         log.debug("details", exc_info=True)
         print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -39,12 +39,18 @@ def landing_path() -> Path:
     return Path(os.environ.get("RECSYS_LANDING", recsys_home() / "landing")).resolve()
 
 
-def run_dir(run_key: str) -> Path:
-    """The folder owned by one pipeline run; a rerun of the same key overwrites it."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_key)
-    path = recsys_home() / "runs" / safe
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def safe_name(name: str) -> str:
+    """``name`` as a file or folder name: anything but letters, digits, ``-_.`` becomes ``_``.
+
+    The one rule for run folders, experiment artifact folders and the page's
+    look-ups, so each finds what the others wrote.
+    """
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+
+
+def runs_root() -> Path:
+    """The folder holding one sub-folder per pipeline run."""
+    return recsys_home() / "runs"
 
 
 def mlruns_dir() -> Path:

@@ -11,6 +11,8 @@ RATING_COL = "rating"
 TIME_COL = "timestamp"
 SCORE_COL = "score"
 RANK_COL = "rank"
+#: Column of a served list that says who produced it (``model``, ``global``...).
+SERVED_BY_COL = "served_by"
 
 #: Columns every interactions table carries after loading (timestamp may be null
 #: when the source has none).

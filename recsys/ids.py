@@ -12,7 +12,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
+from recsys.constants import (
+    ITEM_COL,
+    RANK_COL,
+    RATING_COL,
+    SCORE_COL,
+    SERVED_BY_COL,
+    TIME_COL,
+    USER_COL,
+)
 
 
 @dataclass(frozen=True)
@@ -136,3 +144,38 @@ class IdMap:
         items_sorted = i[keep][order]
         bounds = np.searchsorted(users_sorted, np.arange(self.n_users + 1))
         return [items_sorted[bounds[r]:bounds[r + 1]] for r in range(self.n_users)]
+
+
+def long_frame(user_ids: np.ndarray, items: np.ndarray, scores: np.ndarray | None,
+               item_ids: pd.Index, *, served_by: object = None) -> pd.DataFrame:
+    """The long table ``user_id, item_id, score, rank`` of a block of top-K lists.
+
+    The one place index arrays become the table that models, metrics and the
+    served model meet on.
+
+    Args:
+        user_ids: external id of each row of ``items`` (``len == items.shape[0]``).
+        items: ``(n_users, k)`` column indices, best first; ``-1`` marks an
+            empty slot, which is left out (a user may get fewer than ``k`` rows).
+        scores: the matching scores, or ``None`` for a table without ``score``.
+        item_ids: external id of each column.
+        served_by: when given (one label, or one per user), a ``served_by``
+            column saying who produced each list.
+
+    Returns:
+        One row per filled slot, users in the order given, ranks from 1.
+    """
+    items = np.asarray(items)
+    if items.ndim == 1:
+        items = items.reshape(len(user_ids), -1)
+    n_users, k = items.shape
+    filled = (items >= 0).ravel()
+    frame = {USER_COL: np.repeat(np.asarray(user_ids), k)[filled],
+             ITEM_COL: np.asarray(item_ids)[items.ravel()[filled]]}
+    if scores is not None:
+        frame[SCORE_COL] = np.asarray(scores, dtype=np.float64).reshape(n_users, k).ravel()[filled]
+    frame[RANK_COL] = np.tile(np.arange(1, k + 1, dtype=np.int64), n_users)[filled]
+    if served_by is not None:
+        labels = np.broadcast_to(np.asarray(served_by, dtype=object), (n_users,))
+        frame[SERVED_BY_COL] = np.repeat(labels, k)[filled]
+    return pd.DataFrame(frame)

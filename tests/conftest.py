@@ -55,3 +55,21 @@ def pytest_collection_modifyitems(config, items):
         return _LONG_FILES.index(name) if name in _LONG_FILES else len(_LONG_FILES)
 
     items.sort(key=rank)
+
+
+@pytest.fixture
+def make_decision():
+    """A factory of gate-style decisions for registry tests: promote when
+    ``candidate - champion >= margin`` (always without a champion)."""
+    from recsys.promotion.decision import Decision
+
+    def make(candidate: float, champion: float | None, *, margin: float = 0.0,
+             **versions: int) -> Decision:
+        promote = champion is None or candidate - champion >= margin - 1e-12
+        verdict = "promote" if promote else "hold"
+        return Decision(promote=promote, candidate_score=candidate, champion_score=champion,
+                        margin=margin, metric="ndcg@10",
+                        reason=f"{verdict}: ndcg@10 {candidate} vs champion {champion}",
+                        **versions)
+
+    return make

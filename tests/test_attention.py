@@ -70,7 +70,7 @@ def test_save_load_identical_scores(cyclic, tmp_path):
     assert loaded.get_params() == model.get_params()
     assert loaded.history_ == model.history_
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "history.json", "network.weights.h5", "params.json", "state.npz"]
+        "history.json", "network.weights.h5", "params.json", "recommender.json", "state.npz"]
 
 
 def test_pickle_carries_weights_not_keras_object(cyclic):

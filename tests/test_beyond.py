@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.beyond import (
+from recsys.evaluation.beyond import (
     BeyondInputError,
     beyond_accuracy,
     build_catalogue,

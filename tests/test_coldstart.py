@@ -6,13 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.coldstart import (
-    ColdStartError,
-    age_band,
-    cold_user_split,
-    evaluate_cold_users,
-    fit_cold_start,
-)
+from recsys.errors import InputError
+from recsys.evaluation.cold_users import cold_user_split, evaluate_cold_users
+from recsys.serving.coldstart import ColdStartError, age_band, fit_cold_start
 
 ITEMS = pd.DataFrame({"item_id": [1, 2, 3, 4, 5],
                       "title": ["Alpha", "Beta", "Gamma", "Delta", "Alpha Returns"],
@@ -84,7 +80,7 @@ def test_similar_items_for_an_item_nobody_saw():
 
 
 def test_bad_k_and_empty_train():
-    with pytest.raises(ColdStartError, match="k must be a positive integer, got 0"):
+    with pytest.raises(InputError, match="k must be a positive integer, got 0"):
         chain().recommend(0)
     with pytest.raises(ColdStartError, match="train has no rows"):
         fit_cold_start(TRAIN.iloc[:0])

@@ -61,7 +61,7 @@ def test_align_items_rejects_duplicates():
 
 def test_new_sci_fi_item_is_recommended_to_the_sci_fi_fan():
     _, id_map, X = _data()
-    model = make_model("content").fit(X, FitContext(extra={"items": ITEMS}))
+    model = make_model("content").fit(X, FitContext(items=ITEMS))
     items, _ = model.recommend(id_map.user_index([1]), X, k=1)
     assert id_map.items[items[0, 0]] == 14  # never interacted with, found by content
     items, scores = model.recommend(id_map.user_index([1]), X, k=4)
@@ -70,7 +70,7 @@ def test_new_sci_fi_item_is_recommended_to_the_sci_fi_fan():
 
 def test_explicit_item_ids_follow_the_id_map():
     _, id_map, X = _data()
-    ctx = FitContext(extra={"items": ITEMS.iloc[::-1], "item_ids": id_map.items})
+    ctx = FitContext(items=ITEMS.iloc[::-1], item_ids=id_map.items)
     model = ContentRecommender().fit(X, ctx)
     assert model.item_ids_.tolist() == id_map.items.tolist()
     assert model.content_source_ == "items"
@@ -78,7 +78,7 @@ def test_explicit_item_ids_follow_the_id_map():
 
 def test_related_items_hand_checked():
     _, _, X = _data()
-    model = ContentRecommender().fit(X, FitContext(extra={"items": ITEMS}))
+    model = ContentRecommender().fit(X, FitContext(items=ITEMS))
     related = model.related_items(k=2)
     assert list(related.columns) == ["item_id", "related_item_id", "score", "rank"]
     top = related[related["rank"] == 1].set_index("item_id")["related_item_id"]
@@ -91,7 +91,7 @@ def test_related_items_hand_checked():
 
 def test_write_related_items_round_trip(tmp_path):
     _, _, X = _data()
-    model = ContentRecommender().fit(X, FitContext(extra={"items": ITEMS}))
+    model = ContentRecommender().fit(X, FitContext(items=ITEMS))
     path = write_related_items(model, tmp_path / "out" / "related.parquet", k=3)
     pd.testing.assert_frame_equal(pd.read_parquet(path), model.related_items(3))
 
@@ -107,6 +107,6 @@ def test_without_items_table_falls_back_to_interactions(caplog):
 
 def test_related_items_rejects_bad_k():
     _, _, X = _data()
-    model = ContentRecommender().fit(X, FitContext(extra={"items": ITEMS}))
+    model = ContentRecommender().fit(X, FitContext(items=ITEMS))
     with pytest.raises(ValueError, match="k must be a positive integer, got 0"):
         model.related_items(0)

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 
 from recsys.constants import ITEM_COL, RANK_COL, RECOMMENDATION_COLS, SCORE_COL, USER_COL
-from recsys.evaluate import (
+from recsys.evaluation.holdout import (
     EvaluationInputError,
     evaluate_model,
     evaluate_recommendations,
     recommend_frame,
 )
 from recsys.ids import IdMap
-from recsys.metrics import MetricInputError
+from recsys.evaluation.metrics import MetricInputError
 from recsys.models import make_model
 
 # Item popularity in TRAIN: a=3, b=2, c=1, d=0 (d only appears via extra_items).
@@ -158,7 +158,7 @@ def test_evaluate_recommendations_rejects_repeated_items():
 
 def test_popularity_matches_microsoft_recommenders_on_ml100k(ml100k_dir):
     """The MSR split and our metrics reproduce Microsoft Recommenders' popularity baseline."""
-    from recsys.splits import split_interactions
+    from recsys.data.splits import split_interactions
 
     df = pd.read_csv(
         ml100k_dir / "u.data", sep="\t", names=[USER_COL, ITEM_COL, "rating", "timestamp"]

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import features as F
-from recsys.features import (
+from recsys.data import features as F
+from recsys.data.features import (
     FeatureError,
     build_content_vectors,
     build_item_features,

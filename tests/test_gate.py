@@ -6,17 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.gate import (
+from recsys.promotion.decision import Check, PromotionInputError, manual_decision, to_markdown
+from recsys.promotion.gate import (
     Evidence,
     GateConfig,
     GateInputError,
     check_load,
     decide_gate,
-    manual_decision,
     paired_bootstrap,
-    to_markdown,
 )
-from recsys.promotion import Check
 
 LOADS = Check("load", True, "loaded", value=0.01, threshold=5.0)
 
@@ -158,41 +156,41 @@ def test_manual_decisions_need_a_reason():
     decision = manual_decision("rollback", 1, 2, "bad recommendations in production")
     assert decision.promote and decision.manual and decision.kind == "rollback"
     assert decision.as_tags()["recsys.decision.manual"] == "true"
-    with pytest.raises(GateInputError, match="needs a reason"):
+    with pytest.raises(PromotionInputError, match="needs a reason"):
         manual_decision("manual_promote", 1, None, "  ")
 
 
-def test_rollback_and_manual_promote_move_aliases_and_leave_records(isolated_mlflow, tmp_path):
+def test_rollback_and_manual_promote_move_aliases_and_leave_records(isolated_mlflow, tmp_path, make_decision):
     import json
 
     import scipy.sparse as sp
     from mlflow import MlflowClient
 
-    from recsys import tracking
+    from recsys import registry
+    from recsys.errors import NotFoundError
     from recsys.ids import IdMap
     from recsys.models import make_model
-    from recsys.promotion import decide
 
     frame = pd.DataFrame({"user_id": [1, 1, 2, 3], "item_id": [10, 11, 10, 12]})
     id_map = IdMap.from_frame(frame)
     X = sp.csr_matrix(id_map.to_matrix(frame))
-    info = tracking.log_model_run(make_model("popularity").fit(X), id_map=id_map,
+    info = registry.log_model_run(make_model("popularity").fit(X), id_map=id_map,
                                   train_matrix=X, params={}, metrics={"ndcg@10": 0.1},
                                   split_info={}, data_hash="h", run_name="pop", k=2)
-    v1, v2 = (tracking.register_model(info.model_uri) for _ in range(2))
-    with pytest.raises(tracking.TrackingError, match="no champion and previous_champion"):
-        tracking.rollback()
-    tracking.apply_decision(None, v1, decide(0.1, None))
-    tracking.mark_challenger(None, v2)
-    tracking.apply_decision(None, v2, decide(0.2, 0.1))
-    assert tracking.aliases() == {"champion": v2, "previous_champion": v1}
+    v1, v2 = (registry.register_model(info.model_uri) for _ in range(2))
+    with pytest.raises(NotFoundError, match="no champion and previous_champion"):
+        registry.rollback()
+    registry.apply_decision(None, v1, make_decision(0.1, None))
+    registry.mark_challenger(None, v2)
+    registry.apply_decision(None, v2, make_decision(0.2, 0.1))
+    assert registry.aliases() == {"champion": v2, "previous_champion": v1}
 
-    back = tracking.rollback(reason="complaints about v2")
-    assert tracking.aliases() == {"champion": v1, "previous_champion": v2}
+    back = registry.rollback(reason="complaints about v2")
+    assert registry.aliases() == {"champion": v1, "previous_champion": v2}
     assert back.kind == "rollback" and back.champion_version == v2
 
-    tracking.promote_manually(v2, "fixed upstream data")
-    assert tracking.aliases() == {"champion": v2, "previous_champion": v1}
+    registry.promote_manually(v2, "fixed upstream data")
+    assert registry.aliases() == {"champion": v2, "previous_champion": v1}
     client = MlflowClient(isolated_mlflow)
     tags = client.get_model_version("recsys", str(v2)).tags
     assert tags["recsys.decision.kind"] == "manual_promote"
@@ -200,5 +198,5 @@ def test_rollback_and_manual_promote_move_aliases_and_leave_records(isolated_mlf
     record = client.download_artifacts(info.run_id, f"promotion/recsys-v{v2}.json", str(tmp_path))
     reason = json.loads(open(record).read())["reason"]
     assert reason == "manual_promote (manual): fixed upstream data"
-    with pytest.raises(tracking.TrackingError, match="has no version 99"):
-        tracking.promote_manually(99, "typo")
+    with pytest.raises(NotFoundError, match="has no version 99"):
+        registry.promote_manually(99, "typo")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys import ingest
+from recsys.data import ingest
 from recsys.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
 
 NOW = 1_800_000_000.0
@@ -79,7 +79,7 @@ def test_an_unreadable_batch_is_quarantined_with_the_reason(dirs):
 
 
 def test_the_pipeline_reads_a_store_as_its_input(dirs):
-    from recsys.pipeline import input_rows, load_input
+    from recsys.data.loaders import input_rows, load_input
 
     _batch(dirs["landing"] / "a.csv", [(1, 10, 4.0, 1_700_000_000), (2, 10, 3.0, 1_700_000_050)])
     _run(dirs)

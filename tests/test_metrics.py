@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.metrics import MetricInputError, per_user_metrics, ranking_metrics
+from recsys.errors import InputError
+from recsys.evaluation.metrics import MetricInputError, per_user_metrics, ranking_metrics
 
 
 def truth_of(rows: list[list[int]], n_items: int) -> sp.csr_matrix:
@@ -161,7 +162,7 @@ def test_matches_brute_force_on_random_data(seed):
     ],
 )
 def test_bad_input_raises_clear_error(rec, truth, k, message):
-    with pytest.raises(MetricInputError, match=message):
+    with pytest.raises(InputError, match=message):
         ranking_metrics(rec, truth, k, n_items=2)
 
 

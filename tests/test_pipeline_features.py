@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import config, pipeline
-from recsys.features import TABLE_SUITES, FeatureValidationError, feature_hash
+from recsys import pipeline
+from recsys.pipeline import RunFolder
+from recsys.data.features import TABLE_SUITES, FeatureValidationError, feature_hash
 
 MAX_LEN = 5
 RUN = "features-run"
@@ -49,7 +50,7 @@ def built(home, tmp_path_factory) -> dict:
 
 
 def test_build_features_writes_every_table_and_describes_it(built):
-    run = config.run_dir(RUN)
+    run = RunFolder(RUN).path
     assert set(built["tables"]) == set(TABLE_SUITES)
     assert json.loads((run / "features.json").read_text()) == built
     for name, table in built["tables"].items():
@@ -62,7 +63,7 @@ def test_build_features_writes_every_table_and_describes_it(built):
 
 
 def test_tables_cover_the_training_split_only(built):
-    run = config.run_dir(RUN)
+    run = RunFolder(RUN).path
     train = pd.read_parquet(run / "train.parquet")
     profiles = pd.read_parquet(run / "features" / "user_profiles.parquet")
     assert profiles["user_id"].tolist() == sorted(train["user_id"].unique())
@@ -80,7 +81,7 @@ def test_a_table_that_breaks_its_suite_stops_the_step_and_leaves_nothing(home, b
     from recsys.data.loaders import write_dataset
 
     key = "features-broken"
-    run = config.run_dir(key)
+    run = RunFolder(key).path
     dataset = _dataset()
     write_dataset(dataset, run / "raw")
     pipeline.prepare_data(key)
@@ -116,9 +117,10 @@ def test_fit_context_holds_the_features_by_matrix_index(built):
 
 def test_training_data_without_features_has_none(built):
     from recsys.data.loaders import load_dataset
+    from recsys.training.data import build_training_data
 
-    run = config.run_dir(RUN)
-    data = pipeline.build_training_data(pd.read_parquet(run / "train.parquet"),
+    run = RunFolder(RUN).path
+    data = build_training_data(pd.read_parquet(run / "train.parquet"),
                                         pd.read_parquet(run / "test.parquet"),
                                         load_dataset(run / "raw", "recsys"), {})
     assert data.context.user_features is None and data.context.item_features is None
@@ -127,7 +129,7 @@ def test_training_data_without_features_has_none(built):
 def test_train_model_logs_the_feature_tables_as_dataset_inputs(built, isolated_mlflow):
     from mlflow import MlflowClient
 
-    from recsys.tracking import DIGEST_LENGTH, TAG_INPUT_HASH
+    from recsys.registry import DIGEST_LENGTH, TAG_INPUT_HASH
 
     result = pipeline.train_model(RUN, "popularity", k=5)
     inputs = MlflowClient(isolated_mlflow).get_run(result["run_id"]).inputs.dataset_inputs
@@ -140,4 +142,4 @@ def test_train_model_logs_the_feature_tables_as_dataset_inputs(built, isolated_m
         assert tags[TAG_INPUT_HASH] == table["feature_hash"]
         assert tags["mlflow.data.context"] == "features"
     source = json.loads(next(i for i in inputs if i.dataset.name == "sequences").dataset.source)
-    assert os.path.samefile(source["uri"], config.run_dir(RUN) / "features/sequences.parquet")
+    assert os.path.samefile(source["uri"], RunFolder(RUN).path / "features/sequences.parquet")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.prepare import (
+from recsys.data.prepare import (
     clean_interactions,
     deduplicate,
     filter_min_counts,

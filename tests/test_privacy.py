@@ -8,9 +8,9 @@ import re
 import pandas as pd
 import pytest
 
-from recsys import tracking
+from recsys import registry
 from recsys.constants import USER_COL
-from recsys.prepare import pseudonymise_ids
+from recsys.data.prepare import pseudonymise_ids
 
 KEY = "test-key-not-for-production"
 RUN_KEY = "pseudonymous-run"
@@ -65,13 +65,13 @@ def test_a_user_is_served_under_their_own_id_by_the_pseudonymous_model(run):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{run['folder'].parents[2] / 'mlflow.db'}")
         mp.setenv("RECSYS_PSEUDONYM_KEY", KEY)
         user = run["data"].interactions[USER_COL].iloc[0]
-        out = tracking.recommend_for_users([user], k=5)
+        out = registry.recommend_for_users([user], k=5)
         assert out[USER_COL].tolist() == [user] * 5
         assert set(out["served_by"]) == {"model"}
         # The model itself knows only the pseudonym: asked for the raw id
         # without the mapping, it treats the user as new.
-        raw = tracking.recommend_for_users([str(user)], k=5, pseudonymise=False)
+        raw = registry.recommend_for_users([str(user)], k=5, pseudonymise=False)
         assert set(raw["served_by"]) != {"model"}
-        mapped = tracking.recommend_for_users(pseudonymise_ids([user], KEY), k=5,
+        mapped = registry.recommend_for_users(pseudonymise_ids([user], KEY), k=5,
                                               pseudonymise=False)
         assert mapped["item_id"].tolist() == out["item_id"].tolist()

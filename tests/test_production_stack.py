@@ -234,7 +234,7 @@ def test_killed_training_task_is_retried_to_success(scenario):
 
 
 def test_each_run_promotes_exactly_once(scenario):
-    from recsys.promotion import TAG_PREFIX
+    from recsys.promotion.decision import TAG_PREFIX
 
     production = scenario["production"]
     decided = [(_run_key_of(production, v), _tags(v)) for v in _versions(production)]
@@ -247,7 +247,7 @@ def test_each_run_promotes_exactly_once(scenario):
 
 
 def test_champion_alias_holds_a_promoted_version_with_decision_tags(scenario):
-    from recsys.promotion import TAG_PREFIX
+    from recsys.promotion.decision import TAG_PREFIX
 
     production = scenario["production"]
     champion = _mlflow(production, "registered-models/alias",
@@ -261,12 +261,12 @@ def test_champion_alias_holds_a_promoted_version_with_decision_tags(scenario):
 
 
 def test_batch_recommendations_are_written_per_run(scenario, monkeypatch):
-    from recsys import config
+    from recsys.pipeline import RunFolder
 
     production = scenario["production"]
     monkeypatch.setenv("RECSYS_HOME", production.env["RECSYS_HOME"])
     for run_id in (scenario["scheduled"], scenario["manual"]):
-        path = config.run_dir(run_id) / "recommendations.parquet"
+        path = RunFolder(run_id).path / "recommendations.parquet"
         assert path.exists(), f"no recommendations for {run_id}"
         recs = pd.read_parquet(path)
         assert recs["user_id"].nunique() == N_USERS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -43,7 +44,7 @@ def blocks(n_users: int = 40, n_items: int = 24, seed: int = 0):
     items = pd.DataFrame({"item_id": np.arange(n_items),
                           "genres": [["A", "B", "C"][i % 3] for i in range(n_items)],
                           "year": 1990 + np.arange(n_items)})
-    return X, FitContext(sequences=seqs, extra={"items": items})
+    return X, FitContext(sequences=seqs, items=items)
 
 
 @pytest.fixture(scope="module")
@@ -191,13 +192,13 @@ def test_ranker_learns_without_timestamps_and_with_them(fitted):
     assert np.isnan(feats[:, time_cols]).all()
     stamps = sp.csr_matrix((np.arange(X.nnz, dtype=np.float64) * 3600 + 1e9,
                             X.indices, X.indptr), shape=X.shape)
-    ctx_t = FitContext(sequences=ctx.sequences, extra={**ctx.extra, "timestamps": stamps})
+    ctx_t = dataclasses.replace(ctx, timestamps=stamps)
     timed = XGBRankerRecommender(**TINY).fit(X, ctx_t)
     feats, _, _ = timed._features(np.arange(3), X)  # noqa: SLF001
     assert np.isfinite(feats[:, time_cols]).all()
-    with pytest.raises(ValueError, match=r"timestamps'\] has shape \(2, 2\)"):
-        XGBRankerRecommender(**TINY).fit(X, FitContext(
-            sequences=ctx.sequences, extra={**ctx.extra, "timestamps": sp.csr_matrix((2, 2))}))
+    with pytest.raises(ValueError, match=r"context.timestamps has shape \(2, 2\)"):
+        XGBRankerRecommender(**TINY).fit(X, dataclasses.replace(
+            ctx, timestamps=sp.csr_matrix((2, 2))))
 
 
 def test_bags_learn_from_different_users_and_scores_average_them(fitted):
@@ -261,6 +262,6 @@ def test_segment_lifts_reach_the_features_when_users_are_known(fitted):
     assert np.isnan(feats[:, col]).all()  # the fixture has no user table
     users = pd.DataFrame({"gender": ["F", "M"] * (X.shape[0] // 2)})
     known = XGBRankerRecommender(**TINY).fit(X, FitContext(
-        sequences=ctx.sequences, user_features=users, extra=ctx.extra))
+        sequences=ctx.sequences, user_features=users, items=ctx.items))
     feats, _, _ = known._features(np.arange(3), X)  # noqa: SLF001
     assert np.isfinite(feats[:, col]).all()

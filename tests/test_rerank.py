@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.rerank import RerankInputError, rerank
+from recsys.serving.rerank import RerankInputError, rerank
 
 ITEMS = np.array([[0, 1, 2, 3], [3, 2, -1, -1]])
 SCORES = np.array([[4.0, 3.0, 2.0, 1.0], [2.0, 1.0, -np.inf, -np.inf]])
@@ -77,7 +77,7 @@ def test_bad_knob_and_missing_inputs_are_named():
 def test_discount_rerank_on_ml100k_trades_little_accuracy(ml100k_dir):
     # Measured: EASE, loo split, pool 100, discount lam 0.5: -38.5% average
     # popularity for -2.1% NDCG@10.
-    from recsys.benchmark import run_benchmark
+    from recsys.pipeline.benchmark import run_benchmark
 
     report = run_benchmark(str(ml100k_dir), protocol="loo", models=["popularity"],
                            cold_users=False, rerank={"model": "ease", "lams": (0.0, 0.5)})
@@ -92,7 +92,7 @@ def test_discount_rerank_on_ml100k_trades_little_accuracy(ml100k_dir):
 def test_popularity_rerank_on_ml100k_trades_little_accuracy(ml100k_dir):
     # Measured: EASE, msr split, pool 100: lam 0.6 gives -16.6% average popularity
     # for -0.7% NDCG@10; lam 0.65 gives -25.4% for -6.5%.
-    from recsys.benchmark import run_benchmark
+    from recsys.pipeline.benchmark import run_benchmark
 
     report = run_benchmark(str(ml100k_dir), protocol="msr", models=["popularity"],
                            cold_users=False, rerank={"model": "ease", "method": "popularity",
@@ -107,7 +107,7 @@ def test_popularity_rerank_on_ml100k_trades_little_accuracy(ml100k_dir):
 def test_rerank_frame_reorders_each_users_pool_and_renumbers_ranks():
     import pandas as pd
 
-    from recsys.rerank import rerank_frame
+    from recsys.serving.rerank import rerank_frame
 
     recs = pd.DataFrame({
         "user_id": ["b", "b", "b", "a", "a"],

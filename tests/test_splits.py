@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from recsys.data.loaders import load_dataset
-from recsys.splits import (
+from recsys.data.splits import (
     describe_split,
     leave_last_out,
     random_split,

@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recsys import tracking
+from recsys import registry
+from recsys.errors import InputError
+from recsys.serving.served import ServedRecommender, ServingInputError
 from recsys.ids import IdMap
 from recsys.models.base import FitContext, Recommender
-from recsys.promotion import decide
 
 # Users u1..u5 and items 101..106. Training popularity (users per item):
 # 101: 3, 102: 2, 103: 2, 104: 3, 105: 2, 106: 1.
@@ -89,7 +90,7 @@ def client(store):
 
 @pytest.fixture(scope="module")
 def parent_run_id(store, client):
-    experiment_id = tracking.setup()
+    experiment_id = registry.setup()
     run = client.create_run(experiment_id, run_name="pipeline")
     client.set_terminated(run.info.run_id)
     return run.info.run_id
@@ -100,7 +101,7 @@ def logged(store, trained, parent_run_id, tmp_path_factory):
     model, id_map, X = trained
     extra = tmp_path_factory.mktemp("extra") / "notes.txt"
     extra.write_text("hello")
-    return tracking.log_model_run(
+    return registry.log_model_run(
         model, id_map=id_map, train_matrix=X, params={"tie_weight": 1e-3, "loss": {"l2": 0.1}},
         metrics=METRICS, split_info=SPLIT, data_hash="abc123", run_name="cooc-test",
         k=SERVE_K, tags={"team": "recs"}, artifacts={"extra": extra},
@@ -110,7 +111,7 @@ def logged(store, trained, parent_run_id, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(logged):
-    return tracking.load_model(logged.model_uri)
+    return registry.load_model(logged.model_uri)
 
 
 def _predict(served, users, **params):
@@ -119,7 +120,7 @@ def _predict(served, users, **params):
 
 # ----------------------------------------------------------------- the run
 def test_setup_is_idempotent_and_uses_the_artifact_root(store, client):
-    first, second = tracking.setup(), tracking.setup()
+    first, second = registry.setup(), registry.setup()
     assert first == second
     location = client.get_experiment(first).artifact_location
     assert location == (store["root"] / "artifacts").as_uri() + "/recsys-tests"
@@ -170,31 +171,31 @@ def test_model_has_signature_with_k_param_and_input_example(served):
 
 def test_bad_inputs_are_refused_before_a_run_starts(trained, client, store):
     model, id_map, X = trained
-    runs_before = len(client.search_runs([tracking.setup()]))
+    runs_before = len(client.search_runs([registry.setup()]))
     with pytest.raises(
-        tracking.TrackingError,
+        registry.TrackingError,
         match=r"^train_matrix has shape \(5, 5\) but id_map has 5 users and 6 items$",
     ):
-        tracking.log_model_run(
+        registry.log_model_run(
             model, id_map=id_map, train_matrix=X[:, :5], params={}, metrics=METRICS,
             split_info=SPLIT, data_hash="x", run_name="bad",
         )
-    with pytest.raises(tracking.TrackingError, match="^metrics must be numbers; not numbers: a$"):
-        tracking.log_model_run(
+    with pytest.raises(registry.TrackingError, match="^metrics must be numbers; not numbers: a$"):
+        registry.log_model_run(
             model, id_map=id_map, train_matrix=X, params={}, metrics={"a": "high"},
             split_info=SPLIT, data_hash="x", run_name="bad",
         )
-    with pytest.raises(tracking.TrackingError, match="^artifacts do not exist: 'x': /nowhere$"):
-        tracking.log_model_run(
+    with pytest.raises(registry.TrackingError, match="^artifacts do not exist: 'x': /nowhere$"):
+        registry.log_model_run(
             model, id_map=id_map, train_matrix=X, params={}, metrics=METRICS,
             split_info=SPLIT, data_hash="x", run_name="bad", artifacts={"x": Path("/nowhere")},
         )
-    assert len(client.search_runs([tracking.setup()])) == runs_before
+    assert len(client.search_runs([registry.setup()])) == runs_before
 
 
 def test_metric_key_maps_at_sign():
-    assert tracking.metric_key("ndcg@10") == "ndcg_at_10"
-    assert tracking.metric_key("hit rate/k=5") == "hit rate/k_5"
+    assert registry.metric_key("ndcg@10") == "ndcg_at_10"
+    assert registry.metric_key("hit rate/k=5") == "hit rate/k_5"
 
 
 # --------------------------------------------------------- the served model
@@ -255,14 +256,14 @@ def test_unknown_user_with_an_onboarding_answer_is_served_by_it(served, liked):
 
 
 def test_unknown_user_with_demographics_is_served_by_their_segment(trained):
-    from recsys.coldstart import fit_cold_start
+    from recsys.serving.coldstart import fit_cold_start
 
     model, id_map, X = trained
     people = pd.DataFrame({"user_id": ["u1", "u2", "u3", "u4", "u5"],
                            "age": [30, 31, 50, 50, 50], "gender": ["F", "F", "M", "M", "M"],
                            "occupation": ["x"] * 5})
     chain = fit_cold_start(_interactions(), users=people, id_map=id_map, min_segment_users=2)
-    engine = tracking.ServedRecommender(model, id_map, X, chain)
+    engine = ServedRecommender(model, id_map, X, chain)
     request = pd.DataFrame({"user_id": ["new", "nobody"], "age": [28, None],
                             "gender": ["F", None]})
     out = engine.recommend(request, 2)
@@ -281,21 +282,21 @@ def test_duplicate_users_are_served_once(served):
 
 
 def test_served_recommender_rejects_bad_input(trained):
-    engine = tracking.ServedRecommender(*trained)
-    with pytest.raises(tracking.TrackingError,
+    engine = ServedRecommender(*trained)
+    with pytest.raises(ServingInputError,
                        match="^input must be a DataFrame with a 'user_id' column$"):
         engine.recommend(pd.DataFrame({"user": ["u1"]}), 2)
-    with pytest.raises(tracking.TrackingError, match="^user_id has 1 missing values$"):
+    with pytest.raises(ServingInputError, match="^user_id has 1 missing values$"):
         engine.recommend(pd.DataFrame({"user_id": ["u1", None]}), 2)
-    with pytest.raises(tracking.TrackingError, match="^k must be a positive integer, got 0$"):
+    with pytest.raises(InputError, match="^k must be a positive integer, got 0$"):
         engine.recommend(pd.DataFrame({"user_id": ["u1"]}), 0)
 
 
 def test_model_loads_and_predicts_in_a_fresh_process(logged, served, store):
     script = (
         "import sys, pandas as pd\n"
-        "from recsys import tracking\n"
-        "m = tracking.load_model(sys.argv[1])\n"
+        "from recsys import registry\n"
+        "m = registry.load_model(sys.argv[1])\n"
         "out = m.predict(pd.DataFrame({'user_id': ['u2', 'nobody']}), params={'k': 2})\n"
         "sys.stdout.write(out.to_json(orient='records'))\n"
     )
@@ -314,12 +315,12 @@ def test_model_loads_and_predicts_in_a_fresh_process(logged, served, store):
 
 # ---------------------------------------------------------------- registry
 def test_no_champion_before_any_promotion(store):
-    assert tracking.get_champion("never-registered") is None
-    assert tracking.champion_uri("shop") == "models:/shop@champion"
+    assert registry.get_champion("never-registered") is None
+    assert registry.champion_uri("shop") == "models:/shop@champion"
 
 
 def test_register_copies_run_tags_to_the_version(logged, client):
-    version = tracking.register_model(logged.run_id, "reg-tags")
+    version = registry.register_model(logged.run_id, "reg-tags")
     assert version == 1
     mv = client.get_model_version("reg-tags", "1")
     assert mv.run_id == logged.run_id
@@ -327,67 +328,68 @@ def test_register_copies_run_tags_to_the_version(logged, client):
     assert mv.tags["recsys.data_hash"] == "abc123"
 
 
-def _promote_first(logged, name):
-    version = tracking.register_model(logged.model_uri, name)
-    tracking.apply_decision(name, version, decide(0.25, None, candidate_version=version))
+def _promote_first(logged, name, make_decision):
+    version = registry.register_model(logged.model_uri, name)
+    registry.apply_decision(name, version, make_decision(0.25, None, candidate_version=version))
     return version
 
 
-def test_first_promotion_sets_champion_and_records_decision(logged, client, tmp_path):
-    version = _promote_first(logged, "reg-first")
-    champion = tracking.get_champion("reg-first")
+def test_first_promotion_sets_champion_and_records_decision(logged, client, tmp_path, make_decision):
+    version = _promote_first(logged, "reg-first", make_decision)
+    champion = registry.get_champion("reg-first")
     assert champion["version"] == version == 1
     assert champion["run_id"] == logged.run_id
     assert champion["model_type"] == "cooccurrence"
     assert champion["metrics"] == METRICS
     assert champion["tags"]["recsys.decision.verdict"] == "promote"
     assert champion["model_uri"] == "models:/reg-first/1"
-    assert tracking.version_by_alias("reg-first", "previous_champion") is None
+    assert registry.version_by_alias("reg-first", "previous_champion") is None
     path = client.download_artifacts(
-        logged.run_id, tracking.decision_artifact("reg-first", 1), str(tmp_path)
+        logged.run_id, registry.decision_artifact("reg-first", 1), str(tmp_path)
     )
     assert json.loads(Path(path).read_text())["verdict"] == "promote"
 
 
-def test_worse_candidate_leaves_champion_and_records_hold(logged, client):
-    _promote_first(logged, "reg-hold")
-    candidate = tracking.register_model(logged.model_uri, "reg-hold")
-    decision = decide(0.20, 0.25, margin=0.01, candidate_version=candidate, champion_version=1)
-    tracking.apply_decision("reg-hold", candidate, decision)
-    assert tracking.get_champion("reg-hold")["version"] == 1
+def test_worse_candidate_leaves_champion_and_records_hold(logged, client, make_decision):
+    _promote_first(logged, "reg-hold", make_decision)
+    candidate = registry.register_model(logged.model_uri, "reg-hold")
+    decision = make_decision(0.20, 0.25, margin=0.01, candidate_version=candidate,
+                             champion_version=1)
+    registry.apply_decision("reg-hold", candidate, decision)
+    assert registry.get_champion("reg-hold")["version"] == 1
     tags = client.get_model_version("reg-hold", str(candidate)).tags
     assert tags["recsys.decision.verdict"] == "hold"
     assert tags["recsys.decision.candidate_score"] == "0.2"
     assert tags["recsys.decision.champion_score"] == "0.25"
     assert tags["recsys.decision.margin"] == "0.01"
-    assert tags["recsys.decision.reason"].startswith("hold: candidate ndcg@10=0.2")
-    assert tracking.version_by_alias("reg-hold", "previous_champion") is None
+    assert tags["recsys.decision.reason"] == decision.reason
+    assert registry.version_by_alias("reg-hold", "previous_champion") is None
 
 
-def test_better_candidate_moves_champion_and_keeps_previous(logged, client):
-    _promote_first(logged, "reg-move")
-    candidate = tracking.register_model(logged.model_uri, "reg-move")
-    tracking.apply_decision("reg-move", candidate, decide(0.30, 0.25, margin=0.01))
-    assert tracking.get_champion("reg-move")["version"] == candidate == 2
-    assert int(tracking.version_by_alias("reg-move", "previous_champion").version) == 1
+def test_better_candidate_moves_champion_and_keeps_previous(logged, client, make_decision):
+    _promote_first(logged, "reg-move", make_decision)
+    candidate = registry.register_model(logged.model_uri, "reg-move")
+    registry.apply_decision("reg-move", candidate, make_decision(0.30, 0.25, margin=0.01))
+    assert registry.get_champion("reg-move")["version"] == candidate == 2
+    assert int(registry.version_by_alias("reg-move", "previous_champion").version) == 1
     tags = client.get_model_version("reg-move", "2").tags
     assert tags["recsys.decision.verdict"] == "promote"
-    # decide() was not told the versions: apply_decision fills them in from the registry.
+    # The decision was not told the versions: apply_decision fills them in from the registry.
     versions = (tags["recsys.decision.candidate_version"], tags["recsys.decision.champion_version"])
     assert versions == ("2", "1")
 
 
-def test_recommend_for_users_serves_the_champion(logged, served):
-    _promote_first(logged, "recsys-tests")  # the configured default name
-    out = tracking.recommend_for_users(["u5", "new"], k=2)
+def test_recommend_for_users_serves_the_champion(logged, served, make_decision):
+    _promote_first(logged, "recsys-tests", make_decision)  # the configured default name
+    out = registry.recommend_for_users(["u5", "new"], k=2)
     pd.testing.assert_frame_equal(out, _predict(served, ["u5", "new"], k=2))
     assert out["served_by"].tolist() == ["model"] * 2 + ["global"] * 2
 
 
-def test_recsys_recommend_passes_a_new_users_onboarding_answer(logged, served, capsys):
+def test_recsys_recommend_passes_a_new_users_onboarding_answer(logged, served, capsys, make_decision):
     from recsys.cli import main
 
-    _promote_first(logged, "recsys-tests")
+    _promote_first(logged, "recsys-tests", make_decision)
     assert main(["recommend", "--user", "newcomer", "--k", "3", "--liked-items", "106"]) == 0
     printed = capsys.readouterr().out
     # The same list as the pyfunc gives for the answer [106] (see the onboarding test).
@@ -401,5 +403,5 @@ def test_recsys_recommend_passes_a_new_users_onboarding_answer(logged, served, c
 def test_registering_the_same_run_twice_returns_its_first_version(store, logged):
     """Regression: a retried promote task registered a second version of one run."""
     name = "retried-register"
-    first = tracking.register_model(logged.run_id, name)
-    assert tracking.register_model(logged.run_id, name) == first
+    first = registry.register_model(logged.run_id, name)
+    assert registry.register_model(logged.run_id, name) == first

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.tuning import TuningInputError, tune_model
+from recsys.training.tuning import TuningInputError, tune_model
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +34,10 @@ def test_trials_search_the_space_on_the_validation_carve(train):
 
 def test_the_test_split_is_never_an_input(train, monkeypatch):
     seen = []
-    import recsys.splits as splits
+    import recsys.training.tuning as tuning
 
-    real = splits.validation_split
-    monkeypatch.setattr(splits, "validation_split",
+    real = tuning.validation_split
+    monkeypatch.setattr(tuning, "validation_split",
                         lambda frame, *a, **kw: seen.append(len(frame)) or real(frame, *a, **kw))
     tune_model("itemknn", train, n_trials=1, k=5)
     assert seen == [len(train)]
@@ -53,12 +53,12 @@ def test_bad_budgets_are_refused(train):
 def test_trials_get_the_feature_tables_a_training_run_gets(train, monkeypatch):
     # A model conditioned on user profiles fails without context.user_features;
     # the tuning carve must build them from its own fit part, as a run does.
-    import recsys.tuning as tuning
     from recsys.data.generate import generate_dataset
+    from recsys.models.attention import SelfAttentionRecommender
 
     synthetic = generate_dataset(120, 60, 3000, seed=5)
-    monkeypatch.setitem(tuning.SEARCH_SPACES, "attention", lambda t: {
-        "use_profile": True, "epochs": t.suggest_int("epochs", 1, 2), "d_model": 8,
+    monkeypatch.setattr(SelfAttentionRecommender, "search_space", {
+        "use_profile": True, "epochs": ("int", 1, 2, False), "d_model": 8,
         "n_blocks": 1, "max_len": 10, "batch_size": 256})
     result = tune_model("attention", synthetic.interactions, protocol="loo", n_trials=1, k=5,
                         items=synthetic.items, users=synthetic.users)

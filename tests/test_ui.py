@@ -14,8 +14,10 @@ import pytest
 from fastapi import HTTPException, Request
 from fastapi.testclient import TestClient
 
-from recsys import config, ui
-from recsys.validation import DataValidationError
+from recsys import config
+from recsys.pipeline import RunFolder
+from recsys.ui import page as ui
+from recsys.data.validation import DataValidationError
 
 MODELS = ("popularity", "itemknn")
 K = 5
@@ -91,7 +93,7 @@ def test_history_holds_the_run_with_its_best_model(page):
 def test_validation_lists_the_failed_batch_first_with_its_failures(page):
     failed, passed = page["validations"]
     assert (failed["run_key"], failed["success"]) == (BAD_KEY, False)
-    assert (passed["run_key"], passed["success"]) == (config.run_dir(RUN_KEY).name, True)
+    assert (passed["run_key"], passed["success"]) == (RunFolder(RUN_KEY).path.name, True)
     suites = {s["name"]: s["success"] for s in failed["suites"]}
     assert suites == {"interactions": False, "items": True, "users": True}
     assert any("rating" in line for line in failed["failures"])
@@ -112,8 +114,7 @@ def test_html_shows_champion_leaderboard_history_and_validation(page):
 
 
 def test_leaderboard_ends_with_the_champion_scored_on_the_same_holdout(page, store):
-    folder = ui.runs_root() / ui.folder_name(RUN_KEY)
-    evaluation = json.loads((folder / "evaluation.json").read_text())
+    evaluation = json.loads((RunFolder(RUN_KEY).path / "evaluation.json").read_text())
     champion = page["champion"]
     evaluation["champion"] = {"version": 1, "model_type": champion["model_type"],
                               "run_id": champion["run_id"], "metrics": {f"ndcg@{K}": 0.25},
@@ -127,8 +128,10 @@ def test_leaderboard_ends_with_the_champion_scored_on_the_same_holdout(page, sto
         "http://mlflow.example:5000", "http://m")
 
 
-def test_folder_name_matches_the_pipeline_run_folder(store):
-    assert ui.folder_name(RUN_KEY) == config.run_dir(RUN_KEY).name
+def test_the_page_reads_the_folder_the_pipeline_wrote(store, page):
+    folder = RunFolder(RUN_KEY)
+    assert folder.path.parent == config.runs_root() and folder.exists()
+    assert page["latest"]["decision"] == folder.read_json("decision.json")
 
 
 def test_empty_stores_render_a_page_that_says_so(tmp_path, monkeypatch):
@@ -191,7 +194,7 @@ def test_data_docs_refuse_paths_outside_the_docs_folder(store, path):
 
 
 def test_data_docs_file_guards_run_key_and_path(store):
-    root = ui.runs_root()
+    root = config.runs_root()
     with pytest.raises(ui.PageError, match="no such run: '..'"):
         ui.data_docs_file(root, "..", "index.html")
     with pytest.raises(ui.PageError, match="no Data Docs file '../validation.json'"):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from recsys.data import Dataset
-from recsys.validation import (
+from recsys.data.validation import (
     DataValidationError,
     ValidationReport,
     check_dataset,

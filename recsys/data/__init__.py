@@ -1,4 +1,13 @@
-"""Data in: loaders for common formats and a synthetic generator.
+"""Data in, checked and shaped: everything between a file and a training matrix.
+
+- :mod:`~recsys.data.loaders`: common formats (MovieLens, CSV/TSV/Parquet,
+  the interaction store) into one :class:`Dataset`;
+- :mod:`~recsys.data.generate`: the synthetic generator;
+- :mod:`~recsys.data.ingest`: landing batches into the interaction store;
+- :mod:`~recsys.data.validation`: the Great Expectations suites;
+- :mod:`~recsys.data.prepare`: de-duplication, filtering, pseudonymisation;
+- :mod:`~recsys.data.splits`: every split protocol;
+- :mod:`~recsys.data.features`: user profiles, item features, sequences, content.
 
 Everything normalises to one :class:`Dataset`: an interactions table with
 columns :data:`recsys.constants.INTERACTION_COLS` plus optional item and user

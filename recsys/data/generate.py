@@ -36,6 +36,7 @@ from recsys.constants import (
     YEAR_COL,
 )
 from recsys.data import Dataset
+from recsys.errors import InputError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +106,12 @@ def _check_sizes(n_users: int, n_items: int, n_interactions: int, n_genres: int,
                         ("n_interactions", n_interactions), ("n_genres", n_genres),
                         ("n_factors", n_factors), ("days", days)):
         if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+            raise InputError(f"{name} must be >= 1, got {value}")
     if n_interactions < n_users:
-        raise ValueError(f"n_interactions ({n_interactions}) must be at least n_users "
+        raise InputError(f"n_interactions ({n_interactions}) must be at least n_users "
                          f"({n_users}) so that every user has an interaction")
     if n_interactions > n_users * (n_items // 2):
-        raise ValueError(f"n_interactions ({n_interactions}) exceeds half of all "
+        raise InputError(f"n_interactions ({n_interactions}) exceeds half of all "
                          f"{n_users}x{n_items} user-item pairs; add users or items")
 
 
@@ -159,7 +160,7 @@ def _draw_pairs(counts: np.ndarray, theta: np.ndarray, phi: np.ndarray,
         if not missing.any():
             break
     else:  # with at most half the catalogue per user this cannot happen
-        raise RuntimeError(f"could not draw unique pairs for {int(missing.sum())} slots")
+        raise StateError(f"could not draw unique pairs for {int(missing.sum())} slots")
     return keys // n_items, keys % n_items
 
 

@@ -41,6 +41,7 @@ from recsys.constants import (
     YEAR_COL,
 )
 from recsys.data import Dataset
+from recsys.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ ML1M_OCCUPATIONS = (
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 
 
-class DataFormatError(ValueError):
+class DataFormatError(InputError):
     """The input cannot be read as interactions: a structural problem, not a bad value."""
 
 
@@ -117,6 +118,32 @@ def load_dataset(
         dataset = _READERS[fmt](path)
     log.info("loaded %s from %s: %d interactions", fmt, path, len(dataset.interactions))
     return dataset
+
+
+def load_input(data_path: str | Path, data_format: str | None = None,
+               columns: dict[str, str] | None = None) -> Dataset:
+    """Load a data set the way every entry point does (CLI, DAG, benchmark).
+
+    ``data_path`` may also be an interaction store kept by
+    :mod:`recsys.data.ingest` (detected, or named with ``data_format="store"``);
+    anything else goes to :func:`load_dataset` with ``columns`` as its
+    generic-table options.
+    """
+    from recsys.data import ingest
+
+    if data_format in (None, "store") and ingest.is_store(data_path):
+        return ingest.read_store(data_path)
+    return load_dataset(data_path, data_format, **(columns or {}))
+
+
+def input_rows(data_path: str | Path, data_format: str | None = None,
+               columns: dict[str, str] | None = None) -> int:
+    """How many interactions the input holds (a store answers from its manifest)."""
+    from recsys.data import ingest
+
+    if ingest.is_store(data_path):
+        return ingest.store_rows(data_path)
+    return len(load_input(data_path, data_format, columns).interactions)
 
 
 def detect_format(path: str | Path) -> str:

@@ -1,20 +1,22 @@
 """The model registry: one name per recommender, imported only when used.
 
 ``MODELS`` maps a registry name to ``"module:Class"``; :func:`make_model` imports
-the module on demand, so asking for ``popularity`` never imports tensorflow.
-To add a model, add one entry here (its class subclasses
-:class:`recsys.models.base.Recommender`); the shared contract test suite picks
-it up through :func:`available_models`.
+the module on demand, so asking for ``popularity`` never imports tensorflow,
+and importing this package imports no numerical library at all (the DAG file
+reads the names at parse time). To add a model, add one entry here (its class
+subclasses :class:`recsys.models.base.Recommender`); the shared contract test
+suite, the DAG's tasks, the CLI and the trigger form pick it up from here.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recsys.models.base import FitContext, Recommender
+if TYPE_CHECKING:
+    from recsys.models.base import Recommender
 
-__all__ = ["MODELS", "FitContext", "Recommender", "available_models", "make_model"]
+__all__ = ["DEFAULT_MODELS", "MODELS", "available_models", "make_model", "model_class"]
 
 MODELS: dict[str, str] = {
     "popularity": "recsys.models.popularity:PopularityRecommender",
@@ -26,6 +28,11 @@ MODELS: dict[str, str] = {
     "attention": "recsys.models.attention:SelfAttentionRecommender",
 }
 
+#: What a training run trains unless told otherwise (the CLI and the DAG alike):
+#: every model but the attention network, which takes minutes and pays off when
+#: the next item matters (a ``loo``-style protocol).
+DEFAULT_MODELS: tuple[str, ...] = ("popularity", "itemknn", "als", "ease", "content", "ranker")
+
 
 def available_models() -> list[str]:
     """Registry names of every model, in registration order."""
@@ -36,10 +43,13 @@ def model_class(name: str) -> type[Recommender]:
     """Import and return the class registered as ``name``.
 
     Raises:
-        ValueError: ``name`` is not registered (the message lists the names that are).
+        recsys.errors.InputError: ``name`` is not registered (the message lists
+            the names that are).
     """
+    from recsys.errors import InputError
+
     if name not in MODELS:
-        raise ValueError(
+        raise InputError(
             f"unknown model {name!r}; available models: {', '.join(available_models())}"
         )
     module_name, class_name = MODELS[name].split(":")
@@ -50,7 +60,7 @@ def make_model(name: str, **params: Any) -> Recommender:
     """A new, unfitted model ``name`` built with hyper-parameters ``params``.
 
     Raises:
-        ValueError: ``name`` is not registered.
+        recsys.errors.InputError: ``name`` is not registered.
         TypeError: a parameter the model does not take.
     """
     return model_class(name)(**params)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.errors import InputError
 from recsys.models.base import FitContext, Recommender
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,9 @@ class ALSRecommender(Recommender):
     """
 
     name = "als"
+    search_space: ClassVar[dict[str, Any]] = {"factors": ("int", 16, 128, True),
+                                         "regularization": ("float", 1e-3, 1.0, True),
+                                         "alpha": ("float", 0.5, 20.0, True)}
 
     def __init__(
         self,
@@ -78,7 +83,7 @@ class ALSRecommender(Recommender):
 
     def _score(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
         if users.size and users.max() >= self.user_factors_.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"ALS scores only the {self.user_factors_.shape[0]} users it was fitted on; "
                 f"got user index {int(users.max())}"
             )

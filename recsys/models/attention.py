@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.errors import InputError
 from recsys.models.base import FitContext, Recommender
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class SelfAttentionRecommender(Recommender):
         inputs, targets, window_users = _training_windows(train_items, train_indptr,
                                                           self.max_len)
         if not len(inputs):
-            raise ValueError("no user has three or more interactions (the last one is held out "
+            raise InputError("no user has three or more interactions (the last one is held out "
                              "for validation); nothing to learn from")
         self.network_ = self._new_network()
         monitor = _ValidationMonitor(self, train_items, train_indptr, val_rows, val_targets)
@@ -146,25 +147,25 @@ class SelfAttentionRecommender(Recommender):
 
     def _check_params(self) -> None:
         if self.max_len < 1 or self.d_model < 1 or self.n_heads < 1 or self.n_blocks < 1:
-            raise ValueError("max_len, d_model, n_heads and n_blocks must be at least 1")
+            raise InputError("max_len, d_model, n_heads and n_blocks must be at least 1")
         if self.d_model % self.n_heads:
-            raise ValueError(
+            raise InputError(
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
             )
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+            raise InputError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError("epochs, batch_size and patience must be at least 1")
+            raise InputError("epochs, batch_size and patience must be at least 1")
 
     def _profiles(self, user_features: pd.DataFrame | None, n_users: int) -> np.ndarray | None:
         """Standardised numeric profile columns per user row (nulls → 0), or ``None``."""
         if not self.use_profile:
             return None
         if user_features is None:
-            raise ValueError("use_profile=True needs context.user_features")
+            raise InputError("use_profile=True needs context.user_features")
         frame = user_features.reindex(pd.RangeIndex(n_users)).select_dtypes("number")
         if frame.shape[1] == 0:
-            raise ValueError("context.user_features has no numeric column to use as a profile")
+            raise InputError("context.user_features has no numeric column to use as a profile")
         values = frame.to_numpy(dtype=np.float64)
         mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
         values = (values - mean) / np.where(std > 0, std, 1.0)
@@ -228,11 +229,8 @@ class SelfAttentionRecommender(Recommender):
         return self.network_
 
     # ------------------------------------------------------------ save/load
-    def save(self, path: str | Path) -> Path:
+    def _save(self, path: Path) -> None:
         """Write params (JSON), sequences/profiles (npz), history and Keras weights."""
-        self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         (path / _PARAMS_FILE).write_text(json.dumps(self.get_params(), indent=2))
         state = {"n_users": self.n_users_, "n_items": self.n_items_,
                  "seq_items": self.seq_items_, "seq_indptr": self.seq_indptr_,
@@ -242,7 +240,6 @@ class SelfAttentionRecommender(Recommender):
         np.savez(path / _STATE_FILE, **state)
         (path / _HISTORY_FILE).write_text(json.dumps(self.history_))
         self._network().save_weights(path / _WEIGHTS_FILE)
-        return path
 
     @classmethod
     def load(cls, path: str | Path) -> SelfAttentionRecommender:
@@ -260,6 +257,10 @@ class SelfAttentionRecommender(Recommender):
         model.network_ = model._new_network()
         model.network_.load_weights(path / _WEIGHTS_FILE)
         return model
+
+    def figures(self) -> dict[str, Any]:
+        """The training curves (loss and validation NDCG@10 per epoch)."""
+        return {"training_curves.png": plot_history(self.history_)} if self.history_ else {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle weights as arrays, never the Keras object; it is rebuilt on first use."""
@@ -290,9 +291,9 @@ def plot_history(history: dict[str, list[float]]) -> Any:
 
     missing = {"loss", VAL_METRIC} - set(history)
     if missing:
-        raise ValueError(f"history lacks {', '.join(sorted(missing))}")
+        raise InputError(f"history lacks {', '.join(sorted(missing))}")
     if len(history["loss"]) != len(history[VAL_METRIC]):
-        raise ValueError("history's loss and val_ndcg@10 differ in length")
+        raise InputError("history's loss and val_ndcg@10 differ in length")
     epochs = np.arange(1, len(history["loss"]) + 1)
     fig = Figure(figsize=(6, 3.5))
     ax = fig.add_subplot()
@@ -317,14 +318,14 @@ def _sequences_from(
         X.sort_indices()
         return X.indices.astype(np.int64), X.indptr.astype(np.int64)
     if len(sequences) != X.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"context.sequences has {len(sequences)} rows but X has {X.shape[0]} users"
         )
     lens = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
     flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]) if lens.sum() else (
         np.zeros(0, dtype=np.int64))
     if flat.size and (flat.min() < 0 or flat.max() >= X.shape[1]):
-        raise ValueError(f"context.sequences holds item indices outside [0, {X.shape[1]})")
+        raise InputError(f"context.sequences holds item indices outside [0, {X.shape[1]})")
     return flat, np.concatenate([[0], np.cumsum(lens)])
 
 

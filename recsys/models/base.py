@@ -12,11 +12,13 @@ input checks, seen-item filtering and vectorised top-K in user batches.
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import json
 import logging
 import pickle
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -24,23 +26,50 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.errors import InputError, StateError, check_k
+from recsys.ids import IdMap
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class FitContext:
-    """Optional side information a model may use in ``fit``.
+    """Side information a model may use in ``fit``, beside the matrix ``X``.
+
+    Every field is optional; a model that needs one says so in its docstring
+    and copes (or raises :class:`recsys.errors.InputError`) when it is absent.
+    Build it with :meth:`from_interactions`, which fills the fields that follow
+    from the training rows themselves.
 
     Attributes:
         sequences: per user row, the item indices in time order (oldest first).
         item_features: a frame indexed by item column index (0..n_items-1).
         user_features: a frame indexed by user row index (0..n_users-1).
+        items: the items table (``item_id``, optional ``title``, ``genres``,
+            ``year``), one row per catalogue item, in any order.
+        users: the users table (``user_id``, optional demographics).
+        item_ids: the external id of each matrix column (``item_ids[j]`` is
+            column ``j``); models that read ``items`` align it with these.
+        timestamps: users × items CSR of each pair's latest time (seconds),
+            or ``None`` when the data has no time.
     """
 
     sequences: list[np.ndarray] | None = None
     item_features: pd.DataFrame | None = None
     user_features: pd.DataFrame | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    items: pd.DataFrame | None = None
+    users: pd.DataFrame | None = None
+    item_ids: pd.Index | None = None
+    timestamps: sp.csr_matrix | None = None
+
+    @classmethod
+    def from_interactions(cls, train: pd.DataFrame, id_map: IdMap, *,
+                          items: pd.DataFrame | None = None,
+                          users: pd.DataFrame | None = None) -> FitContext:
+        """The context of ``train`` under ``id_map``: sequences, item ids and
+        timestamps from the rows, plus the side tables as given."""
+        return cls(sequences=id_map.sequences(train), items=items, users=users,
+                   item_ids=id_map.items, timestamps=id_map.time_matrix(train))
 
 
 class Recommender(ABC):
@@ -48,6 +77,13 @@ class Recommender(ABC):
 
     #: Registry name (``popularity``, ``itemknn``, ...).
     name: ClassVar[str] = ""
+    #: True when the model reads ``context.sequences`` as time order and
+    #: predicts what comes next (it then gains from time-ordered protocols).
+    sequential: ClassVar[bool] = False
+    #: Hyper-parameters tuning may search, name → ``("int", low, high, log)``,
+    #: ``("float", low, high, log)`` or ``("choice", values)``
+    #: (:func:`recsys.training.tuning.suggest`); empty = not tuned.
+    search_space: ClassVar[dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ contract
     def fit(self, X: sp.spmatrix, context: FitContext | None = None) -> Self:
@@ -82,16 +118,15 @@ class Recommender(ABC):
             ``-1`` and score ``-inf``.
         """
         self._check_fitted()
-        if int(k) < 1:
-            raise ValueError(f"k must be a positive integer, got {k}")
+        k = check_k(k)
         users = np.atleast_1d(np.asarray(users, dtype=np.int64))
         X = check_matrix(X)
         if X.shape[1] != self.n_items_:
-            raise ValueError(
+            raise InputError(
                 f"X has {X.shape[1]} items but the model was fitted on {self.n_items_}"
             )
         if users.size and (users.min() < 0 or users.max() >= X.shape[0]):
-            raise ValueError(f"user indices must lie in [0, {X.shape[0]})")
+            raise InputError(f"user indices must lie in [0, {X.shape[0]})")
         k = int(min(k, self.n_items_))
         items_out = np.empty((users.size, k), dtype=np.int64)
         scores_out = np.empty((users.size, k), dtype=np.float32)
@@ -107,21 +142,33 @@ class Recommender(ABC):
         return items_out, scores_out
 
     def save(self, path: str | Path) -> Path:
-        """Write the fitted model into folder ``path``; :meth:`load` reads it back."""
+        """Write the fitted model into folder ``path``; :func:`load_saved` reads it back.
+
+        The folder names its model in :data:`MANIFEST` and holds what
+        :meth:`_save` writes (a pickle unless the model says otherwise).
+        """
+        self._check_fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        with open(path / "model.pkl", "wb") as f:
-            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        cls = type(self)
+        (path / MANIFEST).write_text(json.dumps(
+            {"model": self.name, "class": f"{cls.__module__}:{cls.__qualname__}"}))
+        self._save(path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
-        """Read a model written by :meth:`save`."""
-        with open(Path(path) / "model.pkl", "rb") as f:
+        """Read a model of this class written by :meth:`save`."""
+        with open(Path(path) / _PICKLE, "rb") as f:
             model = pickle.load(f)
         if not isinstance(model, cls):
-            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+            raise InputError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+    def figures(self) -> dict[str, Any]:
+        """Plots of what the model learned beyond its metrics, file name → matplotlib
+        ``Figure`` (the caller saves and closes them); none by default."""
+        return {}
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters, as given to ``__init__``."""
@@ -141,20 +188,45 @@ class Recommender(ABC):
     def _score(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
         """Dense scores, shape ``(len(users), n_items)``; higher is better."""
 
+    def _save(self, path: Path) -> None:
+        """Write the model's state into the existing folder ``path`` (default: a pickle)."""
+        with open(path / _PICKLE, "wb") as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "n_items_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
+            raise StateError(f"{type(self).__name__} is not fitted; call fit() first")
+
+
+#: File of a saved model's folder that names its model and class.
+MANIFEST = "recommender.json"
+_PICKLE = "model.pkl"
+
+
+def load_saved(path: str | Path) -> Recommender:
+    """Read any model written by :meth:`Recommender.save`, through its own class's ``load``.
+
+    A folder without :data:`MANIFEST` (saved before models named themselves)
+    holds a pickle and loads as one.
+    """
+    path = Path(path)
+    manifest = path / MANIFEST
+    if not manifest.exists():
+        return Recommender.load(path)
+    module, _, name = json.loads(manifest.read_text())["class"].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    return cls.load(path)
 
 
 def check_matrix(X: sp.spmatrix) -> sp.csr_matrix:
     """Validate and convert an interactions matrix to float32 CSR."""
     if not sp.issparse(X):
-        raise ValueError(f"X must be a scipy sparse matrix, got {type(X).__name__}")
+        raise InputError(f"X must be a scipy sparse matrix, got {type(X).__name__}")
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X must be a non-empty 2-D users × items matrix, got shape {X.shape}")
+        raise InputError(f"X must be a non-empty 2-D users × items matrix, got shape {X.shape}")
     X = sp.csr_matrix(X, dtype=np.float32)
     if X.nnz and X.data.min() < 0:
-        raise ValueError("X must hold non-negative interaction weights")
+        raise InputError("X must hold non-negative interaction weights")
     return X
 
 

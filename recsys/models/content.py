@@ -1,15 +1,15 @@
 """Content-based recommender: items like the ones a user rated, by item text.
 
 Each item is a TF-IDF vector of its title words, genre tokens and release-year
-tokens (:func:`recsys.features.build_content_vectors`), L2-normalised, so the
+tokens (:func:`recsys.data.features.build_content_vectors`), L2-normalised, so the
 dot product of two item vectors is their cosine similarity. A user's profile is
 the rating-weighted sum of the vectors of the items they interacted with; an
 item's score is ``profile · item``. An item that nobody has interacted with
 yet still has a vector, so it can be recommended from day one.
 
 Alignment with the matrix columns is explicit: column ``j`` of ``X`` is the item
-``context.extra["item_ids"][j]`` when the caller passes the id map's item order
-there, otherwise the ``j``-th smallest ``item_id`` of ``context.extra["items"]``
+``context.item_ids[j]`` when the caller passes the id map's item order
+there, otherwise the ``j``-th smallest ``item_id`` of ``context.items``
 (which is how :class:`recsys.ids.IdMap` orders a catalogue built with
 ``extra_items=items.item_id``). See :func:`align_items`.
 """
@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.constants import ITEM_COL, RANK_COL, SCORE_COL, TITLE_COL, YEAR_COL
+from recsys.errors import InputError, check_k
 from recsys.models.base import FitContext, Recommender, top_k
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ RELATED_COLS = (ITEM_COL, RELATED_ITEM_COL, SCORE_COL, RANK_COL)
 _RELATED_BLOCK = 1024
 
 
-class ContentAlignmentError(ValueError):
+class ContentAlignmentError(InputError):
     """The items table cannot be lined up with the matrix columns."""
 
 
@@ -66,7 +67,7 @@ def align_items(items: pd.DataFrame, n_items: int,
         if len(items) != n_items:
             raise ContentAlignmentError(
                 f"items table has {len(items)} items but X has {n_items} columns; pass the id "
-                f"map's item order as context.extra['item_ids']"
+                f"map's item order as context.item_ids"
             )
         return items.sort_values(ITEM_COL, kind="stable").reset_index(drop=True)
     ids = np.asarray(item_ids)
@@ -84,7 +85,7 @@ def item_content_matrix(items: pd.DataFrame, *, max_features: int | None = 5000,
     Rows of items without any content (e.g. ids missing from the table) are zero.
     The year adds two tokens, the exact year and its decade (``y1995 d1990``).
     """
-    from recsys.features import build_content_vectors
+    from recsys.data.features import build_content_vectors
 
     docs = items.copy()
     titles = docs[TITLE_COL].fillna("").astype(str) if TITLE_COL in docs else ""
@@ -106,7 +107,7 @@ class ContentRecommender(Recommender):
     ``x_ui`` the interaction weight (the rating), optionally centred on the
     user's mean so that disliked items push similar ones down.
 
-    Without an items table in ``context.extra["items"]``, an item's only
+    Without an items table in ``context.items``, an item's only
     description is its column of ``X`` (who interacted with it); the model logs
     a warning and works as a plain item-item cosine model, and
     ``content_source_`` says ``"interactions"``.
@@ -131,10 +132,10 @@ class ContentRecommender(Recommender):
         self.centered = centered
 
     def _fit(self, X: sp.csr_matrix, context: FitContext) -> None:
-        items = context.extra.get("items")
-        ids = context.extra.get("item_ids")
+        items = context.items
+        ids = context.item_ids
         if items is None:
-            log.warning("content: no items table in context.extra['items']; "
+            log.warning("content: no items table in context.items; "
                         "describing items by their interactions instead")
             self.item_vectors_ = _normalise_rows(X.T.tocsr())
             self.content_source_ = "interactions"
@@ -178,8 +179,7 @@ class ContentRecommender(Recommender):
             are left out, so an item without content has no rows.
         """
         self._check_fitted()
-        if int(k) < 1:
-            raise ValueError(f"k must be a positive integer, got {k}")
+        k = check_k(k)
         V = self.item_vectors_
         n = V.shape[0]
         k = min(int(k), n - 1)

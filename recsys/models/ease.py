@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.errors import InputError
 from recsys.models.base import FitContext, Recommender
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ class EASERecommender(Recommender):
     """
 
     name = "ease"
+    search_space: ClassVar[dict[str, Any]] = {"l2": ("float", 10.0, 5000.0, True)}
 
     def __init__(self, l2: float = 500.0, binary: bool = True) -> None:
         self.l2 = l2
@@ -37,7 +40,7 @@ class EASERecommender(Recommender):
 
     def _fit(self, X: sp.csr_matrix, context: FitContext) -> None:
         if self.l2 <= 0:
-            raise ValueError(f"l2 must be > 0, got {self.l2}")
+            raise InputError(f"l2 must be > 0, got {self.l2}")
         X = self._prepare(X)
         gram = (X.T @ X).toarray().astype(np.float64)
         gram[np.diag_indices_from(gram)] += self.l2

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.errors import InputError
 from recsys.models.base import FitContext, Recommender
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ class ItemKNNRecommender(Recommender):
     """
 
     name = "itemknn"
+    search_space: ClassVar[dict[str, Any]] = {"k_neighbours": ("int", 10, 400, True),
+                                         "shrinkage": ("float", 0.0, 100.0, False)}
 
     def __init__(self, k_neighbours: int = 100, shrinkage: float = 0.0) -> None:
         self.k_neighbours = k_neighbours
@@ -42,9 +46,9 @@ class ItemKNNRecommender(Recommender):
 
     def _fit(self, X: sp.csr_matrix, context: FitContext) -> None:
         if int(self.k_neighbours) < 1:
-            raise ValueError(f"k_neighbours must be >= 1, got {self.k_neighbours}")
+            raise InputError(f"k_neighbours must be >= 1, got {self.k_neighbours}")
         if self.shrinkage < 0:
-            raise ValueError(f"shrinkage must be >= 0, got {self.shrinkage}")
+            raise InputError(f"shrinkage must be >= 0, got {self.shrinkage}")
         items = X.T.tocsr().astype(np.float64)
         cooc = (items @ items.T).tocsr()
         norms = np.sqrt(cooc.diagonal())

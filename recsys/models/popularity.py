@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,6 +26,7 @@ class PopularityRecommender(Recommender):
     """
 
     name = "popularity"
+    search_space: ClassVar[dict[str, Any]] = {"weighted": ("choice", (False, True))}
 
     def __init__(self, weighted: bool = False) -> None:
         self.weighted = weighted

@@ -32,6 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.constants import GENRES_COL, YEAR_COL
+from recsys.errors import InputError
 from recsys.models.base import FitContext, Recommender, top_k
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ ITEM_FEATURES = ("item_popularity_share", "item_rating_mean", "item_late_share",
 #: Features of the pair beyond the generators.
 PAIR_FEATURES = ("genre_affinity", "genre_affinity_max", "n_generators")
 #: Features of the item around the user's own active period (needs
-#: ``context.extra["timestamps"]``; NaN without it): the item's share of all
+#: ``context.timestamps``; NaN without it): the item's share of all
 #: interactions within ``_WINDOWS`` days of the user's first-to-last activity,
 #: and how many days the item's first interaction came after the user's last
 #: and its last before the user's first.
@@ -71,7 +72,7 @@ _SEGMENT_BINS = 5
 
 #: XGBoost settings tried on the validation users when ``param_grid`` is None.
 #: One setting: each costs a full boosting run, and on a validation carve of
-#: the ML-100K ``msr`` training split (``recsys.splits.validation_split``) the
+#: the ML-100K ``msr`` training split (``recsys.data.splits.validation_split``) the
 #: candidates differed by noise (weight 1 vs 10, depth 4 vs 6), except eta
 #: 0.05 over 0.1: carve NDCG@10 0.2820 vs 0.2807 with ``rank:pairwise``, five bags.
 DEFAULT_GRID: dict[str, tuple] = {
@@ -98,7 +99,7 @@ def parse_generator(entry: str) -> tuple[str, str]:
     label, _, model = str(entry).partition(":")
     model = model or label
     if not label or not model:
-        raise ValueError(f"generator entry must be 'model' or 'label:model', got {entry!r}")
+        raise InputError(f"generator entry must be 'model' or 'label:model', got {entry!r}")
     return label, model
 
 
@@ -185,6 +186,10 @@ class XGBRankerRecommender(Recommender):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
+    def figures(self) -> dict[str, Any]:
+        """The features' importances (total gain, averaged over the bags)."""
+        return {"feature_importances.png": plot_feature_importances(self)}
+
     # ---------------------------------------------------------------- fitting
     def _fit(self, X: sp.csr_matrix, context: FitContext) -> None:
         self._check_params()
@@ -201,26 +206,26 @@ class XGBRankerRecommender(Recommender):
 
     def _check_params(self) -> None:
         if not self.generators:
-            raise ValueError("ranker needs at least one generator")
+            raise InputError("ranker needs at least one generator")
         specs = [parse_generator(g) for g in self.generators]
         if any(model == "ranker" for _, model in specs):
-            raise ValueError("ranker cannot use itself as a generator")
+            raise InputError("ranker cannot use itself as a generator")
         labels = [label for label, _ in specs]
         if len(set(labels)) != len(labels):
-            raise ValueError(f"generator labels must be unique, got {labels}")
+            raise InputError(f"generator labels must be unique, got {labels}")
         if int(self.n_bags) < 1:
-            raise ValueError(f"n_bags must be >= 1, got {self.n_bags}")
+            raise InputError(f"n_bags must be >= 1, got {self.n_bags}")
         if int(self.n_candidates) < 1:
-            raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}")
+            raise InputError(f"n_candidates must be >= 1, got {self.n_candidates}")
         if not 0 < self.label_share < 1:
-            raise ValueError(f"label_share must lie in (0, 1), got {self.label_share}")
+            raise InputError(f"label_share must lie in (0, 1), got {self.label_share}")
         if not 0 < self.val_share < 1:
-            raise ValueError(f"val_share must lie in (0, 1), got {self.val_share}")
+            raise InputError(f"val_share must lie in (0, 1), got {self.val_share}")
         if int(self.n_folds) < 1 or (int(self.n_folds) > 1 and self.holdout != "random"):
-            raise ValueError(f"n_folds must be 1, or > 1 with holdout='random'; got "
+            raise InputError(f"n_folds must be 1, or > 1 with holdout='random'; got "
                              f"{self.n_folds} with holdout={self.holdout!r}")
         if self.objective not in ("rank:ndcg", "rank:pairwise"):
-            raise ValueError(f"objective must be 'rank:ndcg' or 'rank:pairwise', "
+            raise InputError(f"objective must be 'rank:ndcg' or 'rank:pairwise', "
                              f"got {self.objective!r}")
 
     def _fit_stage(self, X: sp.csr_matrix, context: FitContext,
@@ -235,7 +240,7 @@ class XGBRankerRecommender(Recommender):
             self.generators_[label] = model.fit(X, context)
         self.item_stats_ = _item_stats(X, context, sequences, self.item_genres_)
         self.activity_sorted_ = np.sort(np.diff(X.indptr)).astype(np.float64)
-        self.times_ = _Times.build(X, context.extra.get("timestamps"))
+        self.times_ = _Times.build(X, context.timestamps)
         self.taste_ = _Taste.build(X, self.item_stats_[:, ITEM_FEATURES.index("item_year")],
                                    self.item_genres_, self.segment_codes_)
 
@@ -273,7 +278,7 @@ class XGBRankerRecommender(Recommender):
         import xgboost as xgb
 
         if groups.size == 0:
-            raise ValueError("ranker: no user has a held-out interaction among its candidates; "
+            raise InputError("ranker: no user has a held-out interaction among its candidates; "
                              "the training data is too small to learn a ranking")
         seed = int(self.random_state or 0)
         self.validation_, self.boosters_ = [], []
@@ -422,7 +427,7 @@ class _Times:
             return None
         T = sp.csr_matrix(timestamps, dtype=np.float64)
         if T.shape != X.shape:
-            raise ValueError(f"context.extra['timestamps'] has shape {T.shape}, X has {X.shape}")
+            raise InputError(f"context.timestamps has shape {T.shape}, X has {X.shape}")
         pattern = X.copy()
         pattern.data = np.ones_like(pattern.data)
         T = T.multiply(pattern).tocsr()
@@ -587,7 +592,7 @@ def split_history(X: sp.csr_matrix, sequences: list[np.ndarray], share: float, *
         items; ``labels`` is 1 for each latest item.
     """
     if how not in ("time", "random"):
-        raise ValueError(f"how must be 'time' or 'random', got {how!r}")
+        raise InputError(f"how must be 'time' or 'random', got {how!r}")
     users, items, pos, length = _flatten_last_occurrence(sequences, X.shape[1])
     if how == "random":
         order = np.lexsort((np.random.default_rng(seed).random(users.size), users))
@@ -642,7 +647,7 @@ def _sequences(X: sp.csr_matrix, context: FitContext) -> list[np.ndarray]:
     """Time-ordered items per user; without them, ``X``'s column order stands in."""
     if context.sequences is not None:
         if len(context.sequences) != X.shape[0]:
-            raise ValueError(f"context.sequences has {len(context.sequences)} users but X has "
+            raise InputError(f"context.sequences has {len(context.sequences)} users but X has "
                              f"{X.shape[0]}")
         return [np.asarray(s, dtype=np.int64) for s in context.sequences]
     log.warning("ranker: no sequences in the context; item order stands in for time")
@@ -650,12 +655,12 @@ def _sequences(X: sp.csr_matrix, context: FitContext) -> list[np.ndarray]:
 
 
 def _item_genres(context: FitContext, n_items: int) -> sp.csr_matrix | None:
-    items = context.extra.get("items")
+    items = context.items
     if items is None or GENRES_COL not in items.columns:
         return None
     from recsys.models.content import align_items
 
-    aligned = align_items(items, n_items, context.extra.get("item_ids"))
+    aligned = align_items(items, n_items, context.item_ids)
     lists = aligned[GENRES_COL].fillna("").astype(str).str.split("|").explode()
     lists = lists[lists.str.len() > 0]
     names = pd.Index(sorted(lists.unique()))
@@ -688,12 +693,12 @@ def _item_stats(X: sp.csr_matrix, context: FitContext, sequences: list[np.ndarra
 
 
 def _item_years(context: FitContext, n_items: int) -> np.ndarray:
-    items = context.extra.get("items")
+    items = context.items
     if items is None or YEAR_COL not in items.columns:
         return np.full(n_items, np.nan)
     from recsys.models.content import align_items
 
-    aligned = align_items(items, n_items, context.extra.get("item_ids"))
+    aligned = align_items(items, n_items, context.item_ids)
     return pd.to_numeric(aligned[YEAR_COL], errors="coerce").to_numpy(dtype=np.float64,
                                                                         na_value=np.nan)
 

@@ -2,11 +2,11 @@
 
 The test split is never an input here: :func:`tune_model` takes the training
 interactions only, carves ``(fit, validation)`` out of them with
-:func:`recsys.splits.validation_split` (same protocol as the run), fits each
+:func:`recsys.data.splits.validation_split` (same protocol as the run), fits each
 trial on ``fit`` and scores it on ``validation``. Optuna's TPE sampler
 (seeded) proposes the trials; a trial budget and a time budget both stop it.
 Tracking the trials (one nested MLflow run each) is the caller's job, with
-:func:`recsys.tracking.log_tuning`.
+:func:`recsys.registry.log_tuning`.
 """
 
 from __future__ import annotations
@@ -18,18 +18,15 @@ from typing import Any
 
 import pandas as pd
 
-log = logging.getLogger(__name__)
+from recsys.data import Dataset
+from recsys.data.features import build_feature_tables
+from recsys.data.splits import validation_split
+from recsys.errors import InputError
+from recsys.evaluation.holdout import evaluate_model
+from recsys.models import make_model, model_class
+from recsys.training.data import build_training_data
 
-#: Per model, how a trial draws its hyper-parameters.
-SEARCH_SPACES: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "popularity": lambda t: {"weighted": t.suggest_categorical("weighted", [False, True])},
-    "itemknn": lambda t: {"k_neighbours": t.suggest_int("k_neighbours", 10, 400, log=True),
-                          "shrinkage": t.suggest_float("shrinkage", 0.0, 100.0)},
-    "als": lambda t: {"factors": t.suggest_int("factors", 16, 128, log=True),
-                      "regularization": t.suggest_float("regularization", 1e-3, 1.0, log=True),
-                      "alpha": t.suggest_float("alpha", 0.5, 20.0, log=True)},
-    "ease": lambda t: {"l2": t.suggest_float("l2", 10.0, 5000.0, log=True)},
-}
+log = logging.getLogger(__name__)
 
 #: Split options of the validation carve, per protocol.
 VALIDATION_OPTIONS: dict[str, dict[str, Any]] = {
@@ -38,7 +35,7 @@ VALIDATION_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-class TuningInputError(ValueError):
+class TuningInputError(InputError):
     """A tuning request that cannot run (bad budget, empty validation part...)."""
 
 
@@ -95,7 +92,7 @@ def tune_model(name: str, train: pd.DataFrame, *, protocol: str = "temporal",
         raise TuningInputError(f"unknown protocol {protocol!r}; choose one of "
                                f"{sorted(VALIDATION_OPTIONS)}")
     metric = f"ndcg@{k}"
-    if n_trials == 0 or name not in SEARCH_SPACES:
+    if n_trials == 0 or not model_class(name).search_space:
         return TuningResult(model=name, metric=metric)
     objective = _objective(name, train, protocol, k, items, users)
     return _run_study(name, objective, n_trials, timeout_s, seed, metric)
@@ -104,13 +101,6 @@ def tune_model(name: str, train: pd.DataFrame, *, protocol: str = "temporal",
 def _objective(name: str, train: pd.DataFrame, protocol: str, k: int,
                items: pd.DataFrame | None, users: pd.DataFrame | None) -> Callable:
     """A function of a trial: fit on the fit part, return validation NDCG@k."""
-    from recsys.data import Dataset
-    from recsys.evaluate import evaluate_model
-    from recsys.features import build_feature_tables
-    from recsys.models import make_model
-    from recsys.pipeline import build_training_data
-    from recsys.splits import validation_split
-
     fit, validation = validation_split(train, protocol, **VALIDATION_OPTIONS[protocol])
     if validation.empty or not validation["user_id"].isin(fit["user_id"]).any():
         raise TuningInputError(f"the {protocol} validation carve of train has no user "
@@ -120,11 +110,34 @@ def _objective(name: str, train: pd.DataFrame, protocol: str, k: int,
     data = build_training_data(fit, validation, Dataset(fit, items, users), {},
                                features=build_feature_tables(fit, items, users))
 
+    space = model_class(name).search_space
+
     def objective(trial: Any) -> float:
-        model = make_model(name, **SEARCH_SPACES[name](trial)).fit(data.X, data.context)
+        model = make_model(name, **suggest(trial, space)).fit(data.X, data.context)
         return evaluate_model(model, data.X, validation, data.id_map, k=k)[f"ndcg@{k}"]
 
     return objective
+
+
+def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
+    """One trial's hyper-parameters from a model's declared search space.
+
+    Each entry of ``space`` (:attr:`recsys.models.base.Recommender.search_space`)
+    is ``("int", low, high, log)``, ``("float", low, high, log)``,
+    ``("choice", values)``, or a plain value used as is.
+    """
+    params = {}
+    for name, spec in space.items():
+        kind = spec[0] if isinstance(spec, tuple) and spec else None
+        if kind == "int":
+            params[name] = trial.suggest_int(name, spec[1], spec[2], log=spec[3])
+        elif kind == "float":
+            params[name] = trial.suggest_float(name, spec[1], spec[2], log=spec[3])
+        elif kind == "choice":
+            params[name] = trial.suggest_categorical(name, list(spec[1]))
+        else:
+            params[name] = spec
+    return params
 
 
 def _run_study(name: str, objective: Callable, n_trials: int, timeout_s: float | None,

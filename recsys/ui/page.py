@@ -3,15 +3,16 @@
 Everything the Airflow plugin shows is built here, from two sources and
 nothing else (the page keeps no state of its own):
 
-- MLflow, through :mod:`recsys.tracking`: the registered model behind the
+- MLflow, through :mod:`recsys.registry`: the registered model behind the
   ``champion`` alias with its ``recsys.decision.*`` tags, and the training
   runs (grouped by their ``recsys.run_key`` tag) for the metric history;
-- the run folders ``<RECSYS_HOME>/runs/<run_key>/`` written by
-  :mod:`recsys.pipeline`: ``evaluation.json`` (leaderboard), ``decision.json``,
-  ``validation.json`` and the Great Expectations Data Docs.
+- the run folders ``<RECSYS_HOME>/runs/<run_key>/`` written by the pipeline
+  (:class:`recsys.pipeline.runfolder.RunFolder`): ``evaluation.json``
+  (leaderboard), ``decision.json``, ``validation.json`` and the Great
+  Expectations Data Docs.
 
 :func:`build_page` gathers the data as plain dicts, :func:`render_page` turns
-them into one HTML page (Jinja2 templates in ``recsys/templates/``, charts
+them into one HTML page (Jinja2 templates in ``recsys/ui/templates/``, charts
 drawn server-side with matplotlib as inline SVG), and :func:`create_app`
 serves it as a FastAPI app. The app never authenticates by itself: the caller
 passes ``authorize`` (the Airflow plugin passes Airflow's own login check), so
@@ -36,8 +37,11 @@ from urllib.parse import quote
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from recsys import config, tracking
-from recsys.promotion import TAG_PREFIX
+from recsys import config, registry
+from recsys.errors import InputError
+from recsys.pipeline import runfolder as rf
+from recsys.pipeline.runfolder import RunFolder
+from recsys.promotion.decision import TAG_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ _NOT_QUALITY = re.compile(r"^(n_|train_seconds)")
 _AT_K = re.compile(r"^[a-z_]+@\d+$")
 #: Leaderboard entries that are identifiers, not metrics.
 _ROW_KEYS = frozenset({"model", "run_id", "model_uri", "role", "version", "model_type"})
-#: A run folder name as :func:`recsys.config.run_dir` makes it.
+#: A run folder name as :func:`recsys.config.safe_name` makes it.
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: Artifact folder of the plots a training run logs.
 PLOTS_FOLDER = "plots"
@@ -61,7 +65,7 @@ PLOTS_FOLDER = "plots"
 Authorize = Callable[[Request], Awaitable[None]]
 
 
-class PageError(ValueError):
+class PageError(InputError):
     """A request named a run, file or plot the page does not serve."""
 
 
@@ -88,32 +92,6 @@ def format_time(epoch_ms: float | None) -> str | None:
     return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def runs_root() -> Path:
-    """The folder holding one sub-folder per pipeline run."""
-    return config.recsys_home() / "runs"
-
-
-def folder_name(run_key: str) -> str:
-    """The run folder name of ``run_key``: the same rule as :func:`recsys.config.run_dir`.
-
-    Repeated here because ``run_dir`` creates the folder, and this page never
-    writes anything.
-    """
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_key)
-
-
-def _read_json(path: Path) -> dict | None:
-    """A JSON object from ``path``, or ``None`` when the file is missing or unreadable."""
-    try:
-        payload = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read %s: %s", path, exc)
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -134,11 +112,11 @@ def build_champion(name: str, base_url: str) -> dict[str, Any] | None:
         record from its version tags: verdict, metric, scores, margin,
         reason...), ``registered_at``, ``run_url`` and ``version_url``.
     """
-    champion = tracking.get_champion(name)
+    champion = registry.get_champion(name)
     if champion is None:
         return None
-    version = tracking.get_version_summary(name, champion["version"]) or {}
-    run = tracking.get_run_summary(champion["run_id"]) if champion["run_id"] else None
+    version = registry.get_version_summary(name, champion["version"]) or {}
+    run = registry.get_run_summary(champion["run_id"]) if champion["run_id"] else None
     return {
         "version": champion["version"],
         "model_type": champion.get("model_type") or "unknown",
@@ -236,7 +214,7 @@ def _champion_row(champion: Mapping[str, Any], base_url: str) -> dict[str, Any]:
     name = f"champion v{version}" if version is not None else "champion"
     model_type = champion.get("model_type")
     run_id = champion.get("run_id")
-    experiment = tracking.get_run_summary(run_id) if run_id else None
+    experiment = registry.get_run_summary(run_id) if run_id else None
     return {
         "model": f"{name} ({model_type})" if model_type else name,
         "model_type": model_type or name,
@@ -263,8 +241,8 @@ def build_latest(groups: list[dict[str, Any]], champion: Mapping[str, Any] | Non
     if not groups:
         return None
     group = groups[0]
-    folder = root / folder_name(group["run_key"])
-    evaluation = _read_json(folder / "evaluation.json")
+    folder = RunFolder(group["run_key"], root)
+    evaluation = folder.read_json_or_none(rf.EVALUATION)
     rows = leaderboard_rows(evaluation, group, base_url)
     primary = primary_metric(evaluation, champion, group["runs"])
     return {
@@ -273,7 +251,7 @@ def build_latest(groups: list[dict[str, Any]], champion: Mapping[str, Any] | Non
         "primary": primary,
         "rows": rows,
         "columns": metric_columns(rows, primary),
-        "decision": _read_json(folder / "decision.json"),
+        "decision": folder.read_json_or_none(rf.DECISION),
         "plots": list_plots(group["runs"]),
     }
 
@@ -290,14 +268,14 @@ def list_plots(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     plots = []
     for run in runs:
         model = _model_of(run)
-        for path in tracking.list_run_artifacts(run["run_id"], PLOTS_FOLDER):
+        for path in registry.list_run_artifacts(run["run_id"], PLOTS_FOLDER):
             if path.lower().endswith(".png"):
                 plots.append({"model": model, "run_id": run["run_id"], "path": path})
     return sorted(plots, key=lambda p: (p["model"], p["path"]))
 
 
 def _model_of(run: Mapping[str, Any]) -> str:
-    return run["tags"].get(tracking.TAG_MODEL_TYPE) or run["run_name"] or run["run_id"]
+    return run["tags"].get(registry.TAG_MODEL_TYPE) or run["run_name"] or run["run_id"]
 
 
 # --------------------------------------------------------------------- history
@@ -335,7 +313,7 @@ def validation_runs(root: Path, limit: int = VALIDATION_RUNS) -> list[dict[str, 
     """
     if not root.is_dir():
         return []
-    reports = sorted(root.glob("*/validation.json"), key=_mtime, reverse=True)[:limit]
+    reports = sorted(root.glob(f"*/{rf.VALIDATION}"), key=_mtime, reverse=True)[:limit]
     return [_validation_row(path) for path in reports]
 
 
@@ -347,9 +325,10 @@ def _mtime(path: Path) -> float:
 
 
 def _validation_row(path: Path) -> dict[str, Any]:
-    report = _read_json(path) or {}
+    report = RunFolder(path.parent.name, path.parent.parent).read_json_or_none(rf.VALIDATION)
+    report = report if isinstance(report, dict) else {}
     suites = report.get("suites") if isinstance(report.get("suites"), Mapping) else {}
-    docs = path.parent / "data_docs" / "index.html"
+    docs = path.parent / rf.DATA_DOCS / "index.html"
     return {
         "run_key": path.parent.name,
         "checked_at": format_time(_mtime(path) * 1000),
@@ -385,11 +364,11 @@ def build_page(*, root: Path | None = None, base_url: str | None = None,
         ``latest`` (:func:`build_latest`), ``primary``, ``history``
         (:func:`metric_history`) and ``validations`` (:func:`validation_runs`).
     """
-    root = root or runs_root()
+    root = root or config.runs_root()
     base_url = base_url or mlflow_ui_url()
     name = name or config.model_name()
     champion = build_champion(name, base_url)
-    groups = group_runs(tracking.list_training_runs(HISTORY_MLFLOW_RUNS))
+    groups = group_runs(registry.list_training_runs(HISTORY_MLFLOW_RUNS))
     latest = build_latest(groups, champion, root, base_url)
     primary = latest["primary"] if latest else primary_metric(None, champion)
     return {
@@ -527,7 +506,7 @@ def data_docs_file(root: Path, run_key: str, path: str) -> Path:
     """
     if not _SAFE_KEY.match(run_key) or run_key in (".", ".."):
         raise PageError(f"no such run: {run_key!r}")
-    docs = (root / run_key / "data_docs").resolve()
+    docs = (root / run_key / rf.DATA_DOCS).resolve()
     target = (docs / (path or "index.html")).resolve()
     if not target.is_relative_to(docs) or not target.is_file():
         raise PageError(f"no Data Docs file {path!r} for run {run_key!r}")
@@ -542,9 +521,9 @@ def plot_bytes(run_id: str, path: str) -> bytes:
     """
     if not re.fullmatch(r"[0-9a-f]{32}", run_id):
         raise PageError(f"no such run: {run_id!r}")
-    if path not in tracking.list_run_artifacts(run_id, PLOTS_FOLDER) or not path.endswith(".png"):
+    if path not in registry.list_run_artifacts(run_id, PLOTS_FOLDER) or not path.endswith(".png"):
         raise PageError(f"run {run_id} has no plot {path!r}")
-    return tracking.read_run_artifact(run_id, path)
+    return registry.read_run_artifact(run_id, path)
 
 
 # ------------------------------------------------------------------------- app
@@ -591,7 +570,7 @@ def create_app(*, authorize: Authorize | None,
     @app.get("/data-docs/{run_key}/{path:path}")
     def data_docs(run_key: str, path: str) -> FileResponse:
         try:
-            return FileResponse(data_docs_file(runs_root(), run_key, path))
+            return FileResponse(data_docs_file(config.runs_root(), run_key, path))
         except PageError as exc:
             raise HTTPException(404, str(exc)) from None
 

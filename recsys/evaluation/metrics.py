@@ -31,13 +31,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.errors import InputError, check_k
+
 log = logging.getLogger(__name__)
 
 #: Names of the per-user metrics, in report order (without the ``@k`` suffix).
 PER_USER_METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate")
 
 
-class MetricInputError(ValueError):
+class MetricInputError(InputError):
     """Recommendations and truth that cannot be evaluated together."""
 
 
@@ -105,8 +107,7 @@ def _check_inputs(
     rec_items: np.ndarray, truth: sp.spmatrix, k: int
 ) -> tuple[np.ndarray, sp.csr_matrix]:
     """Validated ``(n_users, k)`` recommendations (padded with -1) and boolean truth."""
-    if int(k) < 1:
-        raise MetricInputError(f"k must be a positive integer, got {k}")
+    k = check_k(k)
     rec = np.asarray(rec_items)
     if rec.ndim != 2 or not np.issubdtype(rec.dtype, np.integer):
         raise MetricInputError(

@@ -37,7 +37,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -51,6 +50,8 @@ import pandas as pd
 
 from recsys import config
 from recsys.data import Dataset
+from recsys.errors import InputError
+from recsys.serialize import json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ SUITE_ERROR = "suite_error"
 _EXAMPLES = 5
 
 
-class DataValidationError(ValueError):
+class DataValidationError(InputError):
     """A batch broke its expectation suites; ``report`` says which and how many rows."""
 
     def __init__(self, report: ValidationReport) -> None:
@@ -169,7 +170,7 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (paths as strings, numbers as plain Python numbers)."""
-        return _jsonable(
+        return json_safe(
             {
                 "name": self.name,
                 "success": self.success,
@@ -301,7 +302,7 @@ def validate_frames(
     params = dict(params or {})
     stray = sorted(set(params) - set(frames))
     if stray:
-        raise ValueError(f"parameters given for suite(s) {stray} that validate no frame")
+        raise InputError(f"parameters given for suite(s) {stray} that validate no frame")
     with _Session(docs_dir, suites_dir) as session:
         results = {suite: session.run(frame, suite, dict(params.get(suite, {})))
                    for suite, frame in frames.items()}
@@ -327,7 +328,7 @@ def quarantine(
         ``dest_dir``.
     """
     if not isinstance(dataset_or_path, Dataset) and not Path(dataset_or_path).exists():
-        raise ValueError(f"cannot quarantine {dataset_or_path}: no such file or folder")
+        raise InputError(f"cannot quarantine {dataset_or_path}: no such file or folder")
     dest = Path(dest_dir)
     batch = dest / "batch"
     if batch.exists():
@@ -357,7 +358,7 @@ def _dataset_params(
 ) -> dict[str, dict[str, Any]]:
     """Per-suite parameter values from the public arguments."""
     if not 0.0 <= max_duplicate_share <= 1.0:
-        raise ValueError(f"max_duplicate_share must lie in [0, 1], got {max_duplicate_share!r}")
+        raise InputError(f"max_duplicate_share must lie in [0, 1], got {max_duplicate_share!r}")
     interactions: dict[str, Any] = {
         "now": now,
         "min_unique_event_share": 1.0 - max_duplicate_share,
@@ -365,7 +366,7 @@ def _dataset_params(
     if rating_range is not None:
         low, high = rating_range
         if not low <= high:
-            raise ValueError(
+            raise InputError(
                 f"rating_range must be (low, high) with low <= high, got {rating_range!r}"
             )
         interactions.update(min_rating=low, max_rating=high)
@@ -379,9 +380,9 @@ def _load_suite(suites_dir: Path, name: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"no expectation suite {name!r}: {path} does not exist") from None
+        raise InputError(f"no expectation suite {name!r}: {path} does not exist") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"expectation suite {path} is not valid JSON: {err}") from None
+        raise InputError(f"expectation suite {path} is not valid JSON: {err}") from None
 
 
 def _resolve_params(suite: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -389,7 +390,7 @@ def _resolve_params(suite: dict[str, Any], given: dict[str, Any]) -> dict[str, A
     defaults = dict(suite.get("meta", {}).get("recsys_parameters", {}))
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"suite {suite.get('name')!r} has no parameter(s) {unknown}; "
             f"it declares {sorted(defaults)}"
         )
@@ -411,7 +412,7 @@ def _fill(kwargs: dict[str, Any], params: dict[str, Any], suite: str) -> dict[st
         if name is None:
             continue
         if name not in params:
-            raise ValueError(
+            raise InputError(
                 f"suite {suite!r} uses parameter {name!r} but declares no default for it"
             )
         filled[key] = params[name]
@@ -649,29 +650,12 @@ def _report(results: dict[str, SuiteResult], name: str, docs_path: Path | None) 
     return report
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types from nested dicts/lists of numpy, pandas and Path values."""
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return None if pd.isna(value) else str(value)
-
-
 # --------------------------------------------------------------------------- quarantine
 
 
 def _write_tables(dataset: Dataset, batch: Path) -> None:
     """Write each table of the dataset unchanged; record files in a manifest."""
-    manifest = {"name": dataset.name, "meta": _jsonable(dataset.meta), "tables": {}}
+    manifest = {"name": dataset.name, "meta": json_safe(dataset.meta), "tables": {}}
     for table, frame in _dataset_frames(dataset).items():
         path = _write_frame(frame, batch / table)
         manifest["tables"][table] = {"file": path.name, "rows": len(frame)}

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.constants import ITEM_COL, TIME_COL, USER_COL
+from recsys.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def stratified_split(
     group_col = _group_column(by, user_col, item_col)
     _require(df, [user_col, item_col], "stratified_split")
     if min_rating < 1:
-        raise ValueError(f"min_rating must be an integer >= 1, got {min_rating}")
+        raise InputError(f"min_rating must be an integer >= 1, got {min_rating}")
     data = _min_count_filter(df, group_col, min_rating)
     draws = np.random.RandomState(seed).rand(len(data))
     codes = pd.factorize(data[group_col], sort=True)[0]
@@ -138,7 +139,7 @@ def leave_last_out(
         ValueError: ``n < 1``, a missing column, or missing/null timestamps.
     """
     if n < 1:
-        raise ValueError(f"leave_last_out needs n >= 1, got {n}")
+        raise InputError(f"leave_last_out needs n >= 1, got {n}")
     times = _times(df, time_col, "loo")
     _require(df, [user_col], "loo")
     codes = pd.factorize(df[user_col])[0]
@@ -257,7 +258,7 @@ def _part_facts(name: str, part: pd.DataFrame, user_col: str, item_col: str) -> 
 
 def _protocol(protocol: str) -> Callable[..., tuple[pd.DataFrame, pd.DataFrame]]:
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown split protocol '{protocol}'; choose one of "
+        raise InputError(f"unknown split protocol '{protocol}'; choose one of "
                          f"{', '.join(PROTOCOLS)}")
     return PROTOCOLS[protocol]
 
@@ -266,35 +267,35 @@ def _check_options(func: Callable[..., Any], protocol: str, options: dict[str, A
     accepted = list(inspect.signature(func).parameters)[1:]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for split protocol '{protocol}'; "
+        raise InputError(f"unknown option(s) {unknown} for split protocol '{protocol}'; "
                          f"it accepts {accepted}")
 
 
 def _check_ratio(ratio: float) -> None:
     if not isinstance(ratio, (float, int)) or not 0 < ratio < 1:
-        raise ValueError(f"split ratio must be a number strictly between 0 and 1, got {ratio!r}")
+        raise InputError(f"split ratio must be a number strictly between 0 and 1, got {ratio!r}")
 
 
 def _group_column(by: str, user_col: str, item_col: str) -> str:
     if by not in ("user", "item"):
-        raise ValueError(f"by must be 'user' or 'item', got {by!r}")
+        raise InputError(f"by must be 'user' or 'item', got {by!r}")
     return user_col if by == "user" else item_col
 
 
 def _require(df: pd.DataFrame, cols: list[str], protocol: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ValueError(f"split protocol '{protocol}' needs column(s) {missing}; "
+        raise InputError(f"split protocol '{protocol}' needs column(s) {missing}; "
                          f"the frame has {list(df.columns)}")
 
 
 def _times(df: pd.DataFrame, time_col: str, protocol: str) -> np.ndarray:
     """The time column as int64, or a ValueError naming the protocol."""
     if time_col not in df.columns:
-        raise ValueError(f"split protocol '{protocol}' needs timestamps, but column "
+        raise InputError(f"split protocol '{protocol}' needs timestamps, but column "
                          f"'{time_col}' is missing")
     nulls = int(df[time_col].isna().sum())
     if nulls:
-        raise ValueError(f"split protocol '{protocol}' needs timestamps, but column "
+        raise InputError(f"split protocol '{protocol}' needs timestamps, but column "
                          f"'{time_col}' has {nulls} missing value(s) of {len(df)}")
     return df[time_col].to_numpy(dtype="int64")

@@ -1,7 +1,7 @@
 """The promotion gate: does a challenger replace the champion?
 
 Both models are scored on the same holdout, user by user (the per-user frames
-of :func:`recsys.beyond.evaluate_detailed`), and the challenger is promoted
+of :func:`recsys.evaluation.beyond.evaluate_detailed`), and the challenger is promoted
 only when every check holds:
 
 - ``margin``: the primary metric's mean improves by at least ``margin``;
@@ -18,7 +18,7 @@ only when every check holds:
 
 With no champion the only check is ``load``. This module is pure: it takes
 numbers and a prediction callable, and returns a
-:class:`recsys.promotion.Decision`; the pipeline records it.
+:class:`recsys.promotion.decision.Decision`; the pipeline records it.
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.beyond import slice_summary
 from recsys.constants import USER_COL
-from recsys.promotion import Check, Decision
+from recsys.errors import InputError
+from recsys.evaluation.beyond import slice_summary
+from recsys.promotion.decision import Check, Decision
 
 log = logging.getLogger(__name__)
 
 
-class GateInputError(ValueError):
+class GateInputError(InputError):
     """Evidence the gate cannot compare (no common users, missing metric...)."""
 
 
@@ -298,65 +299,3 @@ def _evidence(candidate: Evidence, champion: Evidence, boot: dict, slices: pd.Da
         "thresholds": asdict(config),
         "slices": slices.to_dict(orient="records"),
     }
-
-
-# --------------------------------------------------------------- manual moves
-def manual_decision(kind: str, version: int, champion_version: int | None, reason: str,
-                    metric: str = "ndcg@10", score: float = float("nan"),
-                    champion_score: float | None = None) -> Decision:
-    """The record of a person's move: ``manual_promote`` or ``rollback``.
-
-    Raises:
-        GateInputError: an unknown kind or an empty reason.
-    """
-    if kind not in ("manual_promote", "rollback"):
-        raise GateInputError(f"a manual decision is 'manual_promote' or 'rollback', got {kind!r}")
-    if not reason or not reason.strip():
-        raise GateInputError("a manual decision needs a reason")
-    return Decision(promote=True, candidate_score=score, champion_score=champion_score,
-                    margin=0.0, metric=metric, reason=f"{kind} (manual): {reason.strip()}",
-                    candidate_version=version, champion_version=champion_version,
-                    checks=(Check("manual", True, reason.strip()),),
-                    evidence={"thresholds": None}, manual=True, kind=kind)
-
-
-# -------------------------------------------------------------------- reports
-def to_markdown(decision: Decision) -> str:
-    """A readable report of ``decision``: verdict, reason, metrics, checks, slices."""
-    lines = [f"# Promotion decision: {decision.verdict.upper()}", "",
-             f"- kind: {decision.kind}{' (manual)' if decision.manual else ''}",
-             f"- candidate version: {decision.candidate_version}",
-             f"- champion version: {decision.champion_version}",
-             f"- metric: {decision.metric}", "", f"> {decision.reason}", ""]
-    lines += _metric_lines(decision.evidence)
-    lines += ["## Checks", "", "| check | verdict | detail |", "|---|---|---|"]
-    lines += [f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |"
-              for c in decision.checks]
-    slices = decision.evidence.get("slices") or []
-    if slices:
-        lines += ["", "## Slices", "", "| slicing | group | users | candidate | champion "
-                  "| change |", "|---|---|---|---|---|---|"]
-        lines += [f"| {s['slicing']} | {s['group']} | {s['n_users']} | {s['candidate']:.4f} "
-                  f"| {s['champion']:.4f} | {s['change']:+.4f} |" for s in slices]
-    thresholds = decision.evidence.get("thresholds")
-    if thresholds:
-        lines += ["", "## Thresholds", ""]
-        lines += [f"- {key}: {value}" for key, value in thresholds.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _metric_lines(evidence: dict) -> list[str]:
-    models = [(name, evidence.get(name)) for name in ("candidate", "champion")]
-    models = [(n, m) for n, m in models if m]
-    if not models:
-        return []
-    lines = ["## Models", "", "| | model | version | score | interval |", "|---|---|---|---|---|"]
-    for name, m in models:
-        interval = m.get("interval")
-        shown = f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "-"
-        lines.append(f"| {name} | {m['label']} | {m['version']} | {m['score']:.4f} | {shown} |")
-    gain = evidence.get("gain")
-    if gain:
-        lines.append(f"\nGain {gain['mean']:+.4f}, interval [{gain['interval'][0]:+.4f}, "
-                     f"{gain['interval'][1]:+.4f}] over {gain['paired_users']} paired users.")
-    return lines + [""]

@@ -2,7 +2,7 @@
 
 Models speak matrix indices; this module turns their output into the long
 ``(user_id, item_id, score, rank)`` frame and scores any such frame against a
-held-out interactions table with :mod:`recsys.metrics`.
+held-out interactions table with :mod:`recsys.evaluation.metrics`.
 
 How holdout rows the training data cannot explain are counted:
 
@@ -25,15 +25,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.constants import ITEM_COL, RANK_COL, RECOMMENDATION_COLS, SCORE_COL, USER_COL
-from recsys.ids import IdMap
-from recsys.metrics import ranking_metrics
+from recsys.constants import ITEM_COL, RANK_COL, SCORE_COL, USER_COL
+from recsys.errors import InputError
+from recsys.evaluation.metrics import ranking_metrics
+from recsys.ids import IdMap, long_frame
 from recsys.models.base import Recommender
 
 log = logging.getLogger(__name__)
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(InputError):
     """A frame or id that cannot be evaluated (missing columns, unknown users...)."""
 
 
@@ -67,17 +68,7 @@ def recommend_frame(
     """
     rows = _user_rows(id_map, users)
     items, scores = model.recommend(rows, X, k, filter_seen=filter_seen)
-    filled = items >= 0
-    ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)
-    return pd.DataFrame(
-        {
-            USER_COL: id_map.users.to_numpy()[np.repeat(rows, items.shape[1])][filled.ravel()],
-            ITEM_COL: id_map.items.to_numpy()[items[filled]],
-            SCORE_COL: scores[filled].astype(np.float64),
-            RANK_COL: ranks[filled].astype(np.int64),
-        },
-        columns=list(RECOMMENDATION_COLS),
-    )
+    return long_frame(id_map.users.to_numpy()[rows], items, scores, id_map.items)
 
 
 def _user_rows(id_map: IdMap, users: object) -> np.ndarray:
@@ -116,7 +107,7 @@ def evaluate_model(
         k: the cut-off.
 
     Returns:
-        The keys of :func:`recsys.metrics.ranking_metrics` plus
+        The keys of :func:`recsys.evaluation.metrics.ranking_metrics` plus
         ``n_users_evaluated``, ``n_cold_users`` and ``n_unknown_item_rows``.
 
     Raises:
@@ -180,7 +171,7 @@ def evaluate_recommendations(
         n_items: catalogue size, the denominator of ``coverage``.
 
     Returns:
-        The keys of :func:`recsys.metrics.ranking_metrics` plus
+        The keys of :func:`recsys.evaluation.metrics.ranking_metrics` plus
         ``n_users_evaluated`` and ``n_users_without_recs``. Every test user
         is evaluated; one without any recommendation scores zero.
 

@@ -32,6 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.constants import ITEM_COL, RANK_COL, SCORE_COL, USER_COL
+from recsys.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ METHODS = ("discount", "popularity", "mmr")
 _CELLS = 20_000_000
 
 
-class RerankInputError(ValueError):
+class RerankInputError(InputError):
     """A re-ranking call with unusable lists, scores or knob."""
 
 

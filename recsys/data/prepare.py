@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
+from recsys.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def deduplicate(
         ValueError: an unknown policy, or ``mean`` over non-numeric ratings.
     """
     if policy not in DEDUPE_POLICIES:
-        raise ValueError(f"unknown dedupe policy '{policy}'; choose one of "
+        raise InputError(f"unknown dedupe policy '{policy}'; choose one of "
                          f"{', '.join(DEDUPE_POLICIES)}")
     order = _time_order(df, time_col)
     keep = "first" if policy == "first" else "last"
@@ -71,7 +72,7 @@ def _time_order(df: pd.DataFrame, time_col: str) -> np.ndarray:
 def _with_mean_rating(df: pd.DataFrame, out: pd.DataFrame, user_col: str, item_col: str,
                       rating_col: str) -> pd.DataFrame:
     if not pd.api.types.is_numeric_dtype(df[rating_col]):
-        raise ValueError(f"dedupe policy 'mean' needs numeric ratings; column "
+        raise InputError(f"dedupe policy 'mean' needs numeric ratings; column "
                          f"'{rating_col}' has dtype {df[rating_col].dtype}")
     means = df.groupby([user_col, item_col], sort=False)[rating_col].mean()
     keys = pd.MultiIndex.from_frame(out[[user_col, item_col]])
@@ -99,12 +100,12 @@ def normalise_ratings(
         ValueError: unknown method or non-numeric ratings.
     """
     if method not in NORMALISE_METHODS:
-        raise ValueError(f"unknown normalise method '{method}'; choose one of "
+        raise InputError(f"unknown normalise method '{method}'; choose one of "
                          f"{', '.join(NORMALISE_METHODS)}")
     if method == "none":
         return df.copy()
     if not pd.api.types.is_numeric_dtype(df[rating_col]):
-        raise ValueError(f"normalise '{method}' needs numeric ratings; column "
+        raise InputError(f"normalise '{method}' needs numeric ratings; column "
                          f"'{rating_col}' has dtype {df[rating_col].dtype}")
     r = df[rating_col].astype("float64")
     if method == "minmax":
@@ -129,9 +130,9 @@ def pseudonymise_users(df: pd.DataFrame, salt: str | bytes, col: str = USER_COL)
         ValueError: an empty salt, or a missing column.
     """
     if not salt:
-        raise ValueError("pseudonymise_users needs a non-empty salt (the HMAC key)")
+        raise InputError("pseudonymise_users needs a non-empty salt (the HMAC key)")
     if col not in df:
-        raise ValueError(f"cannot pseudonymise: column '{col}' is missing; "
+        raise InputError(f"cannot pseudonymise: column '{col}' is missing; "
                          f"the frame has {list(df.columns)}")
     key = salt.encode() if isinstance(salt, str) else salt
     codes, uniques = pd.factorize(df[col], use_na_sentinel=False)
@@ -146,7 +147,7 @@ def pseudonymise_ids(ids: Iterable[object], salt: str | bytes) -> list[str]:
         ValueError: an empty salt.
     """
     if not salt:
-        raise ValueError("pseudonymise_ids needs a non-empty salt (the HMAC key)")
+        raise InputError("pseudonymise_ids needs a non-empty salt (the HMAC key)")
     key = salt.encode() if isinstance(salt, str) else salt
     return [_pseudonym(key, value) for value in ids]
 
@@ -170,7 +171,7 @@ def filter_min_counts(
     can push a user under the limit. Row order and index are kept.
     """
     if min_user < 1 or min_item < 1:
-        raise ValueError(f"min_user and min_item must be >= 1, got {min_user}, {min_item}")
+        raise InputError(f"min_user and min_item must be >= 1, got {min_user}, {min_item}")
     out = df
     while True:
         users = out.groupby(user_col, sort=False)[user_col].transform("size")

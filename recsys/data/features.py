@@ -34,9 +34,10 @@ from recsys.constants import (
     USER_COL,
     YEAR_COL,
 )
+from recsys.errors import InputError
 
 if TYPE_CHECKING:
-    from recsys.validation import ValidationReport
+    from recsys.data.validation import ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ TREND_WINDOW = 0.1
 _SECONDS_PER_DAY = 86_400
 
 
-class FeatureError(ValueError):
+class FeatureError(InputError):
     """Input to a feature builder is malformed (missing columns, bad values)."""
 
 
@@ -444,12 +445,12 @@ def suite_parameters(train: pd.DataFrame, *, max_len: int = 50) -> dict[str, dic
     }
 
 
-class FeatureValidationError(ValueError):
+class FeatureValidationError(InputError):
     """A feature table broke its expectation suite; nothing was written.
 
     Attributes:
         tables: the tables that failed.
-        report: the :class:`recsys.validation.ValidationReport` of every table.
+        report: the :class:`recsys.data.validation.ValidationReport` of every table.
     """
 
     def __init__(self, tables: list[str], report: ValidationReport) -> None:
@@ -468,14 +469,14 @@ def check_feature_tables(
     """Validate each table against its suite (:data:`TABLE_SUITES`).
 
     Returns:
-        The :class:`recsys.validation.ValidationReport` when every table passed.
+        The :class:`recsys.data.validation.ValidationReport` when every table passed.
 
     Raises:
         FeatureValidationError: a table broke its suite; the message names the
             table, and each failed expectation with its column and row count.
         FeatureError: a table has no suite.
     """
-    from recsys.validation import validate_frames
+    from recsys.data.validation import validate_frames
 
     unknown = sorted(set(tables) - set(TABLE_SUITES))
     if unknown:

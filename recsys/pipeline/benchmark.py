@@ -12,9 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from recsys.constants import ITEM_COL, RANK_COL, USER_COL
+from recsys.constants import ITEM_COL, USER_COL
+from recsys.data.features import build_feature_tables
+from recsys.data.loaders import load_input
+from recsys.data.splits import describe_split, split_interactions
+from recsys.errors import InputError
+from recsys.evaluation.beyond import build_catalogue, evaluate_detailed
+from recsys.evaluation.cold_users import evaluate_cold_users
+from recsys.ids import long_frame
+from recsys.models import make_model
+from recsys.serving.rerank import rerank
+from recsys.training.data import build_training_data
+from recsys.training.fit import beyond_figures, fit_and_evaluate, served_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +48,17 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
         with ``ndcg@k``, ``precision@k``, ``recall@k``, ``map@k``, ``mrr@k``,
         ``hit_rate@k``, ``coverage``, ``train_seconds`` and ``score_seconds``
         (recommending for every test user) per model; with ``cold_users``, a
-        ``"cold_users"`` section from :func:`recsys.coldstart.evaluate_cold_users`
+        ``"cold_users"`` section from :func:`recsys.evaluation.cold_users.evaluate_cold_users`
         (global popularity vs the fallback chain vs each model on test users
         trimmed to at most 3 training interactions). Each model's results also
-        hold the beyond-accuracy and slice figures of :mod:`recsys.beyond`
+        hold the beyond-accuracy and slice figures of :mod:`recsys.evaluation.beyond`
         (``catalogue_coverage``, ``novelty``, ``diversity``, ``avg_popularity``,
         ``gini``, ``long_tail_share``, ``slice.*``, ``gap.*``, ``fairness_gap.*``).
         With ``rerank`` (``{"model", "method", "lams", "pool"}``), a
         ``"rerank"`` section from :func:`rerank_tradeoff`.
     """
-    from recsys.features import build_feature_tables
-    from recsys.pipeline import (
-        _beyond_figures,
-        build_training_data,
-        fit_and_evaluate,
-        load_input,
-        served_evaluation,
-    )
-    from recsys.splits import describe_split, split_interactions
-
     if protocol not in PROTOCOL_OPTIONS:
-        raise ValueError(f"unknown protocol '{protocol}'; choose one of "
+        raise InputError(f"unknown protocol '{protocol}'; choose one of "
                          f"{', '.join(PROTOCOL_OPTIONS)}")
     dataset = load_input(data_path, data_format, columns)
     inter = dataset.interactions
@@ -75,7 +75,7 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
         model, metrics, seconds = fit_and_evaluate(
             name, data, params=(model_params or {}).get(name), k=k)
         total = time.perf_counter() - start
-        results[name] = {**metrics, **_beyond_figures(served_evaluation(model, data, k=k).metrics),
+        results[name] = {**metrics, **beyond_figures(served_evaluation(model, data, k=k).metrics),
                          "train_seconds": round(seconds, 3),
                          "score_seconds": round(total - seconds, 3)}
         log.info("%s: %s", name, results[name])
@@ -92,8 +92,6 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
         report["rerank"] = rerank_tradeoff(data, k=k, params=(model_params or {}).get(
             rerank.get("model", "ease")), **rerank)
     if cold_users:
-        from recsys.coldstart import evaluate_cold_users
-
         report["cold_users"] = evaluate_cold_users(
             train, test, dataset.items, dataset.users, models=tuple(models),
             model_params=model_params, k=k)
@@ -116,8 +114,8 @@ def rerank_tradeoff(data: Any, *, k: int = 10, model: str = "ease",
 
     One ``model`` is fitted on ``data.X``; each test user with training
     history gets its top-``pool`` list, re-ranked to ``k`` by
-    :func:`recsys.rerank.rerank` at each ``lam``; every setting is scored by
-    :func:`recsys.beyond.evaluate_detailed` on those users.
+    :func:`recsys.serving.rerank.rerank` at each ``lam``; every setting is scored by
+    :func:`recsys.evaluation.beyond.evaluate_detailed` on those users.
 
     Returns:
         ``{"model", "method", "pool", "points": [{"lam", "ndcg@k",
@@ -125,13 +123,9 @@ def rerank_tradeoff(data: Any, *, k: int = 10, model: str = "ease",
         "ndcg_change", "popularity_change"}, ...]}``; the two ``*_change``
         figures are relative to ``lam = 0`` (the model's own order).
     """
-    from recsys.beyond import build_catalogue, evaluate_detailed
-    from recsys.models import make_model
-    from recsys.rerank import rerank
-
     lams = DEFAULT_LAMS.get(method, (0.0,)) if lams is None else lams
     fitted = make_model(model, **(params or {})).fit(data.X, data.context)
-    catalogue = build_catalogue(data.train, data.context.extra.get("items"))
+    catalogue = build_catalogue(data.train, data.context.items)
     rows = np.unique(data.id_map.user_index(data.test[USER_COL].unique()))
     rows = rows[(rows >= 0) & (np.diff(data.X.indptr)[rows.clip(min=0)] > 0)]
     test = data.test[data.test[USER_COL].isin(data.id_map.users[rows])]
@@ -140,10 +134,7 @@ def rerank_tradeoff(data: Any, *, k: int = 10, model: str = "ease",
     for lam in lams:
         picked = rerank(items, scores, k, method=method, lam=lam,
                         popularity=catalogue.popularity, features=catalogue.features)
-        filled = picked >= 0
-        recs = pd.DataFrame({USER_COL: np.repeat(data.id_map.users[rows], k)[filled.ravel()],
-                             ITEM_COL: catalogue.items[picked[filled]],
-                             RANK_COL: np.tile(np.arange(1, k + 1), rows.size)[filled.ravel()]})
+        recs = long_frame(data.id_map.users[rows], picked, None, catalogue.items)
         m = evaluate_detailed(recs, test, data.train, k=k, catalogue=catalogue).metrics
         points.append({"lam": float(lam), **{key: m[key] for key in (
             f"ndcg@{k}", "avg_popularity", "diversity", "novelty", "catalogue_coverage")}})

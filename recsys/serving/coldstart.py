@@ -19,8 +19,8 @@ Every answer carries ``served_by`` (``onboarding``, ``segment:<name>`` or
 through content similarity in the onboarding path and through
 :meth:`ColdStart.similar_items`.
 
-:func:`cold_user_split` builds the evaluation slice: test users whose training
-histories are trimmed to at most ``max_history`` interactions, on a copy.
+How the chain does for users with a few items is measured by
+:mod:`recsys.evaluation.cold_users`.
 """
 
 from __future__ import annotations
@@ -40,15 +40,15 @@ from recsys.constants import (
     OCCUPATION_COL,
     RANK_COL,
     SCORE_COL,
-    TIME_COL,
+    SERVED_BY_COL,
     USER_COL,
 )
-from recsys.ids import IdMap
+from recsys.errors import InputError, check_k
+from recsys.ids import IdMap, long_frame
 from recsys.models.base import top_k
 
 log = logging.getLogger(__name__)
 
-SERVED_BY_COL = "served_by"
 #: Optional onboarding columns of a cold user's request (see :meth:`ColdStart.recommend_many`).
 LIKED_ITEMS_COL = "liked_items"
 LIKED_GENRES_COL = "liked_genres"
@@ -59,7 +59,7 @@ SEGMENT_AGE_GENDER = "age_gender"
 SEGMENT_OCCUPATION = "occupation"
 
 
-class ColdStartError(ValueError):
+class ColdStartError(InputError):
     """Input to the cold-start chain is malformed."""
 
 
@@ -106,8 +106,7 @@ class ColdStart:
             Columns ``item_id, score, rank, served_by``; fewer than ``k`` rows
             only when the catalogue is smaller.
         """
-        if int(k) < 1:
-            raise ColdStartError(f"k must be a positive integer, got {k}")
+        k = check_k(k)
         liked = self._columns(liked_items or [], strict=True)
         if liked.size < len(liked_items or []):
             log.warning("onboarding: %d liked item(s) unknown, ignored",
@@ -186,8 +185,7 @@ class ColdStart:
             raise ColdStartError(f"requests have no {USER_COL!r} column")
         if requests[USER_COL].duplicated().any():
             raise ColdStartError("requests repeat a user_id; pass each cold user once")
-        if int(k) < 1:
-            raise ColdStartError(f"k must be a positive integer, got {k}")
+        k = check_k(k)
         ids = requests[USER_COL].to_numpy()
         liked = _coerce_item_ids(_answer_lists(requests, LIKED_ITEMS_COL), self.item_ids)
         history = self._liked_matrix(liked)
@@ -195,16 +193,8 @@ class ColdStart:
                  zip(ids, _answer_demographics(requests), strict=True)]
         votes = self._genre_matrix(_answer_lists(requests, LIKED_GENRES_COL))
         scores, paths = self.score_users(history, demos, genre_scores=votes)
-        items, best = top_k(scores, min(int(k), self.item_ids.size))
-        filled = items >= 0
-        n = items.shape[1]
-        return pd.DataFrame({
-            USER_COL: np.repeat(ids, n)[filled.ravel()],
-            ITEM_COL: self.item_ids.to_numpy()[items[filled]],
-            SCORE_COL: best[filled].astype(np.float64),
-            RANK_COL: np.tile(np.arange(1, n + 1, dtype=np.int64), ids.size)[filled.ravel()],
-            SERVED_BY_COL: np.repeat(np.asarray(paths, dtype=object), n)[filled.ravel()],
-        })
+        items, best = top_k(scores, min(k, self.item_ids.size))
+        return long_frame(ids, items, best, self.item_ids, served_by=paths)
 
     def _liked_matrix(self, lists: list[list]) -> sp.csr_matrix:
         """``(n_users, n_items)`` 1 per known liked item; unknown ids are logged and ignored."""
@@ -235,11 +225,11 @@ class ColdStart:
         U = sp.csr_matrix((np.ones(int((idx >= 0).sum())), (rows[idx >= 0], idx[idx >= 0])),
                           shape=(len(lists), names.size))
         hit = np.asarray((U @ G.T).todense()) > 0
-        return hit * _unit_max(self.global_pop)[None, :]
+        return hit * unit_max(self.global_pop)[None, :]
 
     def _base_matrix(self, demographics: list[dict]) -> tuple[np.ndarray, list[str]]:
         """Per user, segment-blended (or global) popularity and its path name."""
-        glob = _unit_max(self.global_pop)
+        glob = unit_max(self.global_pop)
         rows, paths = [], []
         for demo in demographics:  # one dict lookup per cold user; scores stay vectorised
             pop, path = self._segment_pop(demo)
@@ -248,7 +238,7 @@ class ColdStart:
         known = np.array([p is not None for p in rows])
         out = np.tile(glob, (len(rows), 1))
         if known.any():
-            seg = np.vstack([_unit_max(p) for p in rows if p is not None])
+            seg = np.vstack([unit_max(p) for p in rows if p is not None])
             out[known] = (1 - self.segment_weight) * glob + self.segment_weight * seg
         return out, paths
 
@@ -309,7 +299,7 @@ class ColdStart:
             log.warning("onboarding: none of the genres %s is known", liked_genres)
             return None
         has = np.asarray(G[:, idx[idx >= 0]].sum(axis=1)).ravel() > 0
-        return has * _unit_max(self.global_pop)
+        return has * unit_max(self.global_pop)
 
 
 def _answer_lists(requests: pd.DataFrame, column: str) -> list[list]:
@@ -349,7 +339,8 @@ def _unit_max_rows(M: np.ndarray) -> np.ndarray:
     return np.divide(M, top, out=np.zeros_like(M, dtype=np.float64), where=top > 0)
 
 
-def _unit_max(v: np.ndarray) -> np.ndarray:
+def unit_max(v: np.ndarray) -> np.ndarray:
+    """``v`` scaled so its largest entry is 1 (unchanged when it has no positive entry)."""
     v = np.asarray(v, dtype=np.float64)
     top = v.max() if v.size else 0.0
     return v / top if top > 0 else v
@@ -504,105 +495,3 @@ def _genres(items: pd.DataFrame | None,
                                              names.get_indexer(lists.to_numpy()))),
                       shape=(id_map.n_items, names.size))
     return G, names
-
-
-# ------------------------------------------------------------------ evaluation
-def cold_user_split(train: pd.DataFrame, test: pd.DataFrame, max_history: int = 3,
-                    seed: int = 42, *, share: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A cold-user slice: some test users keep only their first ``max_history`` interactions.
-
-    A seeded ``share`` of the test users who have training history is chosen;
-    their training rows are cut to the earliest ``max_history`` (by timestamp,
-    then row order). Inputs are not mutated; other users' rows are untouched.
-
-    Returns:
-        ``(cold_train, cold_test)``: the trimmed copy of ``train`` and the test
-        rows of the chosen users.
-
-    Raises:
-        ColdStartError: ``max_history < 0``, ``share`` outside (0, 1], or
-            missing columns.
-    """
-    if max_history < 0:
-        raise ColdStartError(f"max_history must be >= 0, got {max_history}")
-    if not 0 < share <= 1:
-        raise ColdStartError(f"share must lie in (0, 1], got {share}")
-    for name, frame in (("train", train), ("test", test)):
-        if USER_COL not in frame.columns:
-            raise ColdStartError(f"{name} has no {USER_COL!r} column")
-    warm = np.sort(pd.unique(test[USER_COL][test[USER_COL].isin(train[USER_COL])]))
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(warm, size=int(round(share * warm.size)), replace=False)
-    order_key = (train[TIME_COL].to_numpy() if TIME_COL in train.columns
-                 and train[TIME_COL].notna().all() else np.zeros(len(train)))
-    order = np.lexsort((np.arange(len(train)), order_key, train[USER_COL].to_numpy()))
-    ordered = train.iloc[order]
-    position = ordered.groupby(USER_COL, sort=False).cumcount().to_numpy()
-    drop = ordered[USER_COL].isin(chosen).to_numpy() & (position >= max_history)
-    keep = np.ones(len(train), dtype=bool)
-    keep[order[drop]] = False
-    cold_train = train[keep]
-    cold_test = test[test[USER_COL].isin(chosen)].copy()
-    log.info("cold slice: %d users trimmed to <= %d interactions (%d rows dropped)",
-             chosen.size, max_history, int(drop.sum()))
-    return cold_train.copy(), cold_test
-
-
-def evaluate_cold_users(train: pd.DataFrame, test: pd.DataFrame,
-                        items: pd.DataFrame | None = None, users: pd.DataFrame | None = None,
-                        *, models: tuple[str, ...] = (), model_params: dict | None = None,
-                        k: int = 10, max_history: int = 3, seed: int = 42) -> dict:
-    """Metrics on the cold-user slice of a split (see :func:`cold_user_split`).
-
-    Rows of ``results``: ``global_popularity`` (one list for all, seen items
-    removed), ``chain`` (the fallback chain fed each user's few kept items as
-    onboarding answer), ``chain_no_history`` (demographics only: the segment
-    or global path), then each model in ``models`` refitted on the trimmed
-    training data. Every row covers the same cold users.
-
-    Returns:
-        ``{"n_users", "max_history", "results": {row: metrics},
-        "served_by": {path: users}, "chain_gain_vs_global": ratio - 1}``.
-    """
-    from recsys.evaluate import evaluate_model
-    from recsys.models import make_model
-    from recsys.models.base import FitContext
-
-    cold_train, cold_test = cold_user_split(train, test, max_history, seed)
-    id_map = IdMap.from_frame(cold_train, extra_items=None if items is None else items[ITEM_COL])
-    X = id_map.to_matrix(cold_train)
-    ids = np.sort(cold_test[USER_COL].unique())
-    H = X[id_map.user_index(ids)]
-    chain = fit_cold_start(cold_train, items, users, id_map=id_map)
-    demos = chain.demographics_of(list(ids))
-    empty = sp.csr_matrix(H.shape)
-    glob = np.where(H.toarray() > 0, -np.inf, _unit_max(chain.global_pop)[None, :])
-    chain_scores, paths = chain.score_users(H, demos)
-    demo_scores, _ = chain.score_users(empty, demos)
-    demo_scores[H.nonzero()] = -np.inf
-    results = {name: _score_frame_metrics(scores, ids, id_map, cold_test, k)
-               for name, scores in (("global_popularity", glob), ("chain", chain_scores),
-                                    ("chain_no_history", demo_scores))}
-    context = FitContext(sequences=id_map.sequences(cold_train),
-                         extra={"items": items, "users": users, "item_ids": id_map.items})
-    for name in models:
-        model = make_model(name, **(model_params or {}).get(name, {})).fit(X, context)
-        results[name] = evaluate_model(model, X, cold_test, id_map, k=k)
-    base = results["global_popularity"][f"ndcg@{k}"]
-    return {"n_users": int(ids.size), "max_history": max_history, "results": results,
-            "served_by": pd.Series(paths).value_counts().to_dict(),
-            "chain_gain_vs_global": (results["chain"][f"ndcg@{k}"] / base - 1) if base else None}
-
-
-def _score_frame_metrics(scores: np.ndarray, ids: np.ndarray, id_map: IdMap,
-                         test: pd.DataFrame, k: int) -> dict[str, float]:
-    from recsys.evaluate import evaluate_recommendations
-
-    items, best = top_k(scores, k)
-    filled = items >= 0
-    recs = pd.DataFrame({
-        USER_COL: np.repeat(ids, items.shape[1])[filled.ravel()],
-        ITEM_COL: id_map.items.to_numpy()[items[filled]],
-        RANK_COL: np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)[filled],
-    })
-    return evaluate_recommendations(recs, test, k, id_map.n_items)

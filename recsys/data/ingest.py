@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from recsys.data import Dataset
+from recsys.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def ingest_batch(path: Path, store: Path, quarantine_dir: Path, *, arrival: str,
         ``{"batch": id, "source": name, "status": "accepted" | "rejected" |
         "already_ingested", "rows": int, ...}``.
     """
-    from recsys import validation
+    from recsys.data import validation
     from recsys.data.loaders import DataFormatError, load_dataset
 
     store, bid = Path(store), batch_id(path)
@@ -173,7 +174,7 @@ def read_store(store: str | Path) -> Dataset:
     store = Path(store)
     batches = read_manifest(store)["batches"]
     if not batches:
-        raise ValueError(f"interaction store {store} holds no accepted batch yet")
+        raise InputError(f"interaction store {store} holds no accepted batch yet")
     ordered = sorted(batches.values(), key=lambda b: (b["arrival"], b["file"]))
     frames = [pd.read_parquet(store / b["file"]) for b in ordered]
     return Dataset(interactions=pd.concat(frames, ignore_index=True), name=store.name,

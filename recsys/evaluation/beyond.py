@@ -50,7 +50,8 @@ from recsys.constants import (
     SCORE_COL,
     USER_COL,
 )
-from recsys.metrics import per_user_metrics
+from recsys.errors import InputError, check_k
+from recsys.evaluation.metrics import per_user_metrics
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ BEYOND_METRICS = ("catalogue_coverage", "user_coverage", "novelty", "diversity",
                   "avg_popularity", "gini", "long_tail_share")
 
 
-class BeyondInputError(ValueError):
+class BeyondInputError(InputError):
     """Lists, holdout or side tables that cannot be scored together."""
 
 
@@ -230,8 +231,7 @@ def _mean(values: np.ndarray) -> float:
 
 
 def _check_rec(rec_items: np.ndarray, catalogue: Catalogue, k: int) -> np.ndarray:
-    if int(k) < 1:
-        raise BeyondInputError(f"k must be a positive integer, got {k}")
+    k = check_k(k)
     rec = np.asarray(rec_items)
     if rec.ndim != 2 or not np.issubdtype(rec.dtype, np.integer):
         raise BeyondInputError(

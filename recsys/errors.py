@@ -1,0 +1,44 @@
+"""The errors recsys raises on purpose, and the one check every list length shares.
+
+Everything recsys raises for a reason a user can act on derives from
+:class:`RecsysError`, so a caller (the ``recsys`` command, a DAG task) can
+tell "this input or state is wrong, here is why" from a bug:
+
+- :class:`InputError`: an argument, file or table that cannot be used (also a
+  ``ValueError``); most modules raise a subclass named for what they check.
+- :class:`NotFoundError`: something named does not exist yet (no champion,
+  no trained result for a run, an unknown version).
+- :class:`StateError`: the call is fine but comes at the wrong time (a model
+  used before it was fitted).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+
+class RecsysError(Exception):
+    """Base of every error recsys raises on purpose; its message says what to do."""
+
+
+class InputError(RecsysError, ValueError):
+    """An argument, file or table that cannot be used as given."""
+
+
+class NotFoundError(RecsysError, LookupError):
+    """Something named (a champion, a run's result, a model version) does not exist."""
+
+
+class StateError(RecsysError, RuntimeError):
+    """A call made at the wrong time, e.g. recommending before ``fit``."""
+
+
+def check_k(k: object, what: str = "k") -> int:
+    """``k`` as an ``int`` when it is a positive whole number (a list length, a cut-off).
+
+    Raises:
+        InputError: ``k`` is a bool, not an integer, or below 1.
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise InputError(f"{what} must be a positive integer, got {k!r}")
+    return int(k)

@@ -1,0 +1,87 @@
+"""The local runner: every step in order, in-process, the way ``recsys train`` runs them.
+
+The Airflow DAG calls the same step functions, one per task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from recsys.models import DEFAULT_MODELS
+from recsys.pipeline.steps import (
+    build_features,
+    evaluate_candidates,
+    prepare_data,
+    promote,
+    recommend_all,
+    train_model,
+    tune_model,
+    validate_data,
+)
+
+
+@dataclass
+class PipelineOptions:
+    """Everything a run can be told; the DAG's params map onto these fields.
+
+    Attributes:
+        data_path: file or folder with interactions (format detected).
+        data_format: name the format instead of detecting it.
+        columns: generic-file column names: user_col, item_col, rating_col,
+            time_col, sep.
+        models: registry names to train.
+        model_params: per-model hyper-parameters, ``{name: {param: value}}``.
+        protocol: split protocol (see :func:`recsys.data.splits.split_interactions`).
+        k: list length for evaluation and batch recommendations.
+        margin: how much the primary metric must improve to replace the champion.
+        dedupe: duplicate policy of the cleaning step.
+        tuning_trials: Optuna trials per model (0 = keep the defaults).
+        tuning_timeout_s: time budget of each model's study.
+        gate: overrides of :class:`recsys.promotion.gate.GateConfig` fields.
+        max_sequence_length: items kept of each user's interaction sequence.
+        rerank_strength: popularity re-ranking of the batch recommendations
+            (0 = off; see :func:`recsys.pipeline.steps.recommend_all`).
+    """
+
+    data_path: str
+    data_format: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    models: tuple[str, ...] = DEFAULT_MODELS
+    model_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    protocol: str = "temporal"
+    k: int = 10
+    margin: float = 0.0
+    dedupe: str = "last"
+    tuning_trials: int = 0
+    tuning_timeout_s: float | None = None
+    gate: dict[str, Any] = field(default_factory=dict)
+    max_sequence_length: int = 50
+    rerank_strength: float = 0.0
+
+
+def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = None) -> dict:
+    """Every step in order, in-process: what ``recsys train`` runs.
+
+    Returns:
+        ``{"run_key", "validation", "split", "features", "leaderboard",
+        "decision", "recommendations"}``: each step's own summary.
+    """
+    summary: dict[str, Any] = {"run_key": run_key}
+    summary["validation"] = validate_data(run_key, options.data_path,
+                                          data_format=options.data_format,
+                                          columns=options.columns, now=now)
+    summary["split"] = prepare_data(run_key, protocol=options.protocol, dedupe=options.dedupe)
+    summary["features"] = build_features(run_key, max_len=options.max_sequence_length)
+    for name in options.models:
+        tuned = tune_model(run_key, name, n_trials=options.tuning_trials,
+                           timeout_s=options.tuning_timeout_s, k=options.k)
+        params = {**tuned["params"], **options.model_params.get(name, {})}
+        train_model(run_key, name, params=params or None, k=options.k)
+    evaluation = evaluate_candidates(run_key, options.models, k=options.k)
+    summary["leaderboard"] = evaluation["leaderboard"]
+    summary["decision"] = promote(run_key, evaluation, margin=options.margin,
+                                  gate=options.gate)
+    summary["recommendations"] = recommend_all(run_key, k=options.k,
+                                               rerank_strength=options.rerank_strength)
+    return summary

@@ -1,0 +1,508 @@
+"""The training pipeline's steps: what each Airflow task (and the CLI) calls.
+
+Every step takes and returns small things (a run key, paths, small dicts of
+metrics); data moves through files in the run folder (:class:`RunFolder`,
+which also documents the layout). A rerun of the same run key overwrites the
+same outputs, and nothing here reads the wall clock for what it computes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys import config
+from recsys.constants import ITEM_COL, USER_COL
+from recsys.errors import InputError, NotFoundError
+from recsys.pipeline import runfolder as rf
+from recsys.pipeline.runfolder import RunFolder
+from recsys.serialize import json_safe
+
+log = logging.getLogger(__name__)
+
+
+def new_interactions(data_path: str, data_format: str | None = None,
+                     columns: dict[str, str] | None = None) -> dict:
+    """Interactions in the input beyond those the current champion was trained on.
+
+    Returns:
+        ``{"rows": int, "champion_rows": int | None, "new": int}``; with no
+        champion every row is new.
+    """
+    from recsys import registry
+    from recsys.data.loaders import input_rows
+
+    rows = input_rows(data_path, data_format, columns)
+    champion = registry.get_champion()
+    seen = champion["run_tags"].get("recsys.input_rows") if champion else None
+    seen = int(seen) if seen is not None else None
+    return {"rows": rows, "champion_rows": seen, "new": rows - (seen or 0)}
+
+
+# ------------------------------------------------------------------- the steps
+def validate_data(run_key: str, data_path: str, *, data_format: str | None = None,
+                  columns: dict[str, str] | None = None, now: float | None = None) -> dict:
+    """Load and validate the input; on success write it to the run folder.
+
+    With ``RECSYS_PSEUDONYM_KEY`` set, the copy in the run folder carries
+    keyed pseudonyms instead of user ids (interactions and users table alike),
+    so every later step, feature table, MLflow run and model sees pseudonyms
+    only; :func:`recsys.registry.recommend_for_users` maps a real id to its
+    pseudonym at serving time. A failing batch is copied with its report to
+    ``<RECSYS_HOME>/quarantine`` and
+    :class:`recsys.data.validation.DataValidationError` is raised, so nothing
+    downstream runs on it.
+
+    Returns:
+        ``{"rows": int, "users": int, "items": int, "data_docs": str | None}``.
+    """
+    from recsys.data import validation
+    from recsys.data.loaders import load_input, write_dataset
+
+    run = RunFolder(run_key).create()
+    dataset = load_input(data_path, data_format, columns)
+    report = validation.validate_dataset(dataset, now=now, docs_dir=run.data_docs)
+    run.write_json(rf.VALIDATION, report.to_dict())
+    if not report.success:
+        dest = config.recsys_home() / "quarantine" / run.path.name
+        validation.quarantine(dataset, report, dest)
+        log.error("validation failed; batch quarantined in %s", dest)
+        raise validation.DataValidationError(report)
+    dataset = _pseudonymised(dataset)
+    write_dataset(dataset, run.raw)
+    inter = dataset.interactions
+    summary = {
+        "pseudonymised": config.pseudonym_key() is not None,
+        "data_path": str(data_path),
+        "rows": int(len(inter)),
+        "users": int(inter[USER_COL].nunique()),
+        "items": int(inter[ITEM_COL].nunique()),
+        "data_docs": str(report.docs_path) if report.docs_path else None,
+    }
+    run.write_json(rf.INPUT, summary)
+    return summary
+
+
+def _pseudonymised(dataset: Any) -> Any:
+    """``dataset`` with keyed pseudonyms for user ids when a key is configured."""
+    import dataclasses
+
+    from recsys.data.prepare import pseudonymise_users
+
+    key = config.pseudonym_key()
+    if key is None:
+        return dataset
+    users = dataset.users
+    if users is not None and USER_COL in users.columns:
+        users = pseudonymise_users(users, key)
+    return dataclasses.replace(dataset, interactions=pseudonymise_users(
+        dataset.interactions, key), users=users)
+
+
+def prepare_data(run_key: str, *, protocol: str = "temporal", dedupe: str = "last",
+                 **split_options: Any) -> dict:
+    """Clean the validated interactions and split them into train and test.
+
+    Returns:
+        The split description (rows, users, items per part, options, data hash).
+    """
+    from recsys.data.features import feature_hash
+    from recsys.data.prepare import clean_interactions
+    from recsys.data.splits import describe_split, split_interactions
+
+    run = RunFolder(run_key)
+    clean, cleaning = clean_interactions(run.dataset().interactions, dedupe=dedupe)
+    train, test = split_interactions(clean, protocol, **split_options)
+    train.to_parquet(run.file(rf.TRAIN), index=False)
+    test.to_parquet(run.file(rf.TEST), index=False)
+    info = describe_split(train, test, protocol, split_options)
+    info.update(cleaning=cleaning, data_hash=feature_hash(clean)[:16], protocol=protocol)
+    run.write_json(rf.SPLIT, info)
+    return info
+
+
+def build_features(run_key: str, *, max_len: int = 50) -> dict:
+    """Build, validate and write the feature tables of this run's training split.
+
+    Builds user profiles, item features, interaction sequences (each user's
+    last ``max_len`` items) and, when items have titles or genres, their
+    TF-IDF content vectors (:func:`recsys.data.features.build_feature_tables`);
+    checks every table against its suite in ``expectations/`` before writing
+    any. Outputs of an earlier attempt of the same run are removed first, so
+    a failure leaves no feature table behind for training to pick up.
+
+    Returns:
+        ``{"max_len": int, "tables": {name: {"path", "rows", "columns",
+        "feature_hash", "suite"}}}`` (also ``features.json``); the hash is
+        :func:`recsys.data.features.feature_hash` of the table as read back
+        from its Parquet file.
+
+    Raises:
+        recsys.data.features.FeatureValidationError: a table broke its suite;
+            the message names the table and each failed expectation.
+    """
+    from recsys.data import features
+
+    run = RunFolder(run_key)
+    run.remove_features()
+    train = run.train()
+    dataset = run.dataset()
+    tables = features.build_feature_tables(train, dataset.items, dataset.users,
+                                           max_len=max_len)
+    features.check_feature_tables(tables, features.suite_parameters(train, max_len=max_len))
+    paths = features.write_features(run.features_dir, **tables)
+    summary = {"max_len": max_len,
+               "tables": {name: _table_summary(run, name, path) for name, path in paths.items()}}
+    run.write_json(rf.FEATURES_JSON, summary)
+    return summary
+
+
+def _table_summary(run: RunFolder, name: str, path: Path) -> dict:
+    from recsys.data.features import TABLE_SUITES, feature_hash
+
+    stored = pd.read_parquet(path)
+    return {"path": str(path.relative_to(run.path)), "rows": int(len(stored)),
+            "columns": [str(c) for c in stored.columns], "feature_hash": feature_hash(stored),
+            "suite": TABLE_SUITES[name]}
+
+
+def read_feature_summary(run_key: str) -> dict | None:
+    """The run's ``features.json`` (see :func:`build_features`), or ``None`` before it ran."""
+    return RunFolder(run_key).read_json_or_none(rf.FEATURES_JSON)
+
+
+def load_training_data(run_key: str) -> Any:
+    """Read a run's split back as :class:`recsys.training.data.TrainingData`.
+
+    When :func:`build_features` has run, the user profiles and item features
+    go into the fit context too.
+    """
+    from recsys.training.data import CONTEXT_TABLES, build_training_data
+
+    run = RunFolder(run_key)
+    return build_training_data(run.train(), run.test(), run.dataset(), run.split_info(),
+                               features=run.feature_tables(CONTEXT_TABLES) or None)
+
+
+def feature_inputs(run_key: str) -> list[Any]:
+    """This run's feature tables as :class:`recsys.registry.InputTable` (none before
+    :func:`build_features` ran)."""
+    from recsys.registry import InputTable
+
+    run = RunFolder(run_key)
+    summary = run.read_json_or_none(rf.FEATURES_JSON) or {"tables": {}}
+    return [InputTable(name=name, path=run.path / table["path"], digest=table["feature_hash"])
+            for name, table in summary["tables"].items()]
+
+
+def tune_model(run_key: str, model_name: str, *, n_trials: int = 0,
+               timeout_s: float | None = None, k: int = 10, seed: int = 0) -> dict:
+    """Tune one model on a validation carve of this run's training split.
+
+    Trials are logged as nested MLflow runs under one study run (none when
+    ``n_trials`` is 0). The test split is never read.
+
+    Returns:
+        :meth:`recsys.training.tuning.TuningResult.to_dict` (also
+        ``models/<name>/tuned.json``).
+    """
+    from recsys import registry
+    from recsys.training.tuning import tune_model as run_study
+
+    run = RunFolder(run_key)
+    dataset = run.dataset()
+    result = run_study(model_name, run.train(),
+                       protocol=run.split_info().get("protocol", "temporal"),
+                       n_trials=n_trials, timeout_s=timeout_s, k=k, seed=seed,
+                       items=dataset.items, users=dataset.users).to_dict()
+    if result["trials"]:
+        registry.log_tuning(model_name, result, run_name=f"tune-{model_name}-{run_key}",
+                            tags={"recsys.run_key": run_key})
+    folder = run.model_dir(model_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    run.write_json(f"{rf.MODELS}/{model_name}/{rf.TUNED}", result)
+    return result
+
+
+def train_model(run_key: str, model_name: str, *, params: dict | None = None,
+                k: int = 10) -> dict:
+    """Train one model, evaluate it on the test split and log it as an MLflow run.
+
+    The run's feature tables (:func:`build_features`), when present, are fed to
+    the model through its fit context and logged as the MLflow run's dataset
+    inputs (context ``features``; see :class:`recsys.registry.InputTable` for
+    how their content hash becomes the digest).
+
+    Returns:
+        ``{"model": name, "run_id": str, "model_uri": str, "metrics": {...},
+        "served": {...}}``.
+    """
+    from recsys import registry
+    from recsys.pipeline.reports import model_plots
+    from recsys.training.fit import (
+        beyond_figures,
+        cold_start_chain,
+        fit_and_evaluate,
+        served_evaluation,
+    )
+
+    run = RunFolder(run_key)
+    data = load_training_data(run_key)
+    n_rows = run.read_json(rf.INPUT)["rows"]
+    model, metrics, seconds = fit_and_evaluate(model_name, data, params=params, k=k)
+    model_dir = model.save(run.model_dir(model_name))
+    chain = cold_start_chain(data)
+    detail = served_evaluation(model, data, k=k, cold_start=chain)
+    detail.per_user.to_parquet(model_dir / rf.PER_USER)
+    metrics = {**metrics, **beyond_figures(detail.metrics), "train_seconds": seconds}
+    registry.setup()
+    info = registry.log_model_run(
+        model, id_map=data.id_map, train_matrix=data.X, params=model.get_params(),
+        metrics=metrics, split_info=data.split, data_hash=data.split["data_hash"],
+        run_name=f"{model_name}-{run_key}", k=k,
+        tags={"recsys.run_key": run_key, "recsys.input_rows": str(n_rows)},
+        artifacts=model_plots(model, model_dir / "plots"), cold_start=chain,
+        inputs=feature_inputs(run_key),
+    )
+    log.info("trained %s: %s", model_name, metrics)
+    result = json_safe({"model": model_name, "run_id": info.run_id,
+                        "model_uri": info.model_uri, "metrics": metrics,
+                        "served": detail.metrics})
+    run.write_json(f"{rf.MODELS}/{model_name}/{rf.RESULT}", result)
+    return result
+
+
+def evaluate_candidates(run_key: str, models: list[str] | tuple[str, ...], *, k: int = 10,
+                        primary: str | None = None) -> dict:
+    """Rank this run's candidates and score the current champion on the same test split.
+
+    Each candidate's result is read from ``models/<name>/result.json``, written
+    by :func:`train_model`; a model named here without a result is an error.
+
+    Returns:
+        ``{"best": candidate dict, "champion": {...} | None, "leaderboard": [...]}``
+        (also written to ``evaluation.json``).
+    """
+    from recsys import registry
+    from recsys.pipeline.reports import write_leaderboard
+
+    primary = primary or f"ndcg@{k}"
+    if not models:
+        raise InputError("no candidate models were named for this run")
+    run = RunFolder(run_key)
+    missing = [m for m in models if not run.has_model_result(m)]
+    if missing:
+        raise NotFoundError(f"run '{run_key}' has no trained result for: {', '.join(missing)}")
+    candidates = [run.model_result(m) for m in models]
+    board = sorted(candidates, key=lambda c: c["metrics"].get(primary, float("-inf")),
+                   reverse=True)
+    champion = registry.get_champion()
+    if champion is not None:
+        champion = {**champion, "metrics": _score_champion(run, k)}
+    result = {"primary": primary, "best": board[0], "champion": champion,
+              "candidates": [c["model"] for c in board],
+              "leaderboard": [{"model": c["model"], "run_id": c["run_id"], **c["metrics"]}
+                              for c in board]}
+    result["leaderboard_files"] = write_leaderboard(run, board, champion, primary)
+    result = json_safe(result)
+    run.write_json(rf.EVALUATION, result)
+    return result
+
+
+def _score_champion(run: RunFolder, k: int) -> dict[str, float]:
+    """The champion's pyfunc on this run's test users: figures, and per-user rows on disk."""
+    from recsys import registry
+    from recsys.evaluation.beyond import evaluate_detailed
+
+    test = run.test()
+    dataset = run.dataset()
+    model = registry.load_model(registry.champion_uri())
+    recs = model.predict(pd.DataFrame({USER_COL: np.sort(test[USER_COL].unique())}),
+                         params={"k": k})
+    detail = evaluate_detailed(recs, test, run.train(), k=k, items=dataset.items,
+                               users=dataset.users)
+    detail.per_user.to_parquet(run.file(rf.CHAMPION_PER_USER))
+    return detail.metrics
+
+
+def promote(run_key: str, evaluation: dict, *, margin: float = 0.0,
+            gate: dict | None = None) -> dict:
+    """Judge this run's best candidate with the promotion gate and record the decision.
+
+    With a champion: the best candidate is registered, marked ``challenger``
+    and compared with the champion on this run's test users
+    (:func:`recsys.promotion.gate.decide_gate`). Without one: candidates are
+    tried best first and the first that loads and answers as a pyfunc is
+    promoted. Every decision is logged (JSON, Markdown, version tags) and the
+    last one is written to ``decision.json`` / ``decision.md``; the
+    leaderboard files are attached to the judged candidate's run under
+    ``leaderboard/``.
+
+    Returns:
+        The decision as a dict (:meth:`recsys.promotion.decision.Decision.to_dict`).
+    """
+    from recsys import registry
+    from recsys.promotion.gate import GateConfig
+
+    run = RunFolder(run_key)
+    settings = GateConfig(**{"metric": evaluation["primary"], "margin": margin, **(gate or {})})
+    board = [run.model_result(name)
+             for name in evaluation.get("candidates", [evaluation["best"]["model"]])]
+    if evaluation.get("champion") is None:
+        decision, judged = _first_champion(run, board, settings)
+    else:
+        judged = board[0]
+        decision = _challenge(run, judged, evaluation["champion"], settings)
+    files = evaluation.get("leaderboard_files") or {}
+    if files:
+        registry.log_files(judged["run_id"], [Path(p) for p in files.values()],
+                           f"leaderboard/{run_key}")
+    return _record(run, decision)
+
+
+def _first_champion(run: RunFolder, board: list[dict], settings: Any) -> tuple[Any, dict]:
+    """The best candidate that passes the load check becomes the first champion."""
+    from recsys import registry
+    from recsys.promotion.gate import decide_gate
+
+    decision = None
+    for candidate in board:
+        version = registry.register_model(candidate["run_id"])
+        decision = decide_gate(_evidence(run, candidate, version), None,
+                               _load_check(run, candidate, settings), settings)
+        registry.apply_decision(config.model_name(), version, decision)
+        if decision.promote:
+            return decision, candidate
+    return decision, board[-1]
+
+
+def _challenge(run: RunFolder, candidate: dict, champion: dict, settings: Any) -> Any:
+    """Gate the best candidate against the champion on this run's test users."""
+    from recsys import registry
+    from recsys.promotion.gate import Evidence, decide_gate
+
+    version = registry.register_model(candidate["run_id"])
+    if version != champion["version"]:
+        registry.mark_challenger(None, version)
+    held = Evidence(label=str(champion.get("model_type")), version=champion["version"],
+                    run_id=champion.get("run_id"), metrics=champion["metrics"],
+                    per_user=pd.read_parquet(run.file(rf.CHAMPION_PER_USER)))
+    decision = decide_gate(_evidence(run, candidate, version), held,
+                           _load_check(run, candidate, settings), settings)
+    registry.apply_decision(config.model_name(), version, decision)
+    return decision
+
+
+def _evidence(run: RunFolder, candidate: dict, version: int) -> Any:
+    from recsys.promotion.gate import Evidence
+
+    per_user = pd.read_parquet(run.model_dir(candidate["model"]) / rf.PER_USER)
+    return Evidence(label=candidate["model"], version=version, run_id=candidate["run_id"],
+                    metrics=candidate.get("served", candidate["metrics"]), per_user=per_user)
+
+
+#: Test users the load check asks the candidate's pyfunc for.
+LOAD_CHECK_USERS = 20
+
+
+def _load_check(run: RunFolder, candidate: dict, settings: Any) -> Any:
+    """Load the candidate's logged pyfunc and time an answer for sample test users."""
+    from recsys import registry
+    from recsys.promotion.gate import check_load
+
+    users = np.sort(run.test([USER_COL])[USER_COL].unique())[:LOAD_CHECK_USERS]
+    k = int(settings.metric.rsplit("@", 1)[-1]) if "@" in settings.metric else 10
+    return check_load(lambda: registry.load_model(candidate["model_uri"]), users, k=k,
+                      budget_s=settings.latency_budget_s)
+
+
+def _record(run: RunFolder, decision: Any) -> dict:
+    from recsys.promotion.decision import to_markdown
+
+    payload = decision.to_dict()
+    run.write_json(rf.DECISION, payload)
+    run.file(rf.DECISION_MD).write_text(to_markdown(decision))
+    log.info("promotion decision: %s", decision.reason)
+    return payload
+
+
+#: Candidates per user that the optional re-ranking chooses the top-K from.
+RERANK_POOL = 100
+
+
+def recommend_all(run_key: str, *, k: int = 10, rerank_strength: float = 0.0) -> dict:
+    """Write the champion's top-K for every user of the run to Parquet.
+
+    With ``rerank_strength`` > 0, each user's top-:data:`RERANK_POOL` is
+    re-ranked against popularity bias (:func:`recsys.serving.rerank.rerank_frame`,
+    method ``discount``, knob = the strength; popularity = distinct training
+    users per item) before the top-K is kept.
+
+    Returns:
+        ``{"path": str, "users": int, "rows": int, "model_version": ...,
+        "rerank_strength": float, "related_items": str | None}``.
+    """
+    from recsys import registry
+    from recsys.serving.rerank import rerank_frame
+
+    run = RunFolder(run_key)
+    champion = registry.get_champion()
+    if champion is None:
+        raise NotFoundError(f"no model holds the champion alias of '{config.model_name()}'")
+    # The run's own copy: pseudonyms already when pseudonymisation is on.
+    users = run.dataset().interactions[USER_COL].unique()
+    pool = max(k, RERANK_POOL) if rerank_strength > 0 else k
+    recs = registry.recommend_for_users(np.sort(users), k=pool, pseudonymise=False)
+    if rerank_strength > 0:
+        train = run.train([USER_COL, ITEM_COL])
+        popularity = train.groupby(ITEM_COL)[USER_COL].nunique()
+        recs = rerank_frame(recs, popularity, k, lam=rerank_strength)
+    recs = recs.assign(model_version=str(champion["version"]))
+    path = run.file(rf.RECOMMENDATIONS)
+    recs.to_parquet(path, index=False)
+    related = write_related_items(run_key, k=k)
+    return {"path": str(path), "users": int(recs[USER_COL].nunique()),
+            "rows": int(len(recs)), "model_version": champion["version"],
+            "rerank_strength": float(rerank_strength),
+            "related_items": str(related) if related else None}
+
+
+def write_related_items(run_key: str, *, k: int = 10) -> Path | None:
+    """Write the top-K content-similar items of every catalogue item.
+
+    Uses this run's ``content`` model when it trained one, else fits one on
+    the run's training data; a data set without an item table has no content
+    to compare, and gets no table (``None``).
+    """
+    from recsys.models.base import load_saved
+    from recsys.models.content import ContentRecommender
+    from recsys.models.content import write_related_items as write_table
+
+    run = RunFolder(run_key)
+    if run.has_model_result("content"):
+        model = load_saved(run.model_dir("content"))
+    else:
+        data = load_training_data(run_key)
+        if data.context.items is None:
+            return None
+        model = ContentRecommender().fit(data.X, data.context)
+    return write_table(model, run.file(rf.RELATED_ITEMS), k=k)
+
+
+def ingest(*, arrival: str, now: float | None = None) -> dict:
+    """Ingest the landing folder into the interaction store (see :mod:`recsys.data.ingest`).
+
+    Returns:
+        ``{"accepted": [...], "rejected": [...], "already_ingested": [...],
+        "new_rows": int}``.
+    """
+    from recsys.data import ingest as ingest_mod
+
+    result = ingest_mod.ingest_landing(
+        config.landing_path(), config.data_path(), config.recsys_home() / "quarantine",
+        arrival=arrival, now=now)
+    return result.to_dict()

@@ -1,0 +1,291 @@
+"""The model registry: versions, the aliases that serve, and the decisions that move them.
+
+The registry uses aliases, never stages: ``champion`` serves, ``challenger``
+marks the version being judged against it, and ``previous_champion`` keeps
+the one it replaced (:func:`apply_decision`). Every move, automatic or by
+hand (:func:`rollback`, :func:`promote_manually`), leaves its decision record
+on the version it concerns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from recsys import config
+from recsys.constants import USER_COL
+from recsys.data.prepare import pseudonymise_ids
+from recsys.errors import NotFoundError, check_k
+from recsys.promotion.decision import Decision, manual_decision, to_markdown
+from recsys.registry.pyfunc import MODEL_ARTIFACT
+from recsys.registry.runs import (
+    TAG_DATA_HASH,
+    TAG_MODEL_TYPE,
+    TAG_MODEL_URI,
+    client,
+    original_metric_names,
+    setup,
+)
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous_champion"
+CHALLENGER = "challenger"
+
+
+def register_model(run_id_or_model_uri: str, name: str | None = None) -> int:
+    """Register a logged model as a new version of ``name``.
+
+    Args:
+        run_id_or_model_uri: a run id (its ``model`` artifact is registered)
+            or any model URI (``models:/m-...``, ``runs:/ID/model``).
+        name: registered model name; defaults to :func:`recsys.config.model_name`.
+
+    Returns:
+        The version number. The run's ``recsys.model_type`` and
+        ``recsys.data_hash`` tags are copied onto the version. Registering the
+        same run id again returns its existing version, so a retried task
+        never creates a second version of one run.
+    """
+    import mlflow
+
+    setup()
+    name = name or config.model_name()
+    if ":/" not in run_id_or_model_uri:
+        existing = client().search_model_versions(
+            f"name = '{name}' and run_id = '{run_id_or_model_uri}'")
+        if existing:
+            return min(int(v.version) for v in existing)
+    uri = _model_uri_of(run_id_or_model_uri)
+    version = mlflow.register_model(uri, name)
+    run_tags = client().get_run(version.run_id).data.tags if version.run_id else {}
+    copied = {t: run_tags[t] for t in (TAG_MODEL_TYPE, TAG_DATA_HASH) if t in run_tags}
+    set_version_tags(name, int(version.version), copied)
+    log.info("registered %s as %s version %s", uri, name, version.version)
+    return int(version.version)
+
+
+def _model_uri_of(run_id_or_model_uri: str) -> str:
+    """A model URI as is; for a run id, the model that :func:`log_model_run` logged."""
+    if ":/" in run_id_or_model_uri:
+        return run_id_or_model_uri
+    tags = client().get_run(run_id_or_model_uri).data.tags
+    return tags.get(TAG_MODEL_URI) or f"runs:/{run_id_or_model_uri}/{MODEL_ARTIFACT}"
+
+
+def set_alias(name: str, alias: str, version: int | str) -> None:
+    """Point ``alias`` of registered model ``name`` at ``version``."""
+    client().set_registered_model_alias(name, alias, str(version))
+
+
+def set_version_tags(name: str, version: int | str, tags: Mapping[str, Any]) -> None:
+    """Set (or overwrite) tags on one model version; values are stored as strings."""
+    registry = client()
+    for key, value in tags.items():
+        registry.set_model_version_tag(name, str(version), key, str(value))
+
+
+def version_by_alias(name: str, alias: str) -> Any | None:
+    """The ``ModelVersion`` that ``alias`` points at, or ``None`` (no model or alias)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def get_champion(name: str | None = None) -> dict[str, Any] | None:
+    """The current champion of ``name``, or ``None`` when there is none yet.
+
+    Returns:
+        ``version`` (int), ``run_id``, ``model_type``, ``metrics`` (under the
+        names they were logged with, e.g. ``ndcg@10``), ``tags`` (the
+        version's tags), ``run_tags`` (the training run's tags) and
+        ``model_uri`` (``models:/NAME/VERSION``).
+    """
+    setup()
+    name = name or config.model_name()
+    version = version_by_alias(name, CHAMPION)
+    if version is None:
+        return None
+    run = client().get_run(version.run_id) if version.run_id else None
+    metrics = original_metric_names(run) if run else {}
+    run_tags = run.data.tags if run else {}
+    return {
+        "version": int(version.version),
+        "run_id": version.run_id,
+        "model_type": version.tags.get(TAG_MODEL_TYPE) or run_tags.get(TAG_MODEL_TYPE),
+        "metrics": metrics,
+        "tags": dict(version.tags),
+        "run_tags": dict(run_tags),
+        "model_uri": f"models:/{name}/{version.version}",
+    }
+
+
+def champion_uri(name: str | None = None) -> str:
+    """``models:/NAME@champion``, the URI that always serves the current champion."""
+    return f"models:/{name or config.model_name()}@{CHAMPION}"
+
+
+def load_model(uri: str) -> Any:
+    """Load a logged or registered model as an MLflow pyfunc model."""
+    import mlflow.pyfunc
+
+    setup()
+    return mlflow.pyfunc.load_model(uri)
+
+
+def recommend_for_users(
+    user_ids: Iterable[Any], k: int = 10, model_uri: str | None = None,
+    answers: dict[str, Any] | None = None, pseudonymise: bool = True,
+) -> pd.DataFrame:
+    """Top-``k`` recommendations for ``user_ids`` from the champion (or ``model_uri``).
+
+    The model is loaded on every call, so a moved alias takes effect at once.
+
+    Args:
+        user_ids: the users to serve.
+        k: list length.
+        model_uri: a model other than the champion.
+        answers: an onboarding answer given to every unknown user of the call
+            (``liked_items``, ``liked_genres``, ``age``, ``gender``,
+            ``occupation``); known users are served by the model regardless.
+        pseudonymise: with ``RECSYS_PSEUDONYM_KEY`` set (models then know
+            pseudonyms only), ask the model for each id's pseudonym and answer
+            under the id given; ``False`` for ids that are pseudonyms already.
+
+    Returns:
+        The long table ``user_id, item_id, score, rank, served_by``; unknown
+        users are served by the cold-start chain (``served_by`` names its path).
+    """
+    k = check_k(k)
+    model = load_model(model_uri or champion_uri())
+    ids = list(user_ids)
+    key = config.pseudonym_key() if pseudonymise else None
+    asked = pseudonymise_ids(ids, key) if key else ids
+    users = pd.DataFrame({USER_COL: asked})
+    for column, value in (answers or {}).items():
+        users[column] = [value] * len(users)
+    out = model.predict(users, params={"k": k})
+    if key:
+        out[USER_COL] = out[USER_COL].map(dict(zip(asked, ids, strict=True)))
+    return out
+
+
+def _with_versions(decision: Decision, candidate: int | str, champion: Any | None) -> Decision:
+    """``decision`` with the registry versions filled in where the caller left them out."""
+    fill: dict[str, int] = {}
+    if decision.candidate_version is None:
+        fill["candidate_version"] = int(candidate)
+    if decision.champion_version is None and champion is not None:
+        fill["champion_version"] = int(champion.version)
+    return dataclasses.replace(decision, **fill) if fill else decision
+
+
+def decision_artifact(name: str, version: int | str) -> str:
+    """Artifact path, inside the candidate's run, of the decision on ``name`` ``version``."""
+    return f"promotion/{name}-v{version}.json"
+
+
+def apply_decision(name: str | None, candidate_version: int | str, decision: Decision) -> None:
+    """Record ``decision`` on the candidate version and move aliases if it promotes.
+
+    Always: the decision's tags (``recsys.decision.*``) go on the candidate version
+    and ``promotion/<name>-v<version>.json`` on the candidate's run. On a
+    promote: the old champion (if any, and not the candidate itself) becomes
+    ``previous_champion`` and ``champion`` moves to the candidate. On a hold,
+    no alias changes. Versions the decision leaves out are filled in from the
+    registry before it is recorded.
+
+    Raises:
+        mlflow.exceptions.MlflowException: ``name`` has no such version.
+    """
+    setup()
+    name = name or config.model_name()
+    registry = client()
+    version = registry.get_model_version(name, str(candidate_version))
+    current = version_by_alias(name, CHAMPION)
+    decision = _with_versions(decision, version.version, current)
+    set_version_tags(name, version.version, decision.as_tags())
+    if version.run_id:
+        _log_decision(registry, version.run_id, decision, decision_artifact(name, version.version))
+    if not decision.promote:
+        log.info("%s version %s held: %s", name, version.version, decision.reason)
+        return
+    if current is not None and int(current.version) != int(version.version):
+        set_alias(name, PREVIOUS_CHAMPION, current.version)
+    set_alias(name, CHAMPION, version.version)
+    challenger = version_by_alias(name, CHALLENGER)
+    if challenger is not None and int(challenger.version) == int(version.version):
+        registry.delete_registered_model_alias(name, CHALLENGER)
+    log.info("%s version %s is champion: %s", name, version.version, decision.reason)
+
+
+def _log_decision(registry: Any, run_id: str, decision: Decision, path: str) -> None:
+    """The decision as JSON at ``path`` and as Markdown beside it."""
+    registry.log_dict(run_id, decision.to_dict(), path)
+    registry.log_text(run_id, to_markdown(decision), path.removesuffix(".json") + ".md")
+
+
+def mark_challenger(name: str | None, version: int | str) -> None:
+    """Point ``challenger`` at the version now being judged against the champion."""
+    setup()
+    set_alias(name or config.model_name(), CHALLENGER, version)
+
+
+def aliases(name: str | None = None) -> dict[str, int]:
+    """Which version each of ``champion``, ``challenger``, ``previous_champion`` points at."""
+    setup()
+    name = name or config.model_name()
+    found = {alias: version_by_alias(name, alias)
+             for alias in (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)}
+    return {alias: int(v.version) for alias, v in found.items() if v is not None}
+
+
+def rollback(name: str | None = None, reason: str = "rollback") -> Decision:
+    """Move ``champion`` back to ``previous_champion``; the demoted version becomes previous.
+
+    Leaves a manual decision record on the restored version.
+
+    Raises:
+        NotFoundError: there is no champion or no previous champion.
+    """
+    setup()
+    name = name or config.model_name()
+    current, previous = version_by_alias(name, CHAMPION), version_by_alias(name, PREVIOUS_CHAMPION)
+    if current is None or previous is None:
+        raise NotFoundError(f"'{name}' has no champion and previous_champion to roll back between")
+    decision = manual_decision("rollback", int(previous.version), int(current.version), reason)
+    apply_decision(name, previous.version, decision)
+    return decision
+
+
+def promote_manually(version: int, reason: str, name: str | None = None) -> Decision:
+    """Make ``version`` the champion by hand (the old one becomes ``previous_champion``).
+
+    Raises:
+        NotFoundError: ``version`` does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    setup()
+    name = name or config.model_name()
+    try:
+        client().get_model_version(name, str(version))
+    except MlflowException:
+        raise NotFoundError(f"'{name}' has no version {version}") from None
+    current = version_by_alias(name, CHAMPION)
+    decision = manual_decision("manual_promote", int(version),
+                               int(current.version) if current else None, reason)
+    apply_decision(name, version, decision)
+    return decision
+
+

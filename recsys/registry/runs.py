@@ -1,0 +1,444 @@
+"""MLflow runs: where the store lives, and what one training or tuning run records.
+
+The registry package is the only part of recsys that imports ``mlflow``, and
+it does so inside functions, so importing recsys stays cheap. Where MLflow
+lives comes from :mod:`recsys.config`: a SQLite database in ``mlruns/`` with
+artifacts beside it by default, a tracking server when ``MLFLOW_TRACKING_URI``
+says so.
+
+What one training run leaves behind (:func:`log_model_run`):
+
+- params: the hyper-parameters plus the split description, flattened
+  (``split.method``, ``split.test_fraction``...);
+- metrics: names MLflow cannot store (``ndcg@10``) are logged as
+  ``ndcg_at_10``; the run tag ``recsys.metric_names`` maps them back;
+- tags ``recsys.data_hash`` and ``recsys.model_type``;
+- artifacts ``split.json`` and ``plots/metrics.png``;
+- dataset inputs: the feature tables the model was fitted with
+  (:class:`InputTable`, context ``features``), each with its content hash;
+- the served model as a pyfunc named ``model`` (:mod:`recsys.registry.pyfunc`).
+"""
+
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys import config
+from recsys.errors import InputError, check_k
+from recsys.ids import IdMap
+from recsys.models.base import Recommender, check_matrix
+from recsys.registry.pyfunc import log_pyfunc
+from recsys.serialize import json_safe
+
+if TYPE_CHECKING:
+    from recsys.serving.coldstart import ColdStart
+
+log = logging.getLogger(__name__)
+
+TAG_DATA_HASH = "recsys.data_hash"
+TAG_MODEL_TYPE = "recsys.model_type"
+TAG_METRIC_NAMES = "recsys.metric_names"
+TAG_MODEL_URI = "recsys.model_uri"
+
+_REMOTE_SCHEMES = ("http", "https", "databricks")
+_BAD_NAME_CHARS = re.compile(r"[^\w.\- /:]")
+
+
+class TrackingError(InputError):
+    """A tracking or registry call got input it cannot use."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Where a logged training run and its model can be found.
+
+    Attributes:
+        run_id: the MLflow run id.
+        model_uri: URI of the logged pyfunc model (``models:/m-...``), usable
+            with :func:`load_model` and :func:`register_model`.
+    """
+
+    run_id: str
+    model_uri: str
+
+
+@dataclass(frozen=True)
+class InputTable:
+    """A table a run used, logged as an MLflow dataset input.
+
+    Attributes:
+        name: the table's name (``user_profiles``, ``sequences``...).
+        path: the Parquet file holding it.
+        digest: its content hash (:func:`recsys.data.features.feature_hash`, hex).
+            MLflow stores at most 36 characters of a digest, so a longer one is
+            logged cut to its first :data:`DIGEST_LENGTH` and whole in the
+            input tag :data:`TAG_INPUT_HASH`.
+        context: what the run used it for.
+    """
+
+    name: str
+    path: Path
+    digest: str
+    context: str = "features"
+
+
+#: Characters of an :class:`InputTable` digest kept as the MLflow dataset digest.
+DIGEST_LENGTH = 32
+#: Dataset-input tag holding the whole content hash of an input table.
+TAG_INPUT_HASH = "recsys.feature_hash"
+
+
+# --------------------------------------------------------------------- setup
+def setup(experiment: str | None = None) -> str:
+    """Point MLflow at the configured store and make sure the experiment exists.
+
+    Safe to call any number of times and from parallel tasks: an existing
+    experiment is reused (restored if it was deleted); a lost creation race
+    falls back to the winner's experiment.
+
+    Args:
+        experiment: experiment name; defaults to :func:`recsys.config.experiment_name`.
+
+    Returns:
+        The experiment id.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = config.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = experiment or config.experiment_name()
+    mlflow_client = client()
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            return mlflow_client.create_experiment(name, artifact_location=_artifact_location(name))
+        except MlflowException:
+            found = mlflow_client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(found.experiment_id)
+    return found.experiment_id
+
+
+def client() -> Any:
+    """An ``MlflowClient`` on the configured tracking and registry store."""
+    from mlflow import MlflowClient
+
+    uri = config.tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _artifact_location(experiment: str) -> str | None:
+    """Artifact folder of a new experiment: ``<artifact root>/<experiment>``.
+
+    A tracking server decides for itself (its ``--artifacts-destination``)
+    unless an artifact root was configured explicitly.
+    """
+    root = config.artifact_root()
+    default_root = (config.mlruns_dir() / "artifacts").as_uri()
+    remote = config.tracking_uri().split(":", 1)[0] in _REMOTE_SCHEMES
+    if remote and root == default_root:
+        return None
+    return f"{root.rstrip('/')}/{config.safe_name(experiment)}"
+
+
+def original_metric_names(run: Any) -> dict[str, float]:
+    """A run's metrics under the names they were logged with (``ndcg@10``, not ``ndcg_at_10``)."""
+    renamed = json.loads(run.data.tags.get(TAG_METRIC_NAMES, "{}"))
+    return {renamed.get(key, key): value for key, value in run.data.metrics.items()}
+
+
+
+# ------------------------------------------------------------------- logging
+def log_model_run(
+    model: Recommender,
+    *,
+    id_map: IdMap,
+    train_matrix: sp.spmatrix,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    split_info: Mapping[str, Any],
+    data_hash: str,
+    run_name: str,
+    k: int = 10,
+    tags: Mapping[str, str] | None = None,
+    artifacts: Mapping[str, Path] | None = None,
+    parent_run_id: str | None = None,
+    cold_start: ColdStart | None = None,
+    inputs: Iterable[InputTable] = (),
+) -> RunInfo:
+    """Record one trained model as an MLflow run with a servable pyfunc model.
+
+    Args:
+        model: a fitted recommender.
+        id_map: the id ↔ index map the model was trained with.
+        train_matrix: the training matrix (users × items of ``id_map``); the
+            served model filters these seen items.
+        params: hyper-parameters and other run settings (nested dicts are
+            flattened with ``.``).
+        metrics: evaluation results, name → value.
+        split_info: how train and holdout were split; logged as params under
+            ``split.`` and as the ``split.json`` artifact.
+        data_hash: fingerprint of the training data (tag ``recsys.data_hash``).
+        run_name: the run's display name.
+        k: default list length of the served model.
+        tags: extra run tags.
+        artifacts: extra files or folders to log, artifact folder name → path.
+        parent_run_id: make this run a child of that run.
+        cold_start: the fallback chain for users the model does not know
+            (:func:`recsys.serving.coldstart.fit_cold_start` on the training frame
+            with the items and users tables); ``None`` fits one from
+            ``train_matrix`` alone (onboarding by co-liked items, global popularity).
+        inputs: tables the model was fitted with, logged as dataset inputs
+            (name, digest, schema, row count, source path).
+
+    Returns:
+        The run id and the logged model's URI.
+
+    Raises:
+        TrackingError: the model is not fitted, shapes disagree, ``k`` is not
+            positive, a metric is not a number, or an artifact path or input
+            table is missing; raised before any run is created.
+    """
+    import mlflow
+
+    X = _check_run_inputs(model, id_map, train_matrix, metrics, k)
+    inputs = tuple(inputs)
+    missing = [f"{name!r}: {path}" for name, path in (artifacts or {}).items()
+               if not Path(path).exists()]
+    missing += [f"input {t.name!r}: {t.path}" for t in inputs if not Path(t.path).is_file()]
+    if missing:
+        raise TrackingError(f"artifacts do not exist: {', '.join(missing)}")
+    experiment_id = setup()
+    logged_metrics, renamed = _mlflow_metrics(metrics)
+    run_tags = _run_tags(model, data_hash, renamed, tags)
+    nested = parent_run_id is not None or mlflow.active_run() is not None
+    with (
+        tempfile.TemporaryDirectory(prefix="recsys-log-") as tmp,
+        mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            parent_run_id=parent_run_id,
+            nested=nested,
+            tags=run_tags,
+        ) as run,
+    ):
+        mlflow.log_params(_mlflow_params(params, split_info, k))
+        mlflow.log_metrics(logged_metrics)
+        _log_inputs(inputs)
+        mlflow.log_dict(json_safe(dict(split_info)), "split.json")
+        mlflow.log_artifact(str(_plot_metrics(metrics, run_name, Path(tmp))), "plots")
+        _log_extra_artifacts(artifacts or {})
+        model_uri = log_pyfunc(model, id_map, X, k, Path(tmp), cold_start)
+        mlflow.set_tag(TAG_MODEL_URI, model_uri)
+    log.info("logged run %s (%s) with model %s", run.info.run_id, run_name, model_uri)
+    return RunInfo(run_id=run.info.run_id, model_uri=model_uri)
+
+
+def _log_inputs(inputs: Iterable[InputTable]) -> None:
+    """Log each table as a pandas dataset input of the active run."""
+    import mlflow
+
+    for table in inputs:
+        frame = pd.read_parquet(table.path)
+        with warnings.catch_warnings():
+            # Hints that do not apply: a local path is a local file whichever of
+            # MLflow's two local sources reads it, and feature counts are never null.
+            warnings.filterwarnings("ignore", message=".*interpreted in multiple ways",
+                                    category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame, source=str(Path(table.path).resolve()), name=table.name,
+                digest=table.digest[:DIGEST_LENGTH])
+            mlflow.log_input(dataset, context=table.context,
+                             tags={TAG_INPUT_HASH: table.digest})
+
+
+def _check_run_inputs(
+    model: Recommender, id_map: IdMap, train_matrix: sp.spmatrix,
+    metrics: Mapping[str, float], k: int,
+) -> sp.csr_matrix:
+    if not isinstance(model, Recommender):
+        raise TrackingError(f"model must be a Recommender, got {type(model).__name__}")
+    if not hasattr(model, "n_items_"):
+        raise TrackingError(f"{type(model).__name__} is not fitted; call fit() first")
+    X = check_matrix(train_matrix)
+    if X.shape != (id_map.n_users, id_map.n_items):
+        raise TrackingError(
+            f"train_matrix has shape {X.shape} but id_map has "
+            f"{id_map.n_users} users and {id_map.n_items} items"
+        )
+    if X.shape[1] != model.n_items_:
+        raise TrackingError(
+            f"train_matrix has {X.shape[1]} items but the model was fitted on {model.n_items_}"
+        )
+    check_k(k)
+    bad = [name for name, v in metrics.items() if not _is_number(v)]
+    if bad:
+        raise TrackingError(f"metrics must be numbers; not numbers: {', '.join(map(str, bad))}")
+    return X
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool
+    )
+
+
+def metric_key(name: str) -> str:
+    """The name MLflow stores metric ``name`` under (``ndcg@10`` → ``ndcg_at_10``)."""
+    return _BAD_NAME_CHARS.sub("_", str(name).replace("@", "_at_"))
+
+
+def _mlflow_metrics(metrics: Mapping[str, float]) -> tuple[dict[str, float], dict[str, str]]:
+    """Metrics under MLflow-safe names, and the stored → original map of renamed ones."""
+    logged: dict[str, float] = {}
+    renamed: dict[str, str] = {}
+    for name, value in metrics.items():
+        key = metric_key(name)
+        if key in logged:
+            other = renamed.get(key, key)
+            raise TrackingError(f"metrics {name!r} and {other!r} both log as {key!r}")
+        logged[key] = float(value)
+        if key != name:
+            renamed[key] = str(name)
+    return logged, renamed
+
+
+def _mlflow_params(
+    params: Mapping[str, Any], split_info: Mapping[str, Any], k: int
+) -> dict[str, str]:
+    flat = _flatten(params)
+    flat.update(_flatten(split_info, prefix="split."))
+    flat.setdefault("serve_k", k)
+    return {metric_key(key): _param_value(value) for key, value in flat.items()}
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, prefix=f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _param_value(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(json_safe(value))
+    except TypeError:
+        return str(value)
+
+
+def _run_tags(
+    model: Recommender, data_hash: str, renamed: Mapping[str, str],
+    tags: Mapping[str, str] | None,
+) -> dict[str, str]:
+    run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    run_tags[TAG_DATA_HASH] = str(data_hash)
+    run_tags[TAG_MODEL_TYPE] = model_type_of(model)
+    if renamed:
+        run_tags[TAG_METRIC_NAMES] = json.dumps(dict(renamed), sort_keys=True)
+    return run_tags
+
+
+def model_type_of(model: Recommender) -> str:
+    """The registry name of ``model`` (``popularity``...), or its class name."""
+    return getattr(model, "name", "") or type(model).__name__
+
+
+def _plot_metrics(metrics: Mapping[str, float], title: str, folder: Path) -> Path:
+    """A horizontal bar chart of the metrics, written as ``metrics.png`` in ``folder``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [str(n) for n in metrics]
+    values = [float(v) for v in metrics.values()]
+    fig = Figure(figsize=(6, 0.45 * max(len(names), 1) + 1.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    bars = ax.barh(names, values, color="#4878a8")
+    ax.bar_label(bars, fmt="%.4f", padding=3, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_title(title)
+    ax.set_xlabel("value")
+    ax.margins(x=0.2)
+    fig.tight_layout()
+    path = folder / "metrics.png"
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _log_extra_artifacts(artifacts: Mapping[str, Path]) -> None:
+    import mlflow
+
+    for name, path in artifacts.items():
+        path = Path(path)
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=name)
+        else:
+            mlflow.log_artifact(str(path), artifact_path=name)
+
+
+
+def log_tuning(model_name: str, result: Mapping[str, Any], *, run_name: str,
+               tags: Mapping[str, str] | None = None) -> str:
+    """Log a tuning study: one parent run, one nested run per trial.
+
+    Args:
+        model_name: the tuned model's registry name.
+        result: :meth:`recsys.training.tuning.TuningResult.to_dict` output.
+        run_name: the parent run's name.
+        tags: extra tags for the parent run.
+
+    Returns:
+        The parent run id. Trial runs carry the trial's params and
+        ``validation_<metric>``; the parent carries the best of both.
+    """
+    import mlflow
+
+    experiment_id = setup()
+    metric = metric_key(f"validation_{result['metric']}")
+    parent_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "study", **(tags or {})}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                          tags=parent_tags, nested=mlflow.active_run() is not None) as parent:
+        if result["params"]:
+            mlflow.log_params({f"best.{k}": _param_value(v) for k, v in result["params"].items()})
+        if result["trials"]:
+            mlflow.log_metric(metric, float(result["score"]))
+        for trial in result["trials"]:
+            trial_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "trial"}
+            with mlflow.start_run(experiment_id=experiment_id, nested=True,
+                                  run_name=f"{run_name}-trial-{trial['number']}",
+                                  tags=trial_tags):
+                mlflow.log_params({k: _param_value(v) for k, v in trial["params"].items()})
+                mlflow.log_metrics({metric: float(trial["score"]),
+                                    "trial_seconds": float(trial["seconds"])})
+    return parent.info.run_id
+
+
+def log_files(run_id: str, paths: Iterable[Path], artifact_path: str) -> None:
+    """Attach existing files to run ``run_id`` under ``artifact_path``."""
+    mlflow_client = client()
+    for path in paths:
+        mlflow_client.log_artifact(run_id, str(path), artifact_path)
+
