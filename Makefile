@@ -83,8 +83,11 @@ bench-table: $(STAMP)
 	  --output $(RECSYS_HOME)/bench/$$p.json > $(RECSYS_HOME)/bench/$$p.md || exit 1; \
 	  cat $(RECSYS_HOME)/bench/$$p.md; done
 
+LINTED := recsys dags plugins tests benchmarks
+
 lint: $(STAMP)
-	$(BIN)/ruff check recsys dags plugins tests
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 clean:
 	rm -rf var mlruns/mlflow.db mlruns/artifacts

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from recsys.constants import ITEM_COL, USER_COL
+from recsys.data.loaders import load_input
+from recsys.data.splits import split_interactions
 from recsys.ids import IdMap
 from recsys.models.attention import SelfAttentionRecommender
 from recsys.models.base import FitContext
-from recsys.data.loaders import load_input
-from recsys.data.splits import split_interactions
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
@@ -51,11 +51,15 @@ def main(argv: list[str]) -> dict[str, float]:
     hit = items == targets[:, None]
     rank = np.argmax(hit, axis=1)
     found = hit.any(axis=1)
-    result = {"ndcg@10": float(np.where(found, 1 / np.log2(rank + 2), 0).mean()),
-              "hr@10": float(found.mean()), "train_seconds": round(seconds, 1),
-              "load_average": os.getloadavg()[0],
-              "epochs_run": len(model.history_["loss"]), "best_epoch": model.best_epoch_,
-              "best_val_ndcg@10": max(model.history_["val_ndcg@10"])}
+    result = {
+        "ndcg@10": float(np.where(found, 1 / np.log2(rank + 2), 0).mean()),
+        "hr@10": float(found.mean()),
+        "train_seconds": round(seconds, 1),
+        "load_average": os.getloadavg()[0],
+        "epochs_run": len(model.history_["loss"]),
+        "best_epoch": model.best_epoch_,
+        "best_val_ndcg@10": max(model.history_["val_ndcg@10"]),
+    }
     print(json.dumps({"params": model.get_params(), **result}))
     return result
 

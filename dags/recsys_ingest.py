@@ -44,13 +44,16 @@ def recsys_ingest():
         moment = dag_run.logical_date or dag_run.run_after
         return pipeline.ingest(arrival=moment.strftime("%Y-%m-%d"), now=moment.timestamp())
 
-    @task(outlets=[INTERACTIONS],
-          doc_md="Update the `recsys_interactions` Asset when new rows were accepted.")
+    @task(
+        outlets=[INTERACTIONS],
+        doc_md="Update the `recsys_interactions` Asset when new rows were accepted.",
+    )
     def publish(result: dict) -> int:
         if not result["new_rows"]:
             raise AirflowSkipException("no new interactions accepted")
         get_current_context()["outlet_events"][INTERACTIONS].extra = {
-            "new_rows": result["new_rows"]}
+            "new_rows": result["new_rows"]
+        }
         return result["new_rows"]
 
     publish(ingest())

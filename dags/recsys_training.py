@@ -61,7 +61,8 @@ INTERACTIONS = Asset("recsys_interactions")
 #: Runs when new data lands, and on a cron as a fallback.
 SCHEDULE = AssetOrTimeSchedule(
     timetable=CronTriggerTimetable(
-        os.environ.get("RECSYS_TRAINING_SCHEDULE", "@daily"), timezone="UTC"),
+        os.environ.get("RECSYS_TRAINING_SCHEDULE", "@daily"), timezone="UTC"
+    ),
     assets=[INTERACTIONS],
 )
 
@@ -84,50 +85,73 @@ def _run_key() -> str:
     doc_md=__doc__,
     params={
         "data_path": Param(
-            os.environ.get("RECSYS_DATA_PATH", ""), type="string",
+            os.environ.get("RECSYS_DATA_PATH", ""),
+            type="string",
             title="Data path",
             description="File or folder of interactions; empty = $RECSYS_DATA_PATH.",
         ),
         "data_format": Param(
-            "auto", enum=["auto", "ml-100k", "ml-latest", "ml-1m", "recsys", "csv", "tsv",
-                          "parquet"],
-            title="Data format", description="auto detects it from the path.",
+            "auto",
+            enum=["auto", "ml-100k", "ml-latest", "ml-1m", "recsys", "csv", "tsv", "parquet"],
+            title="Data format",
+            description="auto detects it from the path.",
         ),
         "models": Param(
-            DEFAULT_MODELS, type="array", items={"type": "string", "enum": MODELS},
-            title="Models", description="Which recommenders to train this run.",
+            DEFAULT_MODELS,
+            type="array",
+            items={"type": "string", "enum": MODELS},
+            title="Models",
+            description="Which recommenders to train this run.",
         ),
         "protocol": Param(
-            "temporal", enum=["temporal", "msr", "loo", "stratified", "random"],
+            "temporal",
+            enum=["temporal", "msr", "loo", "stratified", "random"],
             title="Split protocol",
         ),
         "k": Param(10, type="integer", minimum=1, maximum=200, title="Top-K"),
         "min_new_interactions": Param(
-            int(os.environ.get("RECSYS_MIN_NEW_INTERACTIONS", "0")), type="integer",
-            minimum=0, title="Minimum new interactions",
+            int(os.environ.get("RECSYS_MIN_NEW_INTERACTIONS", "0")),
+            type="integer",
+            minimum=0,
+            title="Minimum new interactions",
             description="Skip the run when fewer new interactions arrived since the "
-                        "champion was trained.",
+            "champion was trained.",
         ),
         "margin": Param(
-            0.0, type="number", minimum=0, title="Promotion margin",
+            0.0,
+            type="number",
+            minimum=0,
+            title="Promotion margin",
             description="How much NDCG@K must improve to replace the champion.",
         ),
         "tuning_trials": Param(
-            int(os.environ.get("RECSYS_TUNING_TRIALS", "0")), type="integer", minimum=0,
+            int(os.environ.get("RECSYS_TUNING_TRIALS", "0")),
+            type="integer",
+            minimum=0,
             title="Tuning trials per model",
             description="Optuna trials on a validation carve of train; 0 keeps defaults.",
         ),
         "rerank_strength": Param(
-            0.0, type="number", minimum=0, maximum=1, title="Popularity re-ranking",
+            0.0,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Popularity re-ranking",
             description="Divide each candidate's score by (1 + popularity)^strength before "
-                        "writing the top-K; 0 keeps the champion's order. On ML-100K, 0.45 "
-                        "cut average popularity by a third at no loss of NDCG@10.",
+            "writing the top-K; 0 keeps the champion's order. On ML-100K, 0.45 "
+            "cut average popularity by a third at no loss of NDCG@10.",
         ),
         "tuning_timeout_s": Param(
-            600, type="integer", minimum=1, title="Tuning time budget (s) per model",
+            600,
+            type="integer",
+            minimum=1,
+            title="Tuning time budget (s) per model",
         ),
         "max_sequence_length": Param(
-            50, type="integer", minimum=1, title="Sequence length",
+            50,
+            type="integer",
+            minimum=1,
+            title="Sequence length",
             description="Latest interactions kept per user in the sequences feature table.",
         ),
     },
@@ -153,7 +177,9 @@ def recsys_training():
         moment = dag_run.logical_date or dag_run.run_after
         fmt = None if params["data_format"] == "auto" else params["data_format"]
         return pipeline.validate_data(
-            _run_key(), params["data_path"] or config.data_path(), data_format=fmt,
+            _run_key(),
+            params["data_path"] or config.data_path(),
+            data_format=fmt,
             now=moment.timestamp(),
         )
 
@@ -178,8 +204,13 @@ def recsys_training():
         params = get_current_context()["params"]
         if model_name not in params["models"]:
             return {"model": model_name, "params": {}, "selected": False}
-        return pipeline.tune_model(_run_key(), model_name, n_trials=params["tuning_trials"],
-                                   timeout_s=params["tuning_timeout_s"], k=params["k"])
+        return pipeline.tune_model(
+            _run_key(),
+            model_name,
+            n_trials=params["tuning_trials"],
+            timeout_s=params["tuning_timeout_s"],
+            k=params["k"],
+        )
 
     def train_task(name: str):
         @task(task_id=f"train_{name}", doc_md=f"Fit `{name}` and log it as an MLflow run.")
@@ -190,13 +221,16 @@ def recsys_training():
             if name not in params["models"]:
                 raise AirflowSkipException(f"{name} is not among this run's models")
             found = [t["params"] for t in tuned if t["model"] == name]
-            return pipeline.train_model(_run_key(), name, params=(found or [None])[0] or None,
-                                        k=params["k"])
+            return pipeline.train_model(
+                _run_key(), name, params=(found or [None])[0] or None, k=params["k"]
+            )
 
         return train
 
-    @task(trigger_rule="none_failed_min_one_success",
-          doc_md="Score every candidate and the champion on the same test split.")
+    @task(
+        trigger_rule="none_failed_min_one_success",
+        doc_md="Score every candidate and the champion on the same test split.",
+    )
     def evaluate() -> dict:
         from recsys import pipeline
 
@@ -215,8 +249,9 @@ def recsys_training():
         from recsys import pipeline
 
         params = get_current_context()["params"]
-        return pipeline.recommend_all(_run_key(), k=params["k"],
-                                      rerank_strength=params["rerank_strength"])
+        return pipeline.recommend_all(
+            _run_key(), k=params["k"], rerank_strength=params["rerank_strength"]
+        )
 
     validated = validate()
     check_new_data() >> validated

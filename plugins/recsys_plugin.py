@@ -34,8 +34,9 @@ async def require_airflow_login(request: Request) -> None:
     from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
     from fastapi import HTTPException
 
-    user = await get_user(request, _oauth_token=None,
-                          bearer_credentials=await bearer_scheme(request))
+    user = await get_user(
+        request, _oauth_token=None, bearer_credentials=await bearer_scheme(request)
+    )
     if not get_auth_manager().is_authorized_view(access_view=AccessView.WEBSITE, user=user):
         raise HTTPException(403, "Forbidden")
 
@@ -51,15 +52,19 @@ class RecsysPlugin(AirflowPlugin):
     """Registers the Recommender page and its navigation entry."""
 
     name = "recsys"
-    fastapi_apps = [{
-        "app": create_app(authorize=require_airflow_login, login_url=airflow_login_url),
-        "url_prefix": URL_PREFIX,
-        "name": "Recommender",
-    }]
-    external_views = [{
-        "name": "Recommender",
-        "href": f"{URL_PREFIX}/",
-        "url_route": "recommender",
-        "destination": "nav",
-        "nav_top_level": True,
-    }]
+    fastapi_apps = [
+        {
+            "app": create_app(authorize=require_airflow_login, login_url=airflow_login_url),
+            "url_prefix": URL_PREFIX,
+            "name": "Recommender",
+        }
+    ]
+    external_views = [
+        {
+            "name": "Recommender",
+            "href": f"{URL_PREFIX}/",
+            "url_route": "recommender",
+            "destination": "nav",
+            "nav_top_level": True,
+        }
+    ]

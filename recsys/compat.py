@@ -26,8 +26,9 @@ MOVED = {
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports an old module name as its new module (the same object, not a copy)."""
 
-    def find_spec(self, name: str, path: object, target: object = None
-                  ) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, name: str, path: object, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if name not in MOVED:
             return None
         return importlib.machinery.ModuleSpec(name, self)

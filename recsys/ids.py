@@ -94,8 +94,9 @@ class IdMap:
         X.sum_duplicates()
         return X
 
-    def time_matrix(self, interactions: pd.DataFrame, *,
-                    time_col: str = TIME_COL) -> sp.csr_matrix | None:
+    def time_matrix(
+        self, interactions: pd.DataFrame, *, time_col: str = TIME_COL
+    ) -> sp.csr_matrix | None:
         """User × item CSR of each pair's latest timestamp (float64), or ``None``
         when ``interactions`` has no ``time_col``. Pairs the map does not know
         are left out, as in :meth:`to_matrix`."""
@@ -103,17 +104,26 @@ class IdMap:
             return None
         u = self.user_index(interactions[USER_COL].to_numpy())
         i = self.item_index(interactions[ITEM_COL].to_numpy())
-        t = pd.to_numeric(interactions[time_col], errors="coerce").to_numpy(dtype=np.float64,
-                                                                     na_value=np.nan)
+        t = pd.to_numeric(interactions[time_col], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
         keep = (u >= 0) & (i >= 0) & np.isfinite(t)
-        latest = pd.DataFrame({"u": u[keep], "i": i[keep], "t": t[keep]}).groupby(
-            ["u", "i"], sort=False)["t"].max()
-        return sp.csr_matrix((latest.to_numpy(), (latest.index.get_level_values(0),
-                                                  latest.index.get_level_values(1))),
-                             shape=(self.n_users, self.n_items))
+        latest = (
+            pd.DataFrame({"u": u[keep], "i": i[keep], "t": t[keep]})
+            .groupby(["u", "i"], sort=False)["t"]
+            .max()
+        )
+        return sp.csr_matrix(
+            (
+                latest.to_numpy(),
+                (latest.index.get_level_values(0), latest.index.get_level_values(1)),
+            ),
+            shape=(self.n_users, self.n_items),
+        )
 
-    def unknown(self, interactions: pd.DataFrame, *, user_col: str = USER_COL,
-                item_col: str = ITEM_COL) -> pd.DataFrame:
+    def unknown(
+        self, interactions: pd.DataFrame, *, user_col: str = USER_COL, item_col: str = ITEM_COL
+    ) -> pd.DataFrame:
         """Rows of ``interactions`` whose user or item this map does not know."""
         u = self.user_index(interactions[user_col].to_numpy())
         i = self.item_index(interactions[item_col].to_numpy())
@@ -143,11 +153,17 @@ class IdMap:
         users_sorted = u[keep][order]
         items_sorted = i[keep][order]
         bounds = np.searchsorted(users_sorted, np.arange(self.n_users + 1))
-        return [items_sorted[bounds[r]:bounds[r + 1]] for r in range(self.n_users)]
+        return [items_sorted[bounds[r] : bounds[r + 1]] for r in range(self.n_users)]
 
 
-def long_frame(user_ids: np.ndarray, items: np.ndarray, scores: np.ndarray | None,
-               item_ids: pd.Index, *, served_by: object = None) -> pd.DataFrame:
+def long_frame(
+    user_ids: np.ndarray,
+    items: np.ndarray,
+    scores: np.ndarray | None,
+    item_ids: pd.Index,
+    *,
+    served_by: object = None,
+) -> pd.DataFrame:
     """The long table ``user_id, item_id, score, rank`` of a block of top-K lists.
 
     The one place index arrays become the table that models, metrics and the
@@ -170,8 +186,10 @@ def long_frame(user_ids: np.ndarray, items: np.ndarray, scores: np.ndarray | Non
         items = items.reshape(len(user_ids), -1)
     n_users, k = items.shape
     filled = (items >= 0).ravel()
-    frame = {USER_COL: np.repeat(np.asarray(user_ids), k)[filled],
-             ITEM_COL: np.asarray(item_ids)[items.ravel()[filled]]}
+    frame = {
+        USER_COL: np.repeat(np.asarray(user_ids), k)[filled],
+        ITEM_COL: np.asarray(item_ids)[items.ravel()[filled]],
+    }
     if scores is not None:
         frame[SCORE_COL] = np.asarray(scores, dtype=np.float64).reshape(n_users, k).ravel()[filled]
     frame[RANK_COL] = np.tile(np.arange(1, k + 1, dtype=np.int64), n_users)[filled]

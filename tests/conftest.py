@@ -45,8 +45,13 @@ def isolated_mlflow(tmp_path, monkeypatch) -> str:
 #: Files that spend minutes waiting on servers or Airflow runs: started first, so
 #: with ``pytest -n 2 --dist loadfile`` they overlap the quick files instead of
 #: running alone at the end.
-_LONG_FILES = ("test_production_stack.py", "test_end_to_end.py", "test_browser.py",
-               "test_ui.py", "test_attention.py")
+_LONG_FILES = (
+    "test_production_stack.py",
+    "test_end_to_end.py",
+    "test_browser.py",
+    "test_ui.py",
+    "test_attention.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -63,13 +68,19 @@ def make_decision():
     ``candidate - champion >= margin`` (always without a champion)."""
     from recsys.promotion.decision import Decision
 
-    def make(candidate: float, champion: float | None, *, margin: float = 0.0,
-             **versions: int) -> Decision:
+    def make(
+        candidate: float, champion: float | None, *, margin: float = 0.0, **versions: int
+    ) -> Decision:
         promote = champion is None or candidate - champion >= margin - 1e-12
         verdict = "promote" if promote else "hold"
-        return Decision(promote=promote, candidate_score=candidate, champion_score=champion,
-                        margin=margin, metric="ndcg@10",
-                        reason=f"{verdict}: ndcg@10 {candidate} vs champion {champion}",
-                        **versions)
+        return Decision(
+            promote=promote,
+            candidate_score=candidate,
+            champion_score=champion,
+            margin=margin,
+            metric="ndcg@10",
+            reason=f"{verdict}: ndcg@10 {candidate} vs champion {champion}",
+            **versions,
+        )
 
     return make

@@ -66,8 +66,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], T | None], *, timeout: float, what: str,
-               interval: float = 1.0, services: tuple[Service, ...] = ()) -> T:
+def wait_until(
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 1.0,
+    services: tuple[Service, ...] = (),
+) -> T:
     """Call ``check`` until it returns something truthy, and return that.
 
     Args:
@@ -88,8 +94,10 @@ def wait_until(check: Callable[[], T | None], *, timeout: float, what: str,
             return value
         for service in services:
             if not service.alive():
-                raise StackError(f"{service.name} exited (code {service.returncode()}) "
-                                 f"while waiting for {what}:\n{service.log_tail()}")
+                raise StackError(
+                    f"{service.name} exited (code {service.returncode()}) "
+                    f"while waiting for {what}:\n{service.log_tail()}"
+                )
         if time.monotonic() > deadline:
             raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
@@ -132,8 +140,14 @@ class Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+                self.argv,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+                start_new_session=True,
+            )
         log.info("started %s (pid %s): %s", self.name, self.process.pid, " ".join(self.argv))
         return self
 
@@ -214,8 +228,7 @@ class Service:
         self.reap(self.terminate(), grace)
 
 
-def run_command(argv: list[str], env: dict[str, str], log_path: Path, *,
-                timeout: float) -> None:
+def run_command(argv: list[str], env: dict[str, str], log_path: Path, *, timeout: float) -> None:
     """Run a one-shot command to completion, its output appended to ``log_path``.
 
     Raises:
@@ -223,9 +236,16 @@ def run_command(argv: list[str], env: dict[str, str], log_path: Path, *,
     """
     with open(log_path, "ab") as out:
         try:
-            done = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, cwd=REPO, timeout=timeout,
-                                  check=False)
+            done = subprocess.run(
+                argv,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+                timeout=timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired as exc:
             raise StackError(f"{' '.join(argv)} ran past {timeout:.0f}s") from exc
     if done.returncode != 0:
@@ -394,11 +414,16 @@ class ProductionStack:
     def migrate(self, timeout: float = 180) -> None:
         """``airflow db migrate`` on the fresh Postgres database."""
         self.prepare_airflow_home()
-        run_command([str(BIN / "airflow"), "db", "migrate"], self.env,
-                    self.cfg.logs / "airflow-migrate.log", timeout=timeout)
+        run_command(
+            [str(BIN / "airflow"), "db", "migrate"],
+            self.env,
+            self.cfg.logs / "airflow-migrate.log",
+            timeout=timeout,
+        )
 
-    def start_service(self, name: str, argv: list[str],
-                      env: dict[str, str] | None = None) -> Service:
+    def start_service(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> Service:
         """Start one server and remember it for :meth:`stop`."""
         service = Service(name, argv, env or self.env, self.cfg.logs / f"{name}.log")
         self.services.append(service)
@@ -408,12 +433,24 @@ class ProductionStack:
         """``mlflow server`` on the Postgres backend, proxying artifacts to a local folder."""
         artifacts = self.cfg.root / "mlflow-artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
-        return self.start_service("mlflow", [
-            str(BIN / "mlflow"), "server",
-            "--backend-store-uri", postgres_url(self.cfg.mlflow_db),
-            "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(),
-            "--host", "127.0.0.1", "--port", str(self.cfg.mlflow_port), "--workers", "1",
-        ])
+        return self.start_service(
+            "mlflow",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                postgres_url(self.cfg.mlflow_db),
+                "--serve-artifacts",
+                "--artifacts-destination",
+                artifacts.as_uri(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.cfg.mlflow_port),
+                "--workers",
+                "1",
+            ],
+        )
 
     def start_airflow(self) -> None:
         """The api-server, scheduler, dag-processor and triggerer."""
@@ -426,10 +463,20 @@ class ProductionStack:
         self._workers += 1
         name = f"worker-{self._workers}"
         home = Path(self.env["AIRFLOW_HOME"])
-        return self.start_service(name, [
-            str(BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{name}@%h",
-            "--pid", str(home / f"{name}.pid"), "--without-gossip", "--without-mingle",
-        ])
+        return self.start_service(
+            name,
+            [
+                str(BIN / "airflow"),
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"{name}@%h",
+                "--pid",
+                str(home / f"{name}.pid"),
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        )
 
     def service(self, name: str) -> Service:
         """The most recently started service called ``name``."""
@@ -465,10 +512,18 @@ class ProductionStack:
     def wait_healthy(self, timeout: float = 120) -> None:
         """Until MLflow and the Airflow API answer and the scheduler, dag-processor
         and triggerer report healthy heartbeats."""
-        wait_until(lambda: http_ok(f"{self.cfg.mlflow_url}/health"), timeout=timeout,
-                   what="the MLflow server", services=self.running())
-        wait_until(self._airflow_healthy, timeout=timeout, what="Airflow's components",
-                   services=self.running())
+        wait_until(
+            lambda: http_ok(f"{self.cfg.mlflow_url}/health"),
+            timeout=timeout,
+            what="the MLflow server",
+            services=self.running(),
+        )
+        wait_until(
+            self._airflow_healthy,
+            timeout=timeout,
+            what="Airflow's components",
+            services=self.running(),
+        )
 
     def _airflow_healthy(self) -> bool:
         try:
@@ -498,8 +553,11 @@ class AirflowAPI:
 
     def login(self) -> None:
         """Exchange the user's password for a bearer token."""
-        reply = self.session.post(f"{self.base_url}/auth/token", timeout=30,
-                                  json={"username": self.username, "password": self.password})
+        reply = self.session.post(
+            f"{self.base_url}/auth/token",
+            timeout=30,
+            json={"username": self.username, "password": self.password},
+        )
         if reply.status_code not in (200, 201):
             raise StackError(f"login failed: {reply.status_code} {reply.text}")
         token = reply.json()["access_token"]
@@ -511,8 +569,9 @@ class AirflowAPI:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call ``/api/v2/<path>``; a non-2xx answer raises with the server's message."""
-        reply = self.session.request(method, f"{self.base_url}/api/v2/{path.lstrip('/')}",
-                                     timeout=30, **kwargs)
+        reply = self.session.request(
+            method, f"{self.base_url}/api/v2/{path.lstrip('/')}", timeout=30, **kwargs
+        )
         if reply.status_code >= 300:
             raise StackError(f"{method} {path}: {reply.status_code} {reply.text}")
         return reply.json() if reply.content else None
@@ -544,28 +603,38 @@ class AirflowAPI:
         return self.get(f"dags/{dag_id}/dagRuns/{run_id}")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-                        limit=100)["task_instances"]
+        return self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100)[
+            "task_instances"
+        ]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         """``{task_id: state}`` of one run."""
         return {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}
 
-    def wait_for_run(self, dag_id: str, run_id: str, *, timeout: float,
-                     services: tuple[Service, ...] = ()) -> dict:
+    def wait_for_run(
+        self, dag_id: str, run_id: str, *, timeout: float, services: tuple[Service, ...] = ()
+    ) -> dict:
         """Until the run finishes; returns it, or raises with its task states if it failed."""
+
         def finished() -> dict | None:
             run = self.dag_run(dag_id, run_id)
             return run if run["state"] in FINISHED_RUN_STATES else None
 
         try:
-            run = wait_until(finished, timeout=timeout, interval=2, services=services,
-                             what=f"run {run_id} of {dag_id} to finish")
+            run = wait_until(
+                finished,
+                timeout=timeout,
+                interval=2,
+                services=services,
+                what=f"run {run_id} of {dag_id} to finish",
+            )
         except StackError as exc:
             raise StackError(f"{exc}\ntask states: {self.task_states(dag_id, run_id)}") from exc
         if run["state"] != "success":
-            raise StackError(f"run {run_id} ended {run['state']}; "
-                             f"task states: {self.task_states(dag_id, run_id)}")
+            raise StackError(
+                f"run {run_id} ended {run['state']}; "
+                f"task states: {self.task_states(dag_id, run_id)}"
+            )
         return run
 
 

@@ -23,18 +23,29 @@ from recsys.models.attention import (
 from recsys.models.base import FitContext
 
 N_ITEMS = 10
-TINY = {"max_len": 8, "d_model": 16, "n_heads": 2, "n_blocks": 1, "dropout": 0.0,
-        "epochs": 15, "batch_size": 32, "learning_rate": 0.01, "patience": 15}
+TINY = {
+    "max_len": 8,
+    "d_model": 16,
+    "n_heads": 2,
+    "n_blocks": 1,
+    "dropout": 0.0,
+    "epochs": 15,
+    "batch_size": 32,
+    "learning_rate": 0.01,
+    "patience": 15,
+}
 
 
 def cyclic_data(n_users: int = 60, seed: int = 0) -> tuple[sp.csr_matrix, list[np.ndarray]]:
     """Each user walks i → i + 1 (mod N_ITEMS) from a random start, 4 to 8 steps."""
     rng = np.random.default_rng(seed)
-    seqs = [(rng.integers(N_ITEMS) + np.arange(rng.integers(4, 9))) % N_ITEMS
-            for _ in range(n_users)]
+    seqs = [
+        (rng.integers(N_ITEMS) + np.arange(rng.integers(4, 9))) % N_ITEMS for _ in range(n_users)
+    ]
     rows = np.repeat(np.arange(n_users), [len(s) for s in seqs])
-    X = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, np.concatenate(seqs))),
-                      shape=(n_users, N_ITEMS))
+    X = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, np.concatenate(seqs))), shape=(n_users, N_ITEMS)
+    )
     return X, seqs
 
 
@@ -70,7 +81,12 @@ def test_save_load_identical_scores(cyclic, tmp_path):
     assert loaded.get_params() == model.get_params()
     assert loaded.history_ == model.history_
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "history.json", "network.weights.h5", "params.json", "recommender.json", "state.npz"]
+        "history.json",
+        "network.weights.h5",
+        "params.json",
+        "recommender.json",
+        "state.npz",
+    ]
 
 
 def test_pickle_carries_weights_not_keras_object(cyclic):
@@ -94,8 +110,9 @@ def test_other_seed_differs(cyclic):
     model, X, seqs = cyclic
     users = np.arange(X.shape[0])
     other = SelfAttentionRecommender(**{**TINY, "epochs": 1, "random_state": 1})
-    assert not np.array_equal(other.fit(X, FitContext(sequences=seqs))._score(users, X),
-                              model._score(users, X))
+    assert not np.array_equal(
+        other.fit(X, FitContext(sequences=seqs))._score(users, X), model._score(users, X)
+    )
 
 
 def test_changed_history_falls_back_to_x_order(cyclic):
@@ -133,14 +150,18 @@ def test_bad_inputs_named():
         SelfAttentionRecommender(**{**TINY, "use_profile": True}).fit(X)
     with pytest.raises(ValueError, match="^no user has three or more interactions"):
         short = [s[:2] for s in seqs]
-        X_short = sp.csr_matrix((np.ones(10, np.float32), (np.repeat(np.arange(5), 2),
-                                 np.concatenate(short))), shape=(5, N_ITEMS))
+        X_short = sp.csr_matrix(
+            (np.ones(10, np.float32), (np.repeat(np.arange(5), 2), np.concatenate(short))),
+            shape=(5, N_ITEMS),
+        )
         SelfAttentionRecommender(**TINY).fit(X_short, FitContext(sequences=short))
 
 
 def test_module_import_does_not_load_tensorflow():
-    code = ("import sys, recsys.models.attention; "
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    code = (
+        "import sys, recsys.models.attention; "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -199,6 +220,7 @@ def test_left_pad_keeps_last_items():
 def test_ndcg_at_10_limits_and_known_value():
     scores = np.array([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [-np.inf, 0.0, 1.0]])
     assert ndcg_at_10(scores, np.array([0, 0, 1])).tolist() == pytest.approx(
-        [1.0, 0.5, 1 / np.log2(3)])
+        [1.0, 0.5, 1 / np.log2(3)]
+    )
     far = np.arange(20.0)[None, ::-1]
     assert ndcg_at_10(far, np.array([10])).tolist() == [0.0]

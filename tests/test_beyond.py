@@ -18,10 +18,8 @@ from recsys.evaluation.beyond import (
 )
 
 # Four items: a is seen by 3 users, b by 2, c by 1, d by nobody (only in the items table).
-TRAIN = pd.DataFrame({"user_id": [1, 2, 3, 1, 2, 3],
-                      "item_id": ["a", "a", "a", "b", "b", "c"]})
-ITEMS = pd.DataFrame({"item_id": ["a", "b", "c", "d"],
-                      "genres": ["Action", "Action", "Drama", ""]})
+TRAIN = pd.DataFrame({"user_id": [1, 2, 3, 1, 2, 3], "item_id": ["a", "a", "a", "b", "b", "c"]})
+ITEMS = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "genres": ["Action", "Action", "Drama", ""]})
 
 
 @pytest.fixture
@@ -67,8 +65,7 @@ def test_beyond_accuracy_rejects_out_of_range_items(catalogue):
 
 def test_user_groups_bucket_activity_and_bands_ages():
     train = pd.DataFrame({"user_id": [1] * 2 + [2] * 8 + [3] * 20, "item_id": range(30)})
-    users = pd.DataFrame({"user_id": [1, 2, 3], "gender": ["F", "M", None],
-                          "age": [17, 30, 60]})
+    users = pd.DataFrame({"user_id": [1, 2, 3], "gender": ["F", "M", None], "age": [17, 30, 60]})
     out = user_groups(np.array([1, 2, 3, 4]), train, users, cold_max=2, heavy_quantile=0.9)
     assert out["activity"].tolist() == ["cold", "light", "heavy", "cold"]
     assert out["gender"].tolist() == ["F", "M", "unknown", "unknown"]
@@ -76,11 +73,15 @@ def test_user_groups_bucket_activity_and_bands_ages():
 
 
 def test_slices_and_the_fairness_gap():
-    per_user = pd.DataFrame({"ndcg@2": [1.0, 0.0, 0.5, 0.5],
-                             "activity": ["heavy", "light", "light", "heavy"],
-                             "gender": ["F", "F", "M", "M"],
-                             "ndcg@2[head]": [1.0, np.nan, 0.0, np.nan],
-                             "ndcg@2[tail]": [np.nan, 0.0, 0.5, 0.5]})
+    per_user = pd.DataFrame(
+        {
+            "ndcg@2": [1.0, 0.0, 0.5, 0.5],
+            "activity": ["heavy", "light", "light", "heavy"],
+            "gender": ["F", "F", "M", "M"],
+            "ndcg@2[head]": [1.0, np.nan, 0.0, np.nan],
+            "ndcg@2[tail]": [np.nan, 0.0, 0.5, 0.5],
+        }
+    )
     summary = slice_summary(per_user, "ndcg@2")
     figures = slice_metrics(summary, "ndcg@2")
     assert figures["slice.activity.heavy.ndcg@2"] == 0.75

@@ -24,8 +24,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 USER, PASSWORD = "operator", "recsys-test-password"
 MODELS = ("popularity", "itemknn")
 LEAD_COPY = Path("/tmp/recsys-recommender.png")
@@ -39,26 +46,29 @@ def _free_port() -> int:
 
 def _server_env(tmp: Path, port: int) -> dict[str, str]:
     env = os.environ.copy()
-    env.update({
-        "AIRFLOW_HOME": str(tmp / "airflow"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(tmp / "no-dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp / 'airflow.db'}",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API_AUTH__JWT_SECRET": "recsys-browser-test",
-        "AIRFLOW__CORE__AUTH_MANAGER":
-            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp / "passwords.json"),
-        "RECSYS_HOME": str(tmp / "home"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-        "RECSYS_ARTIFACT_ROOT": (tmp / "artifacts").as_uri(),
-        "MLFLOW_UI_URL": "http://localhost:5000",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(tmp / "airflow"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(tmp / "no-dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp / 'airflow.db'}",
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "recsys-browser-test",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp / "passwords.json"),
+            "RECSYS_HOME": str(tmp / "home"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+            "RECSYS_ARTIFACT_ROOT": (tmp / "artifacts").as_uri(),
+            "MLFLOW_UI_URL": "http://localhost:5000",
+        }
+    )
     (tmp / "no-dags").mkdir(parents=True, exist_ok=True)
     (tmp / "passwords.json").write_text(f'{{"{USER}": "{PASSWORD}"}}\n')
     return env
@@ -110,22 +120,30 @@ def _screenshot_dir() -> Path:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="Debian's chromium is not installed at /usr/bin/chromium "
-                           "(.ci/run installs it: apt-get install chromium)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian's chromium is not installed at /usr/bin/chromium "
+    "(.ci/run installs it: apt-get install chromium)",
+)
 def test_recommender_page_behind_airflow_login(tmp_path):
     from playwright.sync_api import sync_playwright
 
     port = _free_port()
     env = _server_env(tmp_path, port)
     airflow = str(Path(sys.executable).with_name("airflow"))
-    migrated = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True,
-                              text=True, timeout=300)
+    migrated = subprocess.run(
+        [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     log = tmp_path / "api-server.log"
     with log.open("w") as out:
-        server = subprocess.Popen([airflow, "api-server", "--port", str(port)], env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [airflow, "api-server", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         _run_pipeline(env, tmp_path / "data")
         base = f"http://127.0.0.1:{port}"
@@ -164,7 +182,8 @@ def _check_page(page, base: str) -> None:
 
     page.goto(f"{base}/plugin/recommender")
     page.get_by_role("link", name="Recommender").or_(
-        page.get_by_text("Recomm", exact=False)).first.wait_for(timeout=30_000)
+        page.get_by_text("Recomm", exact=False)
+    ).first.wait_for(timeout=30_000)
     frame = page.frame_locator("iframe")
     frame.locator("#leaderboard-table").wait_for(timeout=30_000)
     page.screenshot(path=str(folder / "recommender.png"))

@@ -13,8 +13,22 @@ from recsys.cli import main
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
-    assert main(["generate", "--users", "120", "--items", "60", "--interactions", "3000",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--users",
+                "120",
+                "--items",
+                "60",
+                "--interactions",
+                "3000",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -31,8 +45,9 @@ def test_validate_passes_clean_data(synthetic, capsys):
 def test_validate_fails_bad_data_with_a_summary_on_stderr(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("user,item,stars\n1,10,4\n2,11,abc\n-3,12,5\n")
-    code = main(["validate", str(bad), "--user-col", "user", "--item-col", "item",
-                 "--rating-col", "stars"])
+    code = main(
+        ["validate", str(bad), "--user-col", "user", "--item-col", "item", "--rating-col", "stars"]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "rating" in err and "FAILED" in err
@@ -47,23 +62,63 @@ def test_validate_names_a_missing_column(tmp_path, capsys):
 
 def test_benchmark_writes_the_documented_report(synthetic, tmp_path, capsys):
     out = tmp_path / "report.json"
-    assert main(["benchmark", "--data", str(synthetic), "--protocol", "loo",
-                 "--models", "popularity,ease", "--output", str(out), "--no-cold-users"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--data",
+                str(synthetic),
+                "--protocol",
+                "loo",
+                "--models",
+                "popularity,ease",
+                "--output",
+                str(out),
+                "--no-cold-users",
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["protocol"] == "loo"
     assert set(report["results"]) == {"popularity", "ease"}
     for row in report["results"].values():
-        assert {"ndcg@10", "precision@10", "recall@10", "map@10", "coverage",
-                "train_seconds"} <= set(row)
+        assert {
+            "ndcg@10",
+            "precision@10",
+            "recall@10",
+            "map@10",
+            "coverage",
+            "train_seconds",
+        } <= set(row)
     assert "| ease |" in capsys.readouterr().out
 
 
 def test_benchmark_reports_the_rerank_curve_and_plot(synthetic, tmp_path, capsys):
     out, plot = tmp_path / "report.json", tmp_path / "curve.png"
-    assert main(["benchmark", "--data", str(synthetic), "--protocol", "loo",
-                 "--models", "popularity", "--output", str(out), "--no-cold-users",
-                 "--rerank", "ease", "--rerank-lams", "0,0.5,1",
-                 "--rerank-plot", str(plot)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--data",
+                str(synthetic),
+                "--protocol",
+                "loo",
+                "--models",
+                "popularity",
+                "--output",
+                str(out),
+                "--no-cold-users",
+                "--rerank",
+                "ease",
+                "--rerank-lams",
+                "0,0.5,1",
+                "--rerank-plot",
+                str(plot),
+            ]
+        )
+        == 0
+    )
     section = json.loads(out.read_text())["rerank"]
     assert section["method"] == "discount" and section["model"] == "ease"
     points = section["points"]
@@ -76,6 +131,7 @@ def test_benchmark_reports_the_rerank_curve_and_plot(synthetic, tmp_path, capsys
 
 
 def test_an_unknown_model_is_a_one_line_error(synthetic, capsys):
-    assert main(["benchmark", "--data", str(synthetic), "--models", "nosuch",
-                 "--no-cold-users"]) == 2
+    assert (
+        main(["benchmark", "--data", str(synthetic), "--models", "nosuch", "--no-cold-users"]) == 2
+    )
     assert "unknown model 'nosuch'" in capsys.readouterr().err

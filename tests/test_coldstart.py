@@ -10,16 +10,30 @@ from recsys.errors import InputError
 from recsys.evaluation.cold_users import cold_user_split, evaluate_cold_users
 from recsys.serving.coldstart import ColdStartError, age_band, fit_cold_start
 
-ITEMS = pd.DataFrame({"item_id": [1, 2, 3, 4, 5],
-                      "title": ["Alpha", "Beta", "Gamma", "Delta", "Alpha Returns"],
-                      "genres": ["Action", "Drama", "Drama", "Comedy", "Action"]})
-USERS = pd.DataFrame({"user_id": [10, 11, 12, 13],
-                      "age": [20, 22, 60, 61], "gender": ["F", "F", "M", "M"],
-                      "occupation": ["student", "student", "retired", "retired"]})
+ITEMS = pd.DataFrame(
+    {
+        "item_id": [1, 2, 3, 4, 5],
+        "title": ["Alpha", "Beta", "Gamma", "Delta", "Alpha Returns"],
+        "genres": ["Action", "Drama", "Drama", "Comedy", "Action"],
+    }
+)
+USERS = pd.DataFrame(
+    {
+        "user_id": [10, 11, 12, 13],
+        "age": [20, 22, 60, 61],
+        "gender": ["F", "F", "M", "M"],
+        "occupation": ["student", "student", "retired", "retired"],
+    }
+)
 # young women watch 2 and 3; older men watch 1 and 4; 1 is the most popular overall
-TRAIN = pd.DataFrame({"user_id": [10, 10, 11, 11, 12, 12, 13, 13, 13],
-                      "item_id": [2, 3, 2, 3, 1, 4, 1, 4, 3],
-                      "rating": [5.0] * 9, "timestamp": np.arange(9)})
+TRAIN = pd.DataFrame(
+    {
+        "user_id": [10, 10, 11, 11, 12, 12, 13, 13, 13],
+        "item_id": [2, 3, 2, 3, 1, 4, 1, 4, 3],
+        "rating": [5.0] * 9,
+        "timestamp": np.arange(9),
+    }
+)
 
 
 def chain():
@@ -28,7 +42,13 @@ def chain():
 
 def test_age_bands():
     assert [age_band(a) for a in (5, 18, 24, 25, 60, 99)] == [
-        "0-17", "18-24", "18-24", "25-34", "56-199", "56-199"]
+        "0-17",
+        "18-24",
+        "18-24",
+        "25-34",
+        "56-199",
+        "56-199",
+    ]
 
 
 def test_unknown_user_without_anything_gets_global_popularity():
@@ -52,8 +72,12 @@ def test_known_user_id_uses_the_users_table_segment():
 
 def test_small_segment_falls_back_to_occupation_then_global():
     small = fit_cold_start(TRAIN, ITEMS, USERS, min_segment_users=3)
-    assert small.recommend(1, demographics={"age": 21, "gender": "F",
-                                            "occupation": "student"})["served_by"][0] == "global"
+    assert (
+        small.recommend(1, demographics={"age": 21, "gender": "F", "occupation": "student"})[
+            "served_by"
+        ][0]
+        == "global"
+    )
 
 
 def test_onboarding_liked_item_reaches_a_new_item_by_content():
@@ -87,8 +111,9 @@ def test_bad_k_and_empty_train():
 
 
 def test_cold_user_split_trims_a_copy():
-    train = pd.DataFrame({"user_id": [1] * 5 + [2] * 5, "item_id": list(range(10)),
-                          "timestamp": [5, 4, 3, 2, 1] * 2})
+    train = pd.DataFrame(
+        {"user_id": [1] * 5 + [2] * 5, "item_id": list(range(10)), "timestamp": [5, 4, 3, 2, 1] * 2}
+    )
     test = pd.DataFrame({"user_id": [1, 2], "item_id": [20, 21]})
     before = train.copy()
     cold_train, cold_test = cold_user_split(train, test, max_history=2, seed=0, share=0.5)
@@ -108,27 +133,40 @@ def test_cold_user_split_rejects_negative_history():
 
 def test_evaluate_cold_users_reports_every_row():
     test = pd.DataFrame({"user_id": [10, 11, 12, 13], "item_id": [1, 1, 2, 2]})
-    report = evaluate_cold_users(TRAIN, test, ITEMS, USERS, models=("popularity",),
-                                 max_history=1, seed=0)
-    assert set(report["results"]) == {"global_popularity", "chain", "chain_no_history",
-                                      "popularity"}
+    report = evaluate_cold_users(
+        TRAIN, test, ITEMS, USERS, models=("popularity",), max_history=1, seed=0
+    )
+    assert set(report["results"]) == {
+        "global_popularity",
+        "chain",
+        "chain_no_history",
+        "popularity",
+    }
     assert report["n_users"] == 1
     assert sum(report["served_by"].values()) == 1
 
 
 def test_recommend_many_serves_each_request_row_by_its_own_path():
-    requests = pd.DataFrame({
-        "user_id": ["a", "b", "c", "d", 12],
-        "liked_items": [[4], "2|999", None, None, None],
-        "liked_genres": [None, None, "Comedy", None, None],
-        "age": [None, None, None, 21, None], "gender": [None, None, None, "F", None],
-    })
+    requests = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d", 12],
+            "liked_items": [[4], "2|999", None, None, None],
+            "liked_genres": [None, None, "Comedy", None, None],
+            "age": [None, None, None, 21, None],
+            "gender": [None, None, None, "F", None],
+        }
+    )
     out = chain().recommend_many(requests, 2)
     assert out["user_id"].tolist() == ["a", "a", "b", "b", "c", "c", "d", "d", 12, 12]
     assert out["rank"].tolist() == [1, 2] * 5
     paths = out.groupby("user_id", sort=False)["served_by"].first().tolist()
-    assert paths == ["onboarding", "onboarding", "onboarding", "segment:age_gender",
-                     "segment:age_gender"]
+    assert paths == [
+        "onboarding",
+        "onboarding",
+        "onboarding",
+        "segment:age_gender",
+        "segment:age_gender",
+    ]
     lists = out.groupby("user_id", sort=False)["item_id"].apply(list).to_dict()
     assert lists["a"][0] == 1  # 4 is co-liked only with 1 (and 3, less so); 4 itself is out
     assert 2 not in lists["b"] and lists["b"][0] == 3  # '2' from the string; 999 ignored
@@ -138,6 +176,7 @@ def test_recommend_many_serves_each_request_row_by_its_own_path():
 
 
 def test_recommend_many_refuses_repeated_ids():
-    with pytest.raises(ColdStartError, match="^requests repeat a user_id; pass each cold "
-                                             "user once$"):
+    with pytest.raises(
+        ColdStartError, match="^requests repeat a user_id; pass each cold user once$"
+    ):
         chain().recommend_many(pd.DataFrame({"user_id": [1, 1]}), 2)

@@ -19,18 +19,27 @@ from recsys.models.content import (
 
 #: Items 10..15: two sci-fi, two romances, one western nobody has seen (15) and
 #: one more sci-fi nobody has seen (14).
-ITEMS = pd.DataFrame({
-    "item_id": [13, 10, 11, 12, 14, 15],
-    "title": ["Love Story", "Space Wars", "Space Return", "Love Again", "Space Finale",
-              "Dusty Trail"],
-    "genres": ["Romance", "Sci-Fi", "Sci-Fi", "Romance", "Sci-Fi", "Western"],
-    "year": [1990, 1980, 1983, 1992, 1999, 1960],
-})
+ITEMS = pd.DataFrame(
+    {
+        "item_id": [13, 10, 11, 12, 14, 15],
+        "title": [
+            "Love Story",
+            "Space Wars",
+            "Space Return",
+            "Love Again",
+            "Space Finale",
+            "Dusty Trail",
+        ],
+        "genres": ["Romance", "Sci-Fi", "Sci-Fi", "Romance", "Sci-Fi", "Western"],
+        "year": [1990, 1980, 1983, 1992, 1999, 1960],
+    }
+)
 
 
 def _data():
-    inter = pd.DataFrame({"user_id": [1, 1, 2, 2], "item_id": [10, 11, 12, 13],
-                          "rating": [5.0, 4.0, 5.0, 3.0]})
+    inter = pd.DataFrame(
+        {"user_id": [1, 1, 2, 2], "item_id": [10, 11, 12, 13], "rating": [5.0, 4.0, 5.0, 3.0]}
+    )
     id_map = IdMap.from_frame(inter, extra_items=ITEMS["item_id"])
     return inter, id_map, id_map.to_matrix(inter)
 

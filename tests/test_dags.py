@@ -8,8 +8,19 @@ from pathlib import Path
 import pytest
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
-HEAVY = {"tensorflow", "keras", "mlflow", "great_expectations", "xgboost", "sklearn",
-         "pandas", "numpy", "implicit", "scipy", "recsys"}
+HEAVY = {
+    "tensorflow",
+    "keras",
+    "mlflow",
+    "great_expectations",
+    "xgboost",
+    "sklearn",
+    "pandas",
+    "numpy",
+    "implicit",
+    "scipy",
+    "recsys",
+}
 #: The one part of recsys a DAG file may import at parse time: the model
 #: registry's names, which import no numerical library (checked below).
 LIGHT = {"recsys.models"}
@@ -63,9 +74,19 @@ def test_training_dag_schedule_retries_and_docs(dagbag):
     assert all(t.retries == 2 for t in dag.tasks)
     assert all(t.doc_md for t in dag.tasks)
     assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
-    assert set(dag.params) == {"data_path", "data_format", "models", "protocol", "k",
-                               "min_new_interactions", "margin", "tuning_trials",
-                               "tuning_timeout_s", "max_sequence_length", "rerank_strength"}
+    assert set(dag.params) == {
+        "data_path",
+        "data_format",
+        "models",
+        "protocol",
+        "k",
+        "min_new_interactions",
+        "margin",
+        "tuning_trials",
+        "tuning_timeout_s",
+        "max_sequence_length",
+        "rerank_strength",
+    }
     assert dag.params["max_sequence_length"] == 50
     assert dag.params["rerank_strength"] == 0.0  # re-ranking is opt-in
 
@@ -74,7 +95,14 @@ def test_training_dag_fans_tuning_out_per_model(dagbag):
     tune = dagbag.dags["recsys_training"].get_task("tune")
     assert tune.is_mapped
     assert tune.op_kwargs_expand_input.value["model_name"] == [
-        "popularity", "itemknn", "als", "ease", "content", "ranker", "attention"]
+        "popularity",
+        "itemknn",
+        "als",
+        "ease",
+        "content",
+        "ranker",
+        "attention",
+    ]
     assert dagbag.dags["recsys_training"].params["tuning_trials"] == 0
 
 
@@ -86,17 +114,21 @@ def test_the_dag_offers_exactly_the_registered_models_and_defaults(dagbag):
     assert offered == available_models()
     assert dag.params["models"] == list(DEFAULT_MODELS)
     assert {t.task_id for t in dag.tasks if t.task_id.startswith("train_")} == {
-        f"train_{m}" for m in available_models()}
+        f"train_{m}" for m in available_models()
+    }
 
 
 def test_the_model_registry_is_cheap_to_import_at_parse_time():
     import subprocess
     import sys
 
-    probe = ("import sys; import recsys.models; "
-             "print(sorted(m for m in ('numpy', 'pandas', 'scipy') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    probe = (
+        "import sys; import recsys.models; "
+        "print(sorted(m for m in ('numpy', 'pandas', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 

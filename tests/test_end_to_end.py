@@ -24,8 +24,13 @@ K = 5
 @pytest.fixture(scope="module")
 def airflow_db() -> None:
     airflow = Path(sys.executable).with_name("airflow")
-    done = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=300)
+    done = subprocess.run(
+        [str(airflow), "db", "migrate"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -38,7 +43,8 @@ def demo_data(tmp_path) -> Path:
 
 
 def test_training_dag_promotes_a_champion_and_writes_k_per_user(
-        airflow_db, demo_data, isolated_mlflow):
+    airflow_db, demo_data, isolated_mlflow
+):
     from airflow.dag_processing.dagbag import DagBag
     from mlflow import MlflowClient
 
@@ -50,7 +56,7 @@ def test_training_dag_promotes_a_champion_and_writes_k_per_user(
     assert champion.tags["recsys.decision.verdict"] == "promote"
 
     run_folder = Path(os.environ["RECSYS_HOME"]) / "runs"
-    recs_path, = run_folder.glob("*/recommendations.parquet")
+    (recs_path,) = run_folder.glob("*/recommendations.parquet")
     recs = pd.read_parquet(recs_path)
     users = pd.read_parquet(demo_data / "interactions.parquet")[USER_COL].unique()
     per_user = recs.groupby(USER_COL).size()
@@ -58,8 +64,12 @@ def test_training_dag_promotes_a_champion_and_writes_k_per_user(
     assert (per_user == K).all()
 
     features = json.loads(recs_path.with_name("features.json").read_text())
-    assert set(features["tables"]) == {"user_profiles", "item_features", "sequences",
-                                       "item_content"}
+    assert set(features["tables"]) == {
+        "user_profiles",
+        "item_features",
+        "sequences",
+        "item_content",
+    }
     champion_run = MlflowClient(isolated_mlflow).get_run(champion.run_id)
     assert {i.dataset.name for i in champion_run.inputs.dataset_inputs} == set(features["tables"])
 

@@ -15,8 +15,8 @@ from recsys.evaluation.holdout import (
     evaluate_recommendations,
     recommend_frame,
 )
-from recsys.ids import IdMap
 from recsys.evaluation.metrics import MetricInputError
+from recsys.ids import IdMap
 from recsys.models import make_model
 
 # Item popularity in TRAIN: a=3, b=2, c=1, d=0 (d only appears via extra_items).
@@ -174,9 +174,13 @@ def test_popularity_matches_microsoft_recommenders_on_ml100k(ml100k_dir):
 
 
 def test_time_matrix_keeps_each_pairs_latest_time_and_skips_missing_ones():
-    frame = pd.DataFrame({"user_id": ["a", "a", "a", "b", "b"],
-                          "item_id": [1, 1, 2, 2, 3],
-                          "timestamp": pd.array([10, 30, 20, None, 5], dtype="Int64")})
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b"],
+            "item_id": [1, 1, 2, 2, 3],
+            "timestamp": pd.array([10, 30, 20, None, 5], dtype="Int64"),
+        }
+    )
     ids = IdMap.from_frame(frame)
     T = ids.time_matrix(frame)
     assert T.dtype == np.float64

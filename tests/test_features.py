@@ -53,8 +53,13 @@ def items() -> pd.DataFrame:
 @pytest.fixture
 def users() -> pd.DataFrame:
     return pd.DataFrame(
-        {"user_id": [1, 2], "age": [30, 40], "gender": ["F", "M"],
-         "occupation": ["writer", "other"], "zip": ["1", "2"]}
+        {
+            "user_id": [1, 2],
+            "age": [30, 40],
+            "gender": ["F", "M"],
+            "occupation": ["writer", "other"],
+            "zip": ["1", "2"],
+        }
     )
 
 
@@ -72,8 +77,7 @@ def test_builders_emit_the_declared_columns_in_order(train, items, users):
     assert list(prof.columns) == ["user_id", *F.USER_FEATURES, *genre_cols, *F.USER_DEMOGRAPHICS]
     feats = build_item_features(train, items)
     assert list(feats.columns) == ["item_id", *F.ITEM_FEATURES, *genre_cols, *F.ITEM_EXTRAS]
-    assert list(build_sequences(train).columns) == ["user_id", F.SEQUENCE_COL,
-                                                    F.SEQUENCE_LENGTH]
+    assert list(build_sequences(train).columns) == ["user_id", F.SEQUENCE_COL, F.SEQUENCE_LENGTH]
 
 
 # ------------------------------------------------------------- user profiles
@@ -140,7 +144,11 @@ def test_item_features_hand_computed(train, items):
     assert feats["popularity_trend"].iloc[:3].tolist() == pytest.approx([1.25, 0.0, 1.25])
     assert pd.isna(feats.loc[40, "popularity_trend"]) and pd.isna(feats.loc[40, "rating_avg"])
     assert feats[["genre_a", "genre_b", "genre_c"]].to_numpy().tolist() == [
-        [1, 1, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]]
+        [1, 1, 0],
+        [0, 1, 0],
+        [0, 0, 0],
+        [0, 0, 1],
+    ]
     assert feats["year"].tolist() == [1995, 1999, 1995, 2001]
 
 
@@ -152,8 +160,9 @@ def test_item_features_without_items_table(train):
 
 # ----------------------------------------------------------- content vectors
 def test_content_vectors_tfidf_values():
-    items = pd.DataFrame({"item_id": [7, 3], "title": ["Toy Story", "Story"],
-                          "genres": ["Sci-Fi", "Drama"]})
+    items = pd.DataFrame(
+        {"item_id": [7, 3], "title": ["Toy Story", "Story"], "genres": ["Sci-Fi", "Drama"]}
+    )
     matrix, vocab = build_content_vectors(items)
     assert set(vocab) == {"toy", "story", "genre_sci_fi", "genre_drama"}
     assert matrix.shape == (2, 4)
@@ -204,7 +213,8 @@ def test_content_table_is_the_tfidf_matrix_in_long_form(items):
         assert matrix[rows.index(item_id), vocabulary[term]] == pytest.approx(weight)
     # rows are L2-normalised: squared weights of an item sum to 1
     assert long.groupby("item_id")["weight"].apply(lambda w: (w**2).sum()).tolist() == (
-        pytest.approx([1.0] * 4))
+        pytest.approx([1.0] * 4)
+    )
 
 
 # ------------------------------------------------------------ model frames
@@ -223,8 +233,9 @@ def test_indexed_features_follow_the_id_order_and_fill_every_null(train, items, 
 
 def test_indexed_features_fill_a_nullable_integer_column_with_its_mean():
     # Regression: MovieLens years load as Int64; their mean is not an integer.
-    table = pd.DataFrame({"item_id": [1, 2, 3],
-                          "year": pd.array([1990, None, 1995], dtype="Int64")})
+    table = pd.DataFrame(
+        {"item_id": [1, 2, 3], "year": pd.array([1990, None, 1995], dtype="Int64")}
+    )
     frame = F.indexed_features(table, "item_id", pd.Index([1, 2, 3]))
     assert frame["year"].tolist() == [1990.0, 1992.5, 1995.0]
 
@@ -244,7 +255,8 @@ def test_feature_tables_pass_their_suites(train, items, users):
     assert report.suites["features_users"].parameters["max_rating_std"] == 2.0  # (5 - 1) / 2
     # a not-null and a 0/1 check ran for each of the three genre columns
     plain = F.check_feature_tables(
-        {"item_features": tables["item_features"].drop(columns=["genre_a", "genre_b", "genre_c"])})
+        {"item_features": tables["item_features"].drop(columns=["genre_a", "genre_b", "genre_c"])}
+    )
     assert report.suites["features_items"].evaluated - plain.suites["features_items"].evaluated == 6
 
 
@@ -262,26 +274,59 @@ def test_no_content_table_without_item_text(train):
 @pytest.mark.parametrize(
     ("table", "breaks", "expectation", "column"),
     [
-        ("user_profiles", lambda t: pd.concat([t, t.iloc[:1]]),
-         "expect_column_values_to_be_unique", "user_id"),
-        ("user_profiles", lambda t: t.assign(n_interactions=-t["n_interactions"]),
-         "expect_column_values_to_be_between", "n_interactions"),
-        ("user_profiles", lambda t: t.assign(genre_a=t["genre_a"] + 1),
-         "expect_column_values_to_be_between", "genre_a"),
-        ("user_profiles", lambda t: t.assign(rating_mean=t["rating_mean"] + 10),
-         "expect_column_values_to_be_between", "rating_mean"),
-        ("item_features", lambda t: t.assign(popularity=t["popularity"] - 5),
-         "expect_column_values_to_be_between", "popularity"),
-        ("item_features", lambda t: t.assign(genre_c=t["genre_c"] * 2),
-         "expect_column_values_to_be_in_set", "genre_c"),
-        ("sequences", lambda t: t.assign(sequence_length=t["sequence_length"] + 5),
-         "expect_column_values_to_be_between", "sequence_length"),
-        ("item_content", lambda t: pd.concat([t, t.iloc[:1]]),
-         "expect_compound_columns_to_be_unique", "item_id,term"),
+        (
+            "user_profiles",
+            lambda t: pd.concat([t, t.iloc[:1]]),
+            "expect_column_values_to_be_unique",
+            "user_id",
+        ),
+        (
+            "user_profiles",
+            lambda t: t.assign(n_interactions=-t["n_interactions"]),
+            "expect_column_values_to_be_between",
+            "n_interactions",
+        ),
+        (
+            "user_profiles",
+            lambda t: t.assign(genre_a=t["genre_a"] + 1),
+            "expect_column_values_to_be_between",
+            "genre_a",
+        ),
+        (
+            "user_profiles",
+            lambda t: t.assign(rating_mean=t["rating_mean"] + 10),
+            "expect_column_values_to_be_between",
+            "rating_mean",
+        ),
+        (
+            "item_features",
+            lambda t: t.assign(popularity=t["popularity"] - 5),
+            "expect_column_values_to_be_between",
+            "popularity",
+        ),
+        (
+            "item_features",
+            lambda t: t.assign(genre_c=t["genre_c"] * 2),
+            "expect_column_values_to_be_in_set",
+            "genre_c",
+        ),
+        (
+            "sequences",
+            lambda t: t.assign(sequence_length=t["sequence_length"] + 5),
+            "expect_column_values_to_be_between",
+            "sequence_length",
+        ),
+        (
+            "item_content",
+            lambda t: pd.concat([t, t.iloc[:1]]),
+            "expect_compound_columns_to_be_unique",
+            "item_id,term",
+        ),
     ],
 )
 def test_a_broken_table_is_named_with_its_failed_expectation(
-        train, items, users, table, breaks, expectation, column):
+    train, items, users, table, breaks, expectation, column
+):
     tables = F.build_feature_tables(train, items, users, max_len=3)
     tables[table] = breaks(tables[table])
     with pytest.raises(F.FeatureValidationError) as err:
@@ -325,14 +370,19 @@ def test_empty_train_rejected(train):
 
 # -------------------------------------------------------- writing and hashing
 def test_write_features_round_trip(tmp_path, train, items):
-    tables = {"item_features": build_item_features(train, items),
-              "sequences": build_sequences(train)}
+    tables = {
+        "item_features": build_item_features(train, items),
+        "sequences": build_sequences(train),
+    }
     paths = write_features(tmp_path / "f", **tables)
     assert paths == {k: tmp_path / "f" / f"{k}.parquet" for k in tables}
     back = pd.read_parquet(paths["item_features"])
     pd.testing.assert_frame_equal(back, tables["item_features"], check_dtype=False)
     assert pd.read_parquet(paths["sequences"])["sequence"].map(list).tolist() == [
-        [10, 20, 30], [10], [30]]
+        [10, 20, 30],
+        [10],
+        [30],
+    ]
 
 
 def test_write_features_rejects_non_frames(tmp_path):
@@ -351,21 +401,47 @@ def test_feature_hash_is_content_hash(train):
 
 
 # --------------------------------------------------------------- ML-100K
-GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-               "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-               "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+GENRES_100K = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 def _read_ml100k(root):
-    data = pd.read_csv(root / "u.data", sep="\t",
-                       names=["user_id", "item_id", "rating", "timestamp"])
+    data = pd.read_csv(
+        root / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"]
+    )
     raw = pd.read_csv(root / "u.item", sep="|", header=None, encoding="latin-1")
     flags = raw.iloc[:, 5:24].to_numpy(dtype=bool)
     genres = ["|".join(np.asarray(GENRES_100K)[row]) for row in flags]
-    items = pd.DataFrame({"item_id": raw[0], "title": raw[1], "genres": genres,
-                          "year": pd.to_datetime(raw[2], format="%d-%b-%Y").dt.year})
-    users = pd.read_csv(root / "u.user", sep="|",
-                        names=["user_id", "age", "gender", "occupation", "zip"])
+    items = pd.DataFrame(
+        {
+            "item_id": raw[0],
+            "title": raw[1],
+            "genres": genres,
+            "year": pd.to_datetime(raw[2], format="%d-%b-%Y").dt.year,
+        }
+    )
+    users = pd.read_csv(
+        root / "u.user", sep="|", names=["user_id", "age", "gender", "occupation", "zip"]
+    )
     return data, items, users
 
 

@@ -19,12 +19,15 @@ from recsys.promotion.gate import (
 LOADS = Check("load", True, "loaded", value=0.01, threshold=5.0)
 
 
-def _evidence(label: str, ndcg: np.ndarray, groups: np.ndarray, coverage: float = 0.5,
-              version: int = 1) -> Evidence:
-    per_user = pd.DataFrame({"ndcg@10": ndcg, "activity": groups},
-                            index=pd.Index(np.arange(ndcg.size), name="user_id"))
-    return Evidence(label=label, per_user=per_user, version=version,
-                    metrics={"catalogue_coverage": coverage})
+def _evidence(
+    label: str, ndcg: np.ndarray, groups: np.ndarray, coverage: float = 0.5, version: int = 1
+) -> Evidence:
+    per_user = pd.DataFrame(
+        {"ndcg@10": ndcg, "activity": groups}, index=pd.Index(np.arange(ndcg.size), name="user_id")
+    )
+    return Evidence(
+        label=label, per_user=per_user, version=version, metrics={"catalogue_coverage": coverage}
+    )
 
 
 def test_bootstrap_of_a_constant_difference_is_that_difference():
@@ -52,11 +55,17 @@ def test_bootstrap_rejects_unpaired_input():
 def test_gate_promotes_a_clear_improvement():
     groups = np.array(["light", "heavy"] * 200)
     base = np.random.default_rng(0).random(400) * 0.5
-    decision = decide_gate(_evidence("new", base + 0.05, groups, version=2),
-                           _evidence("old", base, groups), LOADS)
+    decision = decide_gate(
+        _evidence("new", base + 0.05, groups, version=2), _evidence("old", base, groups), LOADS
+    )
     assert decision.promote and decision.kind == "gate"
-    assert [c.name for c in decision.checks] == ["margin", "bootstrap", "coverage", "slices",
-                                                 "load"]
+    assert [c.name for c in decision.checks] == [
+        "margin",
+        "bootstrap",
+        "coverage",
+        "slices",
+        "load",
+    ]
     assert decision.evidence["gain"]["interval"][0] == pytest.approx(0.05)
 
 
@@ -66,13 +75,21 @@ def test_gate_holds_a_challenger_better_on_average_but_worse_on_a_slice():
     groups = np.array(["heavy"] * 200 + ["light"] * 200)
     champion = np.full(400, 0.4)
     challenger = np.where(groups == "heavy", 0.6, 0.3)
-    decision = decide_gate(_evidence("new", challenger, groups, version=2),
-                           _evidence("old", champion, groups), LOADS,
-                           GateConfig(max_slice_drop=0.05))
+    decision = decide_gate(
+        _evidence("new", challenger, groups, version=2),
+        _evidence("old", champion, groups),
+        LOADS,
+        GateConfig(max_slice_drop=0.05),
+    )
     verdicts = {c.name: c.passed for c in decision.checks}
     assert decision.candidate_score > decision.champion_score
-    assert verdicts == {"margin": True, "bootstrap": True, "coverage": True, "slices": False,
-                        "load": True}
+    assert verdicts == {
+        "margin": True,
+        "bootstrap": True,
+        "coverage": True,
+        "slices": False,
+        "load": True,
+    }
     assert not decision.promote
     slices = next(c for c in decision.checks if c.name == "slices")
     assert slices.value == pytest.approx(-0.1)
@@ -84,9 +101,12 @@ def test_gate_holds_a_challenger_whose_gain_is_inside_the_bootstrap_noise():
     groups = np.array(["light"] * 300)
     champion = rng.random(300)
     challenger = champion + rng.normal(0.005, 0.2, 300)  # tiny gain, large noise
-    decision = decide_gate(_evidence("new", challenger, groups, version=2),
-                           _evidence("old", champion, groups), LOADS,
-                           GateConfig(max_slice_drop=1.0))
+    decision = decide_gate(
+        _evidence("new", challenger, groups, version=2),
+        _evidence("old", champion, groups),
+        LOADS,
+        GateConfig(max_slice_drop=1.0),
+    )
     verdicts = {c.name: c.passed for c in decision.checks}
     assert decision.candidate_score > decision.champion_score
     assert verdicts["margin"] and not verdicts["bootstrap"]
@@ -98,8 +118,11 @@ def test_gate_holds_a_challenger_whose_gain_is_inside_the_bootstrap_noise():
 def test_gate_holds_on_coverage_and_on_a_failed_load():
     groups = np.array(["light"] * 100)
     base = np.linspace(0, 0.5, 100)
-    narrow = decide_gate(_evidence("new", base + 0.1, groups, coverage=0.2, version=2),
-                         _evidence("old", base, groups, coverage=0.5), LOADS)
+    narrow = decide_gate(
+        _evidence("new", base + 0.1, groups, coverage=0.2, version=2),
+        _evidence("old", base, groups, coverage=0.5),
+        LOADS,
+    )
     assert {c.name for c in narrow.checks if not c.passed} == {"coverage"}
     broken = Check("load", False, "did not load")
     first = decide_gate(_evidence("new", base, groups), None, broken)
@@ -111,9 +134,12 @@ def test_small_slices_are_reported_but_not_gated():
     groups = np.array(["heavy"] * 195 + ["cold"] * 5)
     champion = np.full(200, 0.4)
     challenger = np.where(groups == "cold", 0.0, 0.5)
-    decision = decide_gate(_evidence("new", challenger, groups, version=2),
-                           _evidence("old", champion, groups), LOADS,
-                           GateConfig(min_slice_users=20))
+    decision = decide_gate(
+        _evidence("new", challenger, groups, version=2),
+        _evidence("old", champion, groups),
+        LOADS,
+        GateConfig(min_slice_users=20),
+    )
     assert decision.promote
     rows = {r["group"]: r for r in decision.evidence["slices"]}
     assert rows["cold"]["change"] == pytest.approx(-0.4)
@@ -121,13 +147,20 @@ def test_small_slices_are_reported_but_not_gated():
 
 def test_decision_record_is_json_safe_tagged_and_readable():
     groups = np.array(["heavy"] * 200 + ["light"] * 200)
-    decision = decide_gate(_evidence("new", np.where(groups == "heavy", 0.6, 0.3), groups, 2),
-                           _evidence("old", np.full(400, 0.4), groups), LOADS)
+    decision = decide_gate(
+        _evidence("new", np.where(groups == "heavy", 0.6, 0.3), groups, 2),
+        _evidence("old", np.full(400, 0.4), groups),
+        LOADS,
+    )
     out = decision.to_dict()
     assert out["verdict"] == "hold" and out["kind"] == "gate"
-    assert out["checks"][3] == {"name": "slices", "passed": False,
-                                "detail": out["checks"][3]["detail"],
-                                "value": pytest.approx(-0.1), "threshold": -0.05}
+    assert out["checks"][3] == {
+        "name": "slices",
+        "passed": False,
+        "detail": out["checks"][3]["detail"],
+        "value": pytest.approx(-0.1),
+        "threshold": -0.05,
+    }
     tags = decision.as_tags()
     assert tags["recsys.decision.check.slices"] == "fail"
     assert tags["recsys.decision.manual"] == "false"
@@ -160,7 +193,9 @@ def test_manual_decisions_need_a_reason():
         manual_decision("manual_promote", 1, None, "  ")
 
 
-def test_rollback_and_manual_promote_move_aliases_and_leave_records(isolated_mlflow, tmp_path, make_decision):
+def test_rollback_and_manual_promote_move_aliases_and_leave_records(
+    isolated_mlflow, tmp_path, make_decision
+):
     import json
 
     import scipy.sparse as sp
@@ -174,9 +209,17 @@ def test_rollback_and_manual_promote_move_aliases_and_leave_records(isolated_mlf
     frame = pd.DataFrame({"user_id": [1, 1, 2, 3], "item_id": [10, 11, 10, 12]})
     id_map = IdMap.from_frame(frame)
     X = sp.csr_matrix(id_map.to_matrix(frame))
-    info = registry.log_model_run(make_model("popularity").fit(X), id_map=id_map,
-                                  train_matrix=X, params={}, metrics={"ndcg@10": 0.1},
-                                  split_info={}, data_hash="h", run_name="pop", k=2)
+    info = registry.log_model_run(
+        make_model("popularity").fit(X),
+        id_map=id_map,
+        train_matrix=X,
+        params={},
+        metrics={"ndcg@10": 0.1},
+        split_info={},
+        data_hash="h",
+        run_name="pop",
+        k=2,
+    )
     v1, v2 = (registry.register_model(info.model_uri) for _ in range(2))
     with pytest.raises(NotFoundError, match="no champion and previous_champion"):
         registry.rollback()

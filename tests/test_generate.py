@@ -93,11 +93,14 @@ def test_genres_and_demographics_carry_taste(small):
     assert (by_gender.loc["F"] - by_gender.loc["M"]).abs().sum() > 0.1
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"n_users": 0}, "n_users must be >= 1, got 0"),
-    ({"n_users": 10, "n_items": 4, "n_interactions": 30}, "exceeds half of all 10x4"),
-    ({"n_users": 10, "n_items": 40, "n_interactions": 5}, "must be at least n_users"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_users": 0}, "n_users must be >= 1, got 0"),
+        ({"n_users": 10, "n_items": 4, "n_interactions": 30}, "exceeds half of all 10x4"),
+        ({"n_users": 10, "n_items": 40, "n_interactions": 5}, "must be at least n_users"),
+    ],
+)
 def test_rejects_impossible_sizes(kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate_dataset(**kwargs)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys.data import ingest
 from recsys.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
+from recsys.data import ingest
 
 NOW = 1_800_000_000.0
 
@@ -28,8 +28,9 @@ def dirs(tmp_path) -> dict[str, Path]:
 
 
 def _run(dirs, arrival="2026-11-01"):
-    return ingest.ingest_landing(dirs["landing"], dirs["store"], dirs["quarantine"],
-                                 arrival=arrival, now=NOW)
+    return ingest.ingest_landing(
+        dirs["landing"], dirs["store"], dirs["quarantine"], arrival=arrival, now=NOW
+    )
 
 
 def test_good_batches_are_appended_and_a_bad_one_is_quarantined_whole(dirs):

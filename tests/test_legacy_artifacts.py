@@ -24,9 +24,9 @@ def test_model_pickled_under_the_old_module_paths_loads_and_answers_as_before():
     pickled = (SAVED / "python_model.pkl").read_bytes()
     assert b"recsys.tracking" in pickled, "the fixture must name the old module path"
     assert b"recsys.coldstart" in (SAVED / "artifacts" / "cold_start.pkl").read_bytes()
-    expected = pd.DataFrame(json.loads((FIXTURES / "pyfunc_before_house.expected.json")
-                                       .read_text()))
+    expected = pd.DataFrame(
+        json.loads((FIXTURES / "pyfunc_before_house.expected.json").read_text())
+    )
     model = mlflow.pyfunc.load_model(str(SAVED))
     answer = model.predict(pd.DataFrame({"user_id": [1, 2, 99999]}), params={"k": 3})
-    pd.testing.assert_frame_equal(answer.reset_index(drop=True), expected,
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(answer.reset_index(drop=True), expected, check_dtype=False)

@@ -21,17 +21,26 @@ def test_ml100k_folder_loads_counts_genres_and_demographics(ml100k_dir):
     inter = ds.interactions
     assert list(inter.columns) == list(INTERACTION_COLS)
     assert (len(inter), inter["user_id"].nunique(), inter["item_id"].nunique()) == (
-        100_000, 943, 1682)
+        100_000,
+        943,
+        1682,
+    )
     assert str(inter["user_id"].dtype) == "int64" and str(inter["timestamp"].dtype) == "int64"
     assert inter.iloc[0].tolist() == [196, 242, 3.0, 881250949]  # file order kept
     assert len(ds.meta["genres"]) == 19 and ds.meta["genres"][0] == "unknown"
     toy = ds.items.set_index("item_id").loc[1]
     assert (toy["title"], toy["genres"], toy["year"]) == (
-        "Toy Story (1995)", "Animation|Children's|Comedy", 1995)
+        "Toy Story (1995)",
+        "Animation|Children's|Comedy",
+        1995,
+    )
     assert len(ds.items) == 1682 and ds.items["year"].isna().sum() == 1  # item 267
     user1 = ds.users.set_index("user_id").loc[1]
     assert len(ds.users) == 943 and (user1["age"], user1["gender"], user1["occupation"]) == (
-        24, "M", "technician")
+        24,
+        "M",
+        "technician",
+    )
     assert ds.name == "ml-100k"
 
 
@@ -42,36 +51,46 @@ def test_ml100k_u_data_path_is_enough(ml100k_dir):
 
 # ---------------------------------------------------------- other MovieLens
 def test_ml_latest_reads_ratings_and_movies(tmp_path):
-    _write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,10,4.5,964982703\n"
-           "2,20,3.0,964981247\n")
-    _write(tmp_path / "movies.csv", 'movieId,title,genres\n10,"Heat, The (1995)",Action|Crime\n'
-           "20,Nothing (2001),(no genres listed)\n")
+    _write(
+        tmp_path / "ratings.csv",
+        "userId,movieId,rating,timestamp\n1,10,4.5,964982703\n2,20,3.0,964981247\n",
+    )
+    _write(
+        tmp_path / "movies.csv",
+        'movieId,title,genres\n10,"Heat, The (1995)",Action|Crime\n'
+        "20,Nothing (2001),(no genres listed)\n",
+    )
     ds = load_dataset(tmp_path)
     assert detect_format(tmp_path) == "ml-latest"
     assert ds.interactions.values.tolist() == [[1, 10, 4.5, 964982703], [2, 20, 3.0, 964981247]]
-    assert ds.items.values.tolist() == [[10, "Heat, The (1995)", "Action|Crime", 1995],
-                                        [20, "Nothing (2001)", "", 2001]]
+    assert ds.items.values.tolist() == [
+        [10, "Heat, The (1995)", "Action|Crime", 1995],
+        [20, "Nothing (2001)", "", 2001],
+    ]
     assert ds.users is None
 
 
 def test_ml1m_reads_double_colon_files(tmp_path):
     _write(tmp_path / "ratings.dat", "1::1193::5::978300760\n2::661::3::978302109\n")
-    _write(tmp_path / "movies.dat", "1193::One Flew: Nest (1975)::Drama\n"
-           "661::Pokémon (1996)::Animation|Children's\n", encoding="latin-1")
+    _write(
+        tmp_path / "movies.dat",
+        "1193::One Flew: Nest (1975)::Drama\n661::Pokémon (1996)::Animation|Children's\n",
+        encoding="latin-1",
+    )
     _write(tmp_path / "users.dat", "1::F::1::10::48067\n2::M::56::16::70072\n")
     ds = load_dataset(tmp_path)
-    assert ds.interactions.values.tolist() == [[1, 1193, 5.0, 978300760],
-                                               [2, 661, 3.0, 978302109]]
+    assert ds.interactions.values.tolist() == [[1, 1193, 5.0, 978300760], [2, 661, 3.0, 978302109]]
     assert ds.items["title"].tolist() == ["One Flew: Nest (1975)", "Pokémon (1996)"]
     assert ds.items["year"].tolist() == [1975, 1996]
-    assert ds.users.values.tolist() == [[1, 1, "F", "K-12 student"],
-                                        [2, 56, "M", "self-employed"]]
+    assert ds.users.values.tolist() == [[1, 1, "F", "K-12 student"], [2, 56, "M", "self-employed"]]
 
 
 # ------------------------------------------------------------ generic tables
 def test_csv_with_named_columns_and_datetime_strings(tmp_path):
-    path = _write(tmp_path / "log.csv", "who,what,stars,when\nu1,a,5,2024-01-01T00:00:10Z\n"
-                  "u2,b,2,2024-01-02 00:00:00\n")
+    path = _write(
+        tmp_path / "log.csv",
+        "who,what,stars,when\nu1,a,5,2024-01-01T00:00:10Z\nu2,b,2,2024-01-02 00:00:00\n",
+    )
     ds = load_dataset(path, user_col="who", item_col="what", rating_col="stars", time_col="when")
     inter = ds.interactions
     assert inter["user_id"].tolist() == ["u1", "u2"]
@@ -92,8 +111,10 @@ def test_csv_custom_separator(tmp_path):
 
 
 def test_bad_values_stay_as_read_and_no_row_is_dropped(tmp_path):
-    path = _write(tmp_path / "bad.csv", "user_id,item_id,rating,timestamp\n1,2,4,100\n"
-                  "1,3,five,yesterday\n2,2,,300\n")
+    path = _write(
+        tmp_path / "bad.csv",
+        "user_id,item_id,rating,timestamp\n1,2,4,100\n1,3,five,yesterday\n2,2,,300\n",
+    )
     inter = load_dataset(path).interactions
     assert len(inter) == 3
     assert inter["rating"].dtype == object and inter["rating"].tolist()[:2] == ["4", "five"]
@@ -102,8 +123,9 @@ def test_bad_values_stay_as_read_and_no_row_is_dropped(tmp_path):
 
 def test_parquet_with_datetime_column(tmp_path):
     times = pd.to_datetime(["1970-01-01 00:01:00", "2024-01-01 00:00:00"])
-    frame = pd.DataFrame({"user_id": [1, 2], "item_id": [5, 6], "rating": [1.0, 2.0],
-                          "timestamp": times})
+    frame = pd.DataFrame(
+        {"user_id": [1, 2], "item_id": [5, 6], "rating": [1.0, 2.0], "timestamp": times}
+    )
     frame.to_parquet(tmp_path / "t.parquet")
     inter = load_dataset(tmp_path / "t.parquet").interactions
     assert inter["timestamp"].tolist() == [60, 1704067200]
@@ -111,10 +133,12 @@ def test_parquet_with_datetime_column(tmp_path):
 
 # ---------------------------------------------------------- recsys round trip
 def test_write_then_load_round_trips(tmp_path):
-    inter = pd.DataFrame({"user_id": [1, 2], "item_id": [3, 4], "rating": [5.0, 1.0],
-                          "timestamp": [10, 20]})
-    items = pd.DataFrame({"item_id": [3, 4], "title": ["x", "y"], "genres": ["A", "A|B"],
-                          "year": [2000, 2001]})
+    inter = pd.DataFrame(
+        {"user_id": [1, 2], "item_id": [3, 4], "rating": [5.0, 1.0], "timestamp": [10, 20]}
+    )
+    items = pd.DataFrame(
+        {"item_id": [3, 4], "title": ["x", "y"], "genres": ["A", "A|B"], "year": [2000, 2001]}
+    )
     out = write_dataset(Dataset(inter, items, None, "tiny", {"seed": 1}), tmp_path / "ds")
     back = load_dataset(out)
     pd.testing.assert_frame_equal(back.interactions, inter)
@@ -137,8 +161,11 @@ def test_unknown_format_name(tmp_path):
 
 def test_undetectable_folder_and_file(tmp_path):
     (tmp_path / "notes.md").write_text("hi")
-    with pytest.raises(DataFormatError, match=r"cannot detect the data format of this folder "
-                                              r"\(holds \['notes.md'\]\)"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"cannot detect the data format of this folder "
+        r"\(holds \['notes.md'\]\)",
+    ):
         load_dataset(tmp_path)
     with pytest.raises(DataFormatError, match="cannot detect the data format from the file"):
         load_dataset(tmp_path / "notes.md")
@@ -155,8 +182,11 @@ def test_empty_file(tmp_path):
 
 def test_missing_named_column_lists_existing_ones(tmp_path):
     path = _write(tmp_path / "a.csv", "uid,item_id,rating\n1,2,3\n")
-    with pytest.raises(DataFormatError, match=r"missing column\(s\) \['user_id'\]; the columns "
-                                              r"are \['uid', 'item_id', 'rating'\]"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"missing column\(s\) \['user_id'\]; the columns "
+        r"are \['uid', 'item_id', 'rating'\]",
+    ):
         load_dataset(path)
     with pytest.raises(DataFormatError, match=r"missing column\(s\) \['when'\]"):
         load_dataset(path, user_col="uid", time_col="when")

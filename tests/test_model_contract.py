@@ -29,13 +29,26 @@ FAST_PARAMS: dict[str, dict] = {
     "itemknn": {"k_neighbours": 10},
     "als": {"factors": 8, "iterations": 10},
     "ease": {"l2": 1.0},
-    "ranker": {"generators": ("popularity", "itemknn", "ease"), "n_candidates": 5,
-               "holdout": "random", "n_folds": 3,
-               "generator_params": {"ease": {"l2": 1.0}, "itemknn": {"k_neighbours": 10}},
-               "param_grid": {"max_depth": (3,), "learning_rate": (0.3,),
-                              "min_child_weight": (0.0,)}, "max_rounds": 20, "n_jobs": 1},
-    "attention": {"max_len": 10, "d_model": 16, "n_heads": 1, "n_blocks": 1, "dropout": 0.0,
-                  "epochs": 15, "learning_rate": 0.01, "patience": 15},
+    "ranker": {
+        "generators": ("popularity", "itemknn", "ease"),
+        "n_candidates": 5,
+        "holdout": "random",
+        "n_folds": 3,
+        "generator_params": {"ease": {"l2": 1.0}, "itemknn": {"k_neighbours": 10}},
+        "param_grid": {"max_depth": (3,), "learning_rate": (0.3,), "min_child_weight": (0.0,)},
+        "max_rounds": 20,
+        "n_jobs": 1,
+    },
+    "attention": {
+        "max_len": 10,
+        "d_model": 16,
+        "n_heads": 1,
+        "n_blocks": 1,
+        "dropout": 0.0,
+        "epochs": 15,
+        "learning_rate": 0.01,
+        "patience": 15,
+    },
 }
 
 #: Models that give everyone the same list (exempt from the oracle).

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from recsys import pipeline
-from recsys.pipeline import RunFolder
 from recsys.data.features import TABLE_SUITES, FeatureValidationError, feature_hash
+from recsys.pipeline import RunFolder
 
 MAX_LEN = 5
 RUN = "features-run"
@@ -120,9 +120,12 @@ def test_training_data_without_features_has_none(built):
     from recsys.training.data import build_training_data
 
     run = RunFolder(RUN).path
-    data = build_training_data(pd.read_parquet(run / "train.parquet"),
-                                        pd.read_parquet(run / "test.parquet"),
-                                        load_dataset(run / "raw", "recsys"), {})
+    data = build_training_data(
+        pd.read_parquet(run / "train.parquet"),
+        pd.read_parquet(run / "test.parquet"),
+        load_dataset(run / "raw", "recsys"),
+        {},
+    )
     assert data.context.user_features is None and data.context.item_features is None
 
 
@@ -133,8 +136,7 @@ def test_train_model_logs_the_feature_tables_as_dataset_inputs(built, isolated_m
 
     result = pipeline.train_model(RUN, "popularity", k=5)
     inputs = MlflowClient(isolated_mlflow).get_run(result["run_id"]).inputs.dataset_inputs
-    logged = {i.dataset.name: (i.dataset.digest, {t.key: t.value for t in i.tags})
-              for i in inputs}
+    logged = {i.dataset.name: (i.dataset.digest, {t.key: t.value for t in i.tags}) for i in inputs}
     assert set(logged) == set(built["tables"])
     for name, table in built["tables"].items():
         digest, tags = logged[name]

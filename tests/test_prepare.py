@@ -21,9 +21,15 @@ from recsys.data.prepare import (
 @pytest.fixture
 def dupes() -> pd.DataFrame:
     # (1, 10) three times: ratings 1, 5, 3 at times 30, 10, 20 -> latest is rating 1.
-    return pd.DataFrame({"user_id": [1, 1, 2, 1], "item_id": [10, 10, 10, 10],
-                         "rating": [1.0, 5.0, 4.0, 3.0], "timestamp": [30, 10, 5, 20]},
-                        index=[7, 8, 9, 6])
+    return pd.DataFrame(
+        {
+            "user_id": [1, 1, 2, 1],
+            "item_id": [10, 10, 10, 10],
+            "rating": [1.0, 5.0, 4.0, 3.0],
+            "timestamp": [30, 10, 5, 20],
+        },
+        index=[7, 8, 9, 6],
+    )
 
 
 def test_deduplicate_last_first_mean(dupes):
@@ -43,8 +49,9 @@ def test_deduplicate_without_time_uses_row_order(dupes):
 
 
 def test_deduplicate_errors(dupes):
-    with pytest.raises(ValueError, match="unknown dedupe policy 'max'; choose one of last, "
-                                         "first, mean"):
+    with pytest.raises(
+        ValueError, match="unknown dedupe policy 'max'; choose one of last, first, mean"
+    ):
         deduplicate(dupes, "max")
     with pytest.raises(ValueError, match="dedupe policy 'mean' needs numeric ratings"):
         deduplicate(dupes.assign(rating=["a", "b", "c", "d"]), "mean")
@@ -82,13 +89,28 @@ def test_filter_min_counts_repeats_until_stable():
 
 
 def test_clean_interactions_reports_every_dropped_row(dupes):
-    df = pd.concat([dupes, pd.DataFrame({"user_id": [3], "item_id": [11], "rating": [2.0],
-                                         "timestamp": [1]}, index=[0])])
+    df = pd.concat(
+        [
+            dupes,
+            pd.DataFrame(
+                {"user_id": [3], "item_id": [11], "rating": [2.0], "timestamp": [1]}, index=[0]
+            ),
+        ]
+    )
     out, report = clean_interactions(df, min_item=2, normalise="binary", salt="s")
-    assert report == {"rows_in": 5, "dedupe": "last", "duplicates_merged": 2,
-                      "rows_dropped_min_counts": 1, "users_dropped": 1, "items_dropped": 1,
-                      "normalise": "binary", "pseudonymised": True, "rows_out": 2}
+    assert report == {
+        "rows_in": 5,
+        "dedupe": "last",
+        "duplicates_merged": 2,
+        "rows_dropped_min_counts": 1,
+        "users_dropped": 1,
+        "items_dropped": 1,
+        "normalise": "binary",
+        "pseudonymised": True,
+        "rows_out": 2,
+    }
     assert out["rating"].tolist() == [0.0, 1.0] and out["user_id"].str.len().eq(16).all()
-    assert report["rows_out"] == (report["rows_in"] - report["duplicates_merged"]
-                                  - report["rows_dropped_min_counts"])
+    assert report["rows_out"] == (
+        report["rows_in"] - report["duplicates_merged"] - report["rows_dropped_min_counts"]
+    )
     assert np.array_equal(df.index, [7, 8, 9, 6, 0])

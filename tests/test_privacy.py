@@ -30,8 +30,9 @@ def run(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
         mp.setenv("RECSYS_ARTIFACT_ROOT", (tmp / "artifacts").as_uri())
         mp.setenv("RECSYS_PSEUDONYM_KEY", KEY)
-        summary = run_pipeline(PipelineOptions(data_path=str(source),
-                                               models=("popularity", "itemknn"), k=5), RUN_KEY)
+        summary = run_pipeline(
+            PipelineOptions(data_path=str(source), models=("popularity", "itemknn"), k=5), RUN_KEY
+        )
         yield {"summary": summary, "data": data, "folder": tmp / "home" / "runs" / RUN_KEY}
 
 
@@ -72,6 +73,7 @@ def test_a_user_is_served_under_their_own_id_by_the_pseudonymous_model(run):
         # without the mapping, it treats the user as new.
         raw = registry.recommend_for_users([str(user)], k=5, pseudonymise=False)
         assert set(raw["served_by"]) != {"model"}
-        mapped = registry.recommend_for_users(pseudonymise_ids([user], KEY), k=5,
-                                              pseudonymise=False)
+        mapped = registry.recommend_for_users(
+            pseudonymise_ids([user], KEY), k=5, pseudonymise=False
+        )
         assert mapped["item_id"].tolist() == out["item_id"].tolist()

@@ -91,11 +91,16 @@ def stack(tmp_path_factory):
     start = time.monotonic()
     root = tmp_path_factory.mktemp("stack")
     data = _write_synthetic_data(root / "data")
-    with (temporary_database("recsys_airflow") as airflow_db,
-          temporary_database("recsys_mlflow") as mlflow_db,
-          temporary_redis_db() as redis_db):
+    with (
+        temporary_database("recsys_airflow") as airflow_db,
+        temporary_database("recsys_mlflow") as mlflow_db,
+        temporary_redis_db() as redis_db,
+    ):
         cfg = StackConfig(
-            root=root, airflow_db=airflow_db, mlflow_db=mlflow_db, redis_db=redis_db,
+            root=root,
+            airflow_db=airflow_db,
+            mlflow_db=mlflow_db,
+            redis_db=redis_db,
             dags_folder=copy_dag(REPO / "dags" / f"{DAG_ID}.py", root / "dags").parent,
             extra_env={
                 "RECSYS_HOME": str(root / "var"),
@@ -115,9 +120,13 @@ def stack(tmp_path_factory):
             api = AirflowAPI(cfg.api_url, cfg.username, cfg.password)
             try:
                 api.login()
-                wait_until(lambda: api.dag(DAG_ID), timeout=120, interval=2,
-                           what=f"the dag-processor to store {DAG_ID}",
-                           services=production.running())
+                wait_until(
+                    lambda: api.dag(DAG_ID),
+                    timeout=120,
+                    interval=2,
+                    what=f"the dag-processor to store {DAG_ID}",
+                    services=production.running(),
+                )
                 log.info("stack ready in %.0fs", time.monotonic() - start)
                 yield production, api
             finally:
@@ -143,6 +152,7 @@ def _kill_worker_mid_training(production: ProductionStack, api: AirflowAPI) -> t
     Returns:
         ``(run_id, task_id)`` of the task that was running when the worker died.
     """
+
     def running_train_task() -> tuple[str, str] | None:
         for run in api.dag_runs(DAG_ID):
             if run["state"] != "running":
@@ -155,9 +165,13 @@ def _kill_worker_mid_training(production: ProductionStack, api: AirflowAPI) -> t
 
     worker = "worker-1"
     for _ in range(KILL_ATTEMPTS):
-        run_id, task_id = wait_until(running_train_task, timeout=240, interval=0.5,
-                                     what="a train_* task to be running",
-                                     services=production.running())
+        run_id, task_id = wait_until(
+            running_train_task,
+            timeout=240,
+            interval=0.5,
+            what="a train_* task to be running",
+            services=production.running(),
+        )
         production.kill(worker)
         hit = api.task_states(DAG_ID, run_id).get(task_id) == "running"
         worker = production.start_worker().name
@@ -165,8 +179,9 @@ def _kill_worker_mid_training(production: ProductionStack, api: AirflowAPI) -> t
             log.info("killed the worker while %s of %s was running", task_id, run_id)
             return run_id, task_id
         log.info("%s of %s finished before the kill; trying the next task", task_id, run_id)
-    pytest.fail(f"no training task was still running when the worker died, "
-                f"in {KILL_ATTEMPTS} attempts")
+    pytest.fail(
+        f"no training task was still running when the worker died, in {KILL_ATTEMPTS} attempts"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -175,31 +190,41 @@ def scenario(stack):
     production, api = stack
     start = time.monotonic()
     api.set_paused(DAG_ID, False)
-    scheduled = wait_until(lambda: _runs_by_type(api).get("scheduled"), timeout=60,
-                           what="the scheduler to create a scheduled run",
-                           services=production.running())[0]
+    scheduled = wait_until(
+        lambda: _runs_by_type(api).get("scheduled"),
+        timeout=60,
+        what="the scheduler to create a scheduled run",
+        services=production.running(),
+    )[0]
     log.info("the scheduler created %s", scheduled["dag_run_id"])
-    manual = api.trigger(DAG_ID, {"models": MANUAL_MODELS, "k": K},
-                         run_id=f"stack_manual_{uuid.uuid4().hex[:8]}")
+    manual = api.trigger(
+        DAG_ID, {"models": MANUAL_MODELS, "k": K}, run_id=f"stack_manual_{uuid.uuid4().hex[:8]}"
+    )
     killed_run, killed_task = _kill_worker_mid_training(production, api)
     deadline = time.monotonic() + RUNS_TIMEOUT
     finished = {}
     for run in (scheduled, manual):
         left = max(deadline - time.monotonic(), 1)
         finished[run["dag_run_id"]] = api.wait_for_run(
-            DAG_ID, run["dag_run_id"], timeout=left, services=production.running())
+            DAG_ID, run["dag_run_id"], timeout=left, services=production.running()
+        )
     log.info("both runs finished %.0fs after unpausing", time.monotonic() - start)
     return {
-        "api": api, "production": production, "runs": finished,
-        "scheduled": scheduled["dag_run_id"], "manual": manual["dag_run_id"],
-        "killed_run": killed_run, "killed_task": killed_task,
+        "api": api,
+        "production": production,
+        "runs": finished,
+        "scheduled": scheduled["dag_run_id"],
+        "manual": manual["dag_run_id"],
+        "killed_run": killed_run,
+        "killed_task": killed_task,
     }
 
 
 # ------------------------------------------------------------- MLflow over REST
 def _mlflow(production: ProductionStack, path: str, **params) -> dict:
-    reply = requests.get(f"{production.cfg.mlflow_url}/api/2.0/mlflow/{path}",
-                         params=params, timeout=30)
+    reply = requests.get(
+        f"{production.cfg.mlflow_url}/api/2.0/mlflow/{path}", params=params, timeout=30
+    )
     reply.raise_for_status()
     return reply.json()
 
@@ -250,14 +275,16 @@ def test_champion_alias_holds_a_promoted_version_with_decision_tags(scenario):
     from recsys.promotion.decision import TAG_PREFIX
 
     production = scenario["production"]
-    champion = _mlflow(production, "registered-models/alias",
-                       name=MODEL_NAME, alias="champion")["model_version"]
+    champion = _mlflow(production, "registered-models/alias", name=MODEL_NAME, alias="champion")[
+        "model_version"
+    ]
     tags = _tags(champion)
     decision = {k: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
     assert decision[TAG_PREFIX + "verdict"] == "promote"
     assert decision[TAG_PREFIX + "candidate_version"] == champion["version"]
     assert {"metric", "reason", "candidate_score", "margin"} <= {
-        k.removeprefix(TAG_PREFIX) for k in decision}
+        k.removeprefix(TAG_PREFIX) for k in decision
+    }
 
 
 def test_batch_recommendations_are_written_per_run(scenario, monkeypatch):

@@ -12,15 +12,27 @@ from recsys.promotion.decision import Check, Decision
 
 
 def _decision(candidate: float, champion: float | None, **fields) -> Decision:
-    return Decision(promote=True, candidate_score=candidate, champion_score=champion,
-                    margin=fields.pop("margin", 0.0), metric=fields.pop("metric", "ndcg@10"),
-                    reason=f"promote: {candidate} vs {champion}", **fields)
+    return Decision(
+        promote=True,
+        candidate_score=candidate,
+        champion_score=champion,
+        margin=fields.pop("margin", 0.0),
+        metric=fields.pop("metric", "ndcg@10"),
+        reason=f"promote: {candidate} vs {champion}",
+        **fields,
+    )
 
 
 def test_as_tags_records_everything_as_strings():
-    tags = _decision(0.3, 0.2, margin=0.05, metric="recall@20", candidate_version=4,
-                     champion_version=3,
-                     checks=(Check("margin", True, "gain 0.1"),)).as_tags()
+    tags = _decision(
+        0.3,
+        0.2,
+        margin=0.05,
+        metric="recall@20",
+        candidate_version=4,
+        champion_version=3,
+        checks=(Check("margin", True, "gain 0.1"),),
+    ).as_tags()
     assert tags == {
         "recsys.decision.verdict": "promote",
         "recsys.decision.metric": "recall@20",

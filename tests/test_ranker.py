@@ -20,11 +20,16 @@ from recsys.models.ranker import (
     split_history,
 )
 
-TINY = {"generators": ("popularity", "itemknn", "ease"), "n_candidates": 6, "n_folds": 2,
-        "n_bags": 3,
-        "param_grid": {"max_depth": (2, 3), "learning_rate": (0.3,), "min_child_weight": (0.0,)},
-        "max_rounds": 15, "n_jobs": 1, "generator_params": {"ease": {"l2": 1.0},
-                                                             "itemknn": {"k_neighbours": 5}}}
+TINY = {
+    "generators": ("popularity", "itemknn", "ease"),
+    "n_candidates": 6,
+    "n_folds": 2,
+    "n_bags": 3,
+    "param_grid": {"max_depth": (2, 3), "learning_rate": (0.3,), "min_child_weight": (0.0,)},
+    "max_rounds": 15,
+    "n_jobs": 1,
+    "generator_params": {"ease": {"l2": 1.0}, "itemknn": {"k_neighbours": 5}},
+}
 
 
 def blocks(n_users: int = 40, n_items: int = 24, seed: int = 0):
@@ -38,12 +43,17 @@ def blocks(n_users: int = 40, n_items: int = 24, seed: int = 0):
         liked += [i for i in (0, 1, 2) if i % 3 != block and rng.random() < 0.3]
         rows += [u] * len(liked)
         cols += liked
-    X = sp.csr_matrix((np.full(len(rows), 4.0, dtype=np.float32), (rows, cols)),
-                      shape=(n_users, n_items))
+    X = sp.csr_matrix(
+        (np.full(len(rows), 4.0, dtype=np.float32), (rows, cols)), shape=(n_users, n_items)
+    )
     seqs = [rng.permutation(X[u].indices).astype(np.int64) for u in range(n_users)]
-    items = pd.DataFrame({"item_id": np.arange(n_items),
-                          "genres": [["A", "B", "C"][i % 3] for i in range(n_items)],
-                          "year": 1990 + np.arange(n_items)})
+    items = pd.DataFrame(
+        {
+            "item_id": np.arange(n_items),
+            "genres": [["A", "B", "C"][i % 3] for i in range(n_items)],
+            "year": 1990 + np.arange(n_items),
+        }
+    )
     return X, FitContext(sequences=seqs, items=items)
 
 
@@ -63,8 +73,10 @@ def test_split_history_by_time_hand_checked():
 
 def test_split_history_random_folds_partition_each_history():
     X, ctx = blocks()
-    parts = [split_history(X, ctx.sequences, 0.2, how="random", seed=3, n_folds=3, fold=f)[1]
-             for f in range(3)]
+    parts = [
+        split_history(X, ctx.sequences, 0.2, how="random", seed=3, n_folds=3, fold=f)[1]
+        for f in range(3)
+    ]
     total = sum(p for p in parts)
     assert total.max() == 1  # disjoint
     assert (total != 0).sum() == sum(X[u].nnz for u in range(X.shape[0]) if X[u].nnz >= 2)
@@ -87,8 +99,11 @@ def test_recommends_the_users_block(fitted):
 
 def test_importances_tuning_and_final_generators(fitted):
     model, X, _ = fitted
-    assert list(model.feature_importances_) == model.feature_names_ == feature_names(
-        TINY["generators"])
+    assert (
+        list(model.feature_importances_)
+        == model.feature_names_
+        == feature_names(TINY["generators"])
+    )
     assert all(v >= 0 for v in model.feature_importances_.values())
     assert sum(model.feature_importances_.values()) > 0
     # two grid settings on the first bag's carve, then one run per further bag
@@ -120,8 +135,9 @@ def test_candidates_outscore_every_other_item(fitted):
 def test_save_load_round_trip(fitted, tmp_path):
     model, X, _ = fitted
     loaded = XGBRankerRecommender.load(model.save(tmp_path / "ranker"))
-    np.testing.assert_array_equal(loaded.recommend([1, 2], X, k=5)[0],
-                                  model.recommend([1, 2], X, k=5)[0])
+    np.testing.assert_array_equal(
+        loaded.recommend([1, 2], X, k=5)[0], model.recommend([1, 2], X, k=5)[0]
+    )
 
 
 def test_plot_feature_importances(fitted):
@@ -129,18 +145,31 @@ def test_plot_feature_importances(fitted):
     assert len(fig.axes[0].patches) == 5
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"objective": "rank:map"}, "objective must be 'rank:ndcg' or 'rank:pairwise', got 'rank:map'"),
-    ({"n_folds": 3, "holdout": "time"},
-     "n_folds must be 1, or > 1 with holdout='random'; got 3 with holdout='time'"),
-    ({"generators": ("ranker",)}, "ranker cannot use itself as a generator"),
-    ({"generators": ("sharp:ranker",)}, "ranker cannot use itself as a generator"),
-    ({"generators": ("ease", "ease:ease")},
-     "generator labels must be unique, got ['ease', 'ease']"),
-    ({"generators": (":ease",)}, "generator entry must be 'model' or 'label:model', got ':ease'"),
-    ({"label_share": 1.0}, "label_share must lie in (0, 1), got 1.0"),
-    ({"n_bags": 0}, "n_bags must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (
+            {"objective": "rank:map"},
+            "objective must be 'rank:ndcg' or 'rank:pairwise', got 'rank:map'",
+        ),
+        (
+            {"n_folds": 3, "holdout": "time"},
+            "n_folds must be 1, or > 1 with holdout='random'; got 3 with holdout='time'",
+        ),
+        ({"generators": ("ranker",)}, "ranker cannot use itself as a generator"),
+        ({"generators": ("sharp:ranker",)}, "ranker cannot use itself as a generator"),
+        (
+            {"generators": ("ease", "ease:ease")},
+            "generator labels must be unique, got ['ease', 'ease']",
+        ),
+        (
+            {"generators": (":ease",)},
+            "generator entry must be 'model' or 'label:model', got ':ease'",
+        ),
+        ({"label_share": 1.0}, "label_share must lie in (0, 1), got 1.0"),
+        ({"n_bags": 0}, "n_bags must be >= 1, got 0"),
+    ],
+)
 def test_bad_parameters_raise(params, message):
     X, ctx = blocks()
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
@@ -155,8 +184,11 @@ def test_parse_generator_labels():
 
 def test_one_model_serves_twice_under_two_labels():
     X, ctx = blocks()
-    params = {**TINY, "generators": ("ease", "ease_sharp:ease"),
-              "generator_params": {"ease": {"l2": 50.0}, "ease_sharp": {"l2": 1.0}}}
+    params = {
+        **TINY,
+        "generators": ("ease", "ease_sharp:ease"),
+        "generator_params": {"ease": {"l2": 50.0}, "ease_sharp": {"l2": 1.0}},
+    }
     model = XGBRankerRecommender(**params).fit(X, ctx)
     assert list(model.generators_) == ["ease", "ease_sharp"]
     assert (model.generators_["ease"].l2, model.generators_["ease_sharp"].l2) == (50.0, 1.0)
@@ -186,19 +218,23 @@ def test_time_features_hand_checked_and_blind_to_held_out_pairs():
 def test_ranker_learns_without_timestamps_and_with_them(fitted):
     model, X, ctx = fitted
     # The fixture has no timestamps: the time features are all NaN and unused.
-    time_cols = [model.feature_names_.index(f) for f in
-                 ("item_window_share_7d", "item_first_after_user_days")]
+    time_cols = [
+        model.feature_names_.index(f)
+        for f in ("item_window_share_7d", "item_first_after_user_days")
+    ]
     feats, _, _ = model._features(np.arange(3), X)  # noqa: SLF001
     assert np.isnan(feats[:, time_cols]).all()
-    stamps = sp.csr_matrix((np.arange(X.nnz, dtype=np.float64) * 3600 + 1e9,
-                            X.indices, X.indptr), shape=X.shape)
+    stamps = sp.csr_matrix(
+        (np.arange(X.nnz, dtype=np.float64) * 3600 + 1e9, X.indices, X.indptr), shape=X.shape
+    )
     ctx_t = dataclasses.replace(ctx, timestamps=stamps)
     timed = XGBRankerRecommender(**TINY).fit(X, ctx_t)
     feats, _, _ = timed._features(np.arange(3), X)  # noqa: SLF001
     assert np.isfinite(feats[:, time_cols]).all()
     with pytest.raises(ValueError, match=r"context.timestamps has shape \(2, 2\)"):
-        XGBRankerRecommender(**TINY).fit(X, dataclasses.replace(
-            ctx, timestamps=sp.csr_matrix((2, 2))))
+        XGBRankerRecommender(**TINY).fit(
+            X, dataclasses.replace(ctx, timestamps=sp.csr_matrix((2, 2)))
+        )
 
 
 def test_bags_learn_from_different_users_and_scores_average_them(fitted):
@@ -221,8 +257,13 @@ def test_taste_features_hand_checked():
     years = np.array([1990.0, 2000.0, np.nan])
     genres = sp.csr_matrix(np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32))  # A, B
     taste = _Taste.build(X, years, genres, [np.array([0, 1])])
-    f = dict(zip([*TASTE_FEATURES, "segment"], taste.features(
-        X, np.array([0, 1]), np.array([1, 0]), np.array([1, 2])).T, strict=True))
+    f = dict(
+        zip(
+            [*TASTE_FEATURES, "segment"],
+            taste.features(X, np.array([0, 1]), np.array([1, 0]), np.array([1, 2])).T,
+            strict=True,
+        )
+    )
     # pair 0: user 1 with item 1 (year 2000, genre B); pair 1: user 0 with item 2
     assert f["year_gap"][0] == 10.0 and f["user_year_mean"][0] == 1990.0
     assert f["year_z"][0] == 10.0  # the user's years have sd 0; the +1 keeps it finite
@@ -243,10 +284,15 @@ def test_taste_features_hand_checked():
 def test_segment_codes_bin_numbers_and_mark_unknowns():
     from recsys.models.ranker import _segment_codes
 
-    users = pd.DataFrame({"age": [15, 22, 31, 40, 52, 63, 70, 18, 45, np.nan],
-                          "gender": ["F", "M", "M", "F", None, "M", "F", "M", "F", "M"]})
-    age, gender, missing = _segment_codes(FitContext(user_features=users), 10,
-                                          ("age", "gender", "zip"))
+    users = pd.DataFrame(
+        {
+            "age": [15, 22, 31, 40, 52, 63, 70, 18, 45, np.nan],
+            "gender": ["F", "M", "M", "F", None, "M", "F", "M", "F", "M"],
+        }
+    )
+    age, gender, missing = _segment_codes(
+        FitContext(user_features=users), 10, ("age", "gender", "zip")
+    )
     assert age[-1] == -1 and gender[4] == -1 and (missing == -1).all()
     assert len(set(age[:-1])) == 5
     # each bin is an age interval: along sorted ages the code changes only between bins
@@ -261,7 +307,8 @@ def test_segment_lifts_reach_the_features_when_users_are_known(fitted):
     feats, _, _ = model._features(np.arange(3), X)  # noqa: SLF001
     assert np.isnan(feats[:, col]).all()  # the fixture has no user table
     users = pd.DataFrame({"gender": ["F", "M"] * (X.shape[0] // 2)})
-    known = XGBRankerRecommender(**TINY).fit(X, FitContext(
-        sequences=ctx.sequences, user_features=users, items=ctx.items))
+    known = XGBRankerRecommender(**TINY).fit(
+        X, FitContext(sequences=ctx.sequences, user_features=users, items=ctx.items)
+    )
     feats, _, _ = known._features(np.arange(3), X)  # noqa: SLF001
     assert np.isfinite(feats[:, col]).all()

@@ -17,8 +17,7 @@ FEATURES = sp.csr_matrix(np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], 
 
 @pytest.mark.parametrize("method", ["discount", "popularity", "mmr"])
 def test_knob_zero_keeps_the_model_order(method):
-    out = rerank(ITEMS, SCORES, 3, method=method, lam=0.0, popularity=POPULARITY,
-                 features=FEATURES)
+    out = rerank(ITEMS, SCORES, 3, method=method, lam=0.0, popularity=POPULARITY, features=FEATURES)
     assert out.tolist() == [[0, 1, 2], [3, 2, -1]]
 
 
@@ -79,8 +78,13 @@ def test_discount_rerank_on_ml100k_trades_little_accuracy(ml100k_dir):
     # popularity for -2.1% NDCG@10.
     from recsys.pipeline.benchmark import run_benchmark
 
-    report = run_benchmark(str(ml100k_dir), protocol="loo", models=["popularity"],
-                           cold_users=False, rerank={"model": "ease", "lams": (0.0, 0.5)})
+    report = run_benchmark(
+        str(ml100k_dir),
+        protocol="loo",
+        models=["popularity"],
+        cold_users=False,
+        rerank={"model": "ease", "lams": (0.0, 0.5)},
+    )
     base, knob = report["rerank"]["points"]
     assert base["lam"] == 0.0 and knob["lam"] == 0.5
     assert knob["popularity_change"] <= -0.30
@@ -94,9 +98,13 @@ def test_popularity_rerank_on_ml100k_trades_little_accuracy(ml100k_dir):
     # for -0.7% NDCG@10; lam 0.65 gives -25.4% for -6.5%.
     from recsys.pipeline.benchmark import run_benchmark
 
-    report = run_benchmark(str(ml100k_dir), protocol="msr", models=["popularity"],
-                           cold_users=False, rerank={"model": "ease", "method": "popularity",
-                                                     "lams": (0.0, 0.6)})
+    report = run_benchmark(
+        str(ml100k_dir),
+        protocol="msr",
+        models=["popularity"],
+        cold_users=False,
+        rerank={"model": "ease", "method": "popularity", "lams": (0.0, 0.6)},
+    )
     base, knob = report["rerank"]["points"]
     assert base["lam"] == 0.0 and knob["lam"] == 0.6
     assert knob["popularity_change"] <= -0.15
@@ -109,22 +117,27 @@ def test_rerank_frame_reorders_each_users_pool_and_renumbers_ranks():
 
     from recsys.serving.rerank import rerank_frame
 
-    recs = pd.DataFrame({
-        "user_id": ["b", "b", "b", "a", "a"],
-        "item_id": [10, 11, 12, 10, 12],
-        "score": [1.0, 0.95, 0.2, 1.0, 0.1],
-        "rank": [1, 2, 3, 1, 2],
-        "served_by": ["model"] * 5,
-    })
+    recs = pd.DataFrame(
+        {
+            "user_id": ["b", "b", "b", "a", "a"],
+            "item_id": [10, 11, 12, 10, 12],
+            "score": [1.0, 0.95, 0.2, 1.0, 0.1],
+            "rank": [1, 2, 3, 1, 2],
+            "served_by": ["model"] * 5,
+        }
+    )
     popularity = pd.Series({10: 99.0, 11: 0.0})  # item 12 unknown: counts as 0
     out = rerank_frame(recs, popularity, 2, lam=0.5)
     # b: 11 (0.95 / 1) and 12 (0.2 / 1) pass 10 (1 / sqrt(100)); a: 10 and 12
     # tie at 0.1 and keep the model's order.
     assert out[["user_id", "item_id", "rank"]].values.tolist() == [
-        ["b", 11, 1], ["b", 12, 2], ["a", 10, 1], ["a", 12, 2]]
+        ["b", 11, 1],
+        ["b", 12, 2],
+        ["a", 10, 1],
+        ["a", 12, 2],
+    ]
     assert out["served_by"].tolist() == ["model"] * 4
-    assert rerank_frame(recs, popularity, 3, lam=0.0)["item_id"].tolist() == \
-        [10, 11, 12, 10, 12]
+    assert rerank_frame(recs, popularity, 3, lam=0.0)["item_id"].tolist() == [10, 11, 12, 10, 12]
     with pytest.raises(RerankInputError, match=r"lack column\(s\) \['score'\]"):
         rerank_frame(recs.drop(columns="score"), popularity, 2, lam=0.5)
     with pytest.raises(RerankInputError, match="'mmr' needs content vectors"):

@@ -22,8 +22,14 @@ from recsys.data.splits import (
 
 def _frame(users, items, times=None) -> pd.DataFrame:
     n = len(users)
-    return pd.DataFrame({"user_id": users, "item_id": items, "rating": np.ones(n),
-                         "timestamp": times if times is not None else np.arange(n)})
+    return pd.DataFrame(
+        {
+            "user_id": users,
+            "item_id": items,
+            "rating": np.ones(n),
+            "timestamp": times if times is not None else np.arange(n),
+        }
+    )
 
 
 # ----------------------------------------------------------------- stratified
@@ -34,8 +40,9 @@ def test_stratified_matches_recommenders_draw_order_by_hand():
     # user 1: 4 rows -> round(3.0) = 3 train; user 2: 2 rows -> round(1.5) = 2 train.
     expected_test = [int(np.argmax(draws[:4]))]
     assert test.index.tolist() == expected_test
-    assert train.index.tolist() == [i for i in np.argsort(draws[:4]) if i != expected_test[0]] \
-        + [4 + i for i in np.argsort(draws[4:])]
+    assert train.index.tolist() == [i for i in np.argsort(draws[:4]) if i != expected_test[0]] + [
+        4 + i for i in np.argsort(draws[4:])
+    ]
 
 
 def test_stratified_rounds_half_to_even_per_group():
@@ -54,11 +61,14 @@ def test_stratified_min_rating_drops_small_groups_and_does_not_mutate():
     pd.testing.assert_frame_equal(df, before)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"ratio": 1.0}, "strictly between 0 and 1, got 1.0"),
-    ({"by": "time"}, "by must be 'user' or 'item', got 'time'"),
-    ({"min_rating": 0}, "min_rating must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"ratio": 1.0}, "strictly between 0 and 1, got 1.0"),
+        ({"by": "time"}, "by must be 'user' or 'item', got 'time'"),
+        ({"min_rating": 0}, "min_rating must be an integer >= 1, got 0"),
+    ],
+)
 def test_stratified_rejects_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         stratified_split(_frame([1], [1]), **kwargs)
@@ -91,11 +101,15 @@ def test_temporal_cutoff_and_ties_go_to_train():
 
 def test_temporal_needs_timestamps():
     df = _frame([1, 2], [1, 2]).assign(timestamp=pd.array([1, None], dtype="Int64"))
-    with pytest.raises(ValueError, match=r"protocol 'temporal' needs timestamps, but column "
-                                         r"'timestamp' has 1 missing value\(s\) of 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"protocol 'temporal' needs timestamps, but column "
+        r"'timestamp' has 1 missing value\(s\) of 2",
+    ):
         split_interactions(df, "temporal")
-    with pytest.raises(ValueError, match="protocol 'loo' needs timestamps, but column "
-                                         "'timestamp' is missing"):
+    with pytest.raises(
+        ValueError, match="protocol 'loo' needs timestamps, but column 'timestamp' is missing"
+    ):
         split_interactions(df.drop(columns="timestamp"), "loo")
 
 
@@ -126,11 +140,17 @@ def test_random_split_is_per_user_and_seeded():
 # ---------------------------------------------------- protocols and description
 def test_unknown_protocol_and_option():
     df = _frame([1], [1])
-    with pytest.raises(ValueError, match="unknown split protocol 'kfold'; choose one of msr, "
-                                         "stratified, temporal, loo, random"):
+    with pytest.raises(
+        ValueError,
+        match="unknown split protocol 'kfold'; choose one of msr, "
+        "stratified, temporal, loo, random",
+    ):
         split_interactions(df, "kfold")
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['seed'\] for split protocol "
-                                         r"'temporal'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown option\(s\) \['seed'\] for split protocol "
+        r"'temporal'",
+    ):
         split_interactions(df, "temporal", seed=1)
 
 
@@ -146,7 +166,17 @@ def test_describe_split_counts_cold_users_and_items():
     train = _frame([1, 1, 2], [10, 11, 10])
     test = _frame([1, 3, 3], [12, 10, 13])
     info = describe_split(train, test, "random", {"ratio": 0.5})
-    assert info == {"protocol": "random", "options": {"ratio": 0.5},
-                    "train_rows": 3, "train_users": 2, "train_items": 2,
-                    "test_rows": 3, "test_users": 2, "test_items": 3,
-                    "cold_users": 1, "cold_items": 2, "cold_rows": 3, "test_share": 0.5}
+    assert info == {
+        "protocol": "random",
+        "options": {"ratio": 0.5},
+        "train_rows": 3,
+        "train_users": 2,
+        "train_items": 2,
+        "test_rows": 3,
+        "test_users": 2,
+        "test_items": 3,
+        "cold_users": 1,
+        "cold_items": 2,
+        "cold_rows": 3,
+        "test_share": 0.5,
+    }

@@ -20,9 +20,9 @@ import scipy.sparse as sp
 
 from recsys import registry
 from recsys.errors import InputError
-from recsys.serving.served import ServedRecommender, ServingInputError
 from recsys.ids import IdMap
 from recsys.models.base import FitContext, Recommender
+from recsys.serving.served import ServedRecommender, ServingInputError
 
 # Users u1..u5 and items 101..106. Training popularity (users per item):
 # 101: 3, 102: 2, 103: 2, 104: 3, 105: 2, 106: 1.
@@ -102,9 +102,17 @@ def logged(store, trained, parent_run_id, tmp_path_factory):
     extra = tmp_path_factory.mktemp("extra") / "notes.txt"
     extra.write_text("hello")
     return registry.log_model_run(
-        model, id_map=id_map, train_matrix=X, params={"tie_weight": 1e-3, "loss": {"l2": 0.1}},
-        metrics=METRICS, split_info=SPLIT, data_hash="abc123", run_name="cooc-test",
-        k=SERVE_K, tags={"team": "recs"}, artifacts={"extra": extra},
+        model,
+        id_map=id_map,
+        train_matrix=X,
+        params={"tie_weight": 1e-3, "loss": {"l2": 0.1}},
+        metrics=METRICS,
+        split_info=SPLIT,
+        data_hash="abc123",
+        run_name="cooc-test",
+        k=SERVE_K,
+        tags={"team": "recs"},
+        artifacts={"extra": extra},
         parent_run_id=parent_run_id,
     )
 
@@ -143,7 +151,8 @@ def test_run_records_params_metrics_and_tags(logged, client, parent_run_id):
     assert tags["team"] == "recs"
     assert tags["mlflow.parentRunId"] == parent_run_id
     assert json.loads(tags["recsys.metric_names"]) == {
-        "ndcg_at_10": "ndcg@10", "recall_at_10": "recall@10"
+        "ndcg_at_10": "ndcg@10",
+        "recall_at_10": "recall@10",
     }
     assert run.data.tags["mlflow.runName"] == "cooc-test"
 
@@ -161,8 +170,14 @@ def test_run_stores_split_json_metrics_plot_and_extras(logged, client, tmp_path)
 
 def test_model_has_signature_with_k_param_and_input_example(served):
     signature = served.metadata.signature
-    assert signature.inputs.input_names() == ["user_id", "liked_items", "liked_genres", "age",
-                                              "gender", "occupation"]
+    assert signature.inputs.input_names() == [
+        "user_id",
+        "liked_items",
+        "liked_genres",
+        "age",
+        "gender",
+        "occupation",
+    ]
     assert signature.inputs.required_input_names() == ["user_id"]
     assert signature.outputs.input_names() == ["user_id", "item_id", "score", "rank", "served_by"]
     assert [(p.name, p.default) for p in signature.params.params] == [("k", SERVE_K)]
@@ -177,18 +192,37 @@ def test_bad_inputs_are_refused_before_a_run_starts(trained, client, store):
         match=r"^train_matrix has shape \(5, 5\) but id_map has 5 users and 6 items$",
     ):
         registry.log_model_run(
-            model, id_map=id_map, train_matrix=X[:, :5], params={}, metrics=METRICS,
-            split_info=SPLIT, data_hash="x", run_name="bad",
+            model,
+            id_map=id_map,
+            train_matrix=X[:, :5],
+            params={},
+            metrics=METRICS,
+            split_info=SPLIT,
+            data_hash="x",
+            run_name="bad",
         )
     with pytest.raises(registry.TrackingError, match="^metrics must be numbers; not numbers: a$"):
         registry.log_model_run(
-            model, id_map=id_map, train_matrix=X, params={}, metrics={"a": "high"},
-            split_info=SPLIT, data_hash="x", run_name="bad",
+            model,
+            id_map=id_map,
+            train_matrix=X,
+            params={},
+            metrics={"a": "high"},
+            split_info=SPLIT,
+            data_hash="x",
+            run_name="bad",
         )
     with pytest.raises(registry.TrackingError, match="^artifacts do not exist: 'x': /nowhere$"):
         registry.log_model_run(
-            model, id_map=id_map, train_matrix=X, params={}, metrics=METRICS,
-            split_info=SPLIT, data_hash="x", run_name="bad", artifacts={"x": Path("/nowhere")},
+            model,
+            id_map=id_map,
+            train_matrix=X,
+            params={},
+            metrics=METRICS,
+            split_info=SPLIT,
+            data_hash="x",
+            run_name="bad",
+            artifacts={"x": Path("/nowhere")},
         )
     assert len(client.search_runs([registry.setup()])) == runs_before
 
@@ -224,7 +258,8 @@ def test_hand_computed_list_for_one_user(served):
 def test_list_is_shorter_only_when_user_has_seen_nearly_everything(served):
     out = _predict(served, ["u4", "u2"], k=3)  # u4 has seen 4 of 6 items
     assert out.groupby("user_id", sort=False)["rank"].apply(list).to_dict() == {
-        "u4": [1, 2], "u2": [1, 2, 3]
+        "u4": [1, 2],
+        "u2": [1, 2, 3],
     }
 
 
@@ -259,13 +294,17 @@ def test_unknown_user_with_demographics_is_served_by_their_segment(trained):
     from recsys.serving.coldstart import fit_cold_start
 
     model, id_map, X = trained
-    people = pd.DataFrame({"user_id": ["u1", "u2", "u3", "u4", "u5"],
-                           "age": [30, 31, 50, 50, 50], "gender": ["F", "F", "M", "M", "M"],
-                           "occupation": ["x"] * 5})
+    people = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3", "u4", "u5"],
+            "age": [30, 31, 50, 50, 50],
+            "gender": ["F", "F", "M", "M", "M"],
+            "occupation": ["x"] * 5,
+        }
+    )
     chain = fit_cold_start(_interactions(), users=people, id_map=id_map, min_segment_users=2)
     engine = ServedRecommender(model, id_map, X, chain)
-    request = pd.DataFrame({"user_id": ["new", "nobody"], "age": [28, None],
-                            "gender": ["F", None]})
+    request = pd.DataFrame({"user_id": ["new", "nobody"], "age": [28, None], "gender": ["F", None]})
     out = engine.recommend(request, 2)
     # Segment 25-34|F = u1, u2: 101: 2, 102: 2, 103: 1; half segment, half global:
     # 101: 1, 102: (2/3 + 1) / 2, 104: 1/2, 103: (2/3 + 1/2) / 2.
@@ -283,8 +322,9 @@ def test_duplicate_users_are_served_once(served):
 
 def test_served_recommender_rejects_bad_input(trained):
     engine = ServedRecommender(*trained)
-    with pytest.raises(ServingInputError,
-                       match="^input must be a DataFrame with a 'user_id' column$"):
+    with pytest.raises(
+        ServingInputError, match="^input must be a DataFrame with a 'user_id' column$"
+    ):
         engine.recommend(pd.DataFrame({"user": ["u1"]}), 2)
     with pytest.raises(ServingInputError, match="^user_id has 1 missing values$"):
         engine.recommend(pd.DataFrame({"user_id": ["u1", None]}), 2)
@@ -304,7 +344,11 @@ def test_model_loads_and_predicts_in_a_fresh_process(logged, served, store):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "tests")])}
     done = subprocess.run(
         [sys.executable, "-c", script, logged.model_uri],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     expected = _predict(served, ["u2", "nobody"], k=2)
@@ -334,7 +378,9 @@ def _promote_first(logged, name, make_decision):
     return version
 
 
-def test_first_promotion_sets_champion_and_records_decision(logged, client, tmp_path, make_decision):
+def test_first_promotion_sets_champion_and_records_decision(
+    logged, client, tmp_path, make_decision
+):
     version = _promote_first(logged, "reg-first", make_decision)
     champion = registry.get_champion("reg-first")
     assert champion["version"] == version == 1
@@ -353,8 +399,9 @@ def test_first_promotion_sets_champion_and_records_decision(logged, client, tmp_
 def test_worse_candidate_leaves_champion_and_records_hold(logged, client, make_decision):
     _promote_first(logged, "reg-hold", make_decision)
     candidate = registry.register_model(logged.model_uri, "reg-hold")
-    decision = make_decision(0.20, 0.25, margin=0.01, candidate_version=candidate,
-                             champion_version=1)
+    decision = make_decision(
+        0.20, 0.25, margin=0.01, candidate_version=candidate, champion_version=1
+    )
     registry.apply_decision("reg-hold", candidate, decision)
     assert registry.get_champion("reg-hold")["version"] == 1
     tags = client.get_model_version("reg-hold", str(candidate)).tags
@@ -386,7 +433,9 @@ def test_recommend_for_users_serves_the_champion(logged, served, make_decision):
     assert out["served_by"].tolist() == ["model"] * 2 + ["global"] * 2
 
 
-def test_recsys_recommend_passes_a_new_users_onboarding_answer(logged, served, capsys, make_decision):
+def test_recsys_recommend_passes_a_new_users_onboarding_answer(
+    logged, served, capsys, make_decision
+):
     from recsys.cli import main
 
     _promote_first(logged, "recsys-tests", make_decision)

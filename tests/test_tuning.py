@@ -37,8 +37,11 @@ def test_the_test_split_is_never_an_input(train, monkeypatch):
     import recsys.training.tuning as tuning
 
     real = tuning.validation_split
-    monkeypatch.setattr(tuning, "validation_split",
-                        lambda frame, *a, **kw: seen.append(len(frame)) or real(frame, *a, **kw))
+    monkeypatch.setattr(
+        tuning,
+        "validation_split",
+        lambda frame, *a, **kw: seen.append(len(frame)) or real(frame, *a, **kw),
+    )
     tune_model("itemknn", train, n_trials=1, k=5)
     assert seen == [len(train)]
 
@@ -57,9 +60,25 @@ def test_trials_get_the_feature_tables_a_training_run_gets(train, monkeypatch):
     from recsys.models.attention import SelfAttentionRecommender
 
     synthetic = generate_dataset(120, 60, 3000, seed=5)
-    monkeypatch.setattr(SelfAttentionRecommender, "search_space", {
-        "use_profile": True, "epochs": ("int", 1, 2, False), "d_model": 8,
-        "n_blocks": 1, "max_len": 10, "batch_size": 256})
-    result = tune_model("attention", synthetic.interactions, protocol="loo", n_trials=1, k=5,
-                        items=synthetic.items, users=synthetic.users)
+    monkeypatch.setattr(
+        SelfAttentionRecommender,
+        "search_space",
+        {
+            "use_profile": True,
+            "epochs": ("int", 1, 2, False),
+            "d_model": 8,
+            "n_blocks": 1,
+            "max_len": 10,
+            "batch_size": 256,
+        },
+    )
+    result = tune_model(
+        "attention",
+        synthetic.interactions,
+        protocol="loo",
+        n_trials=1,
+        k=5,
+        items=synthetic.items,
+        users=synthetic.users,
+    )
     assert len(result.trials) == 1 and np.isfinite(result.score)

@@ -15,9 +15,9 @@ from fastapi import HTTPException, Request
 from fastapi.testclient import TestClient
 
 from recsys import config
+from recsys.data.validation import DataValidationError
 from recsys.pipeline import RunFolder
 from recsys.ui import page as ui
-from recsys.data.validation import DataValidationError
 
 MODELS = ("popularity", "itemknn")
 K = 5
@@ -84,7 +84,7 @@ def test_leaderboard_lists_every_candidate_best_first(page):
 
 
 def test_history_holds_the_run_with_its_best_model(page):
-    point, = page["history"]
+    (point,) = page["history"]
     assert point["run_key"] == RUN_KEY
     assert set(point["scores"]) == set(MODELS)
     assert point["best_model"] == page["champion"]["model_type"]
@@ -116,16 +116,21 @@ def test_html_shows_champion_leaderboard_history_and_validation(page):
 def test_leaderboard_ends_with_the_champion_scored_on_the_same_holdout(page, store):
     evaluation = json.loads((RunFolder(RUN_KEY).path / "evaluation.json").read_text())
     champion = page["champion"]
-    evaluation["champion"] = {"version": 1, "model_type": champion["model_type"],
-                              "run_id": champion["run_id"], "metrics": {f"ndcg@{K}": 0.25},
-                              "added_by_a_newer_pipeline": {"nested": True}}
+    evaluation["champion"] = {
+        "version": 1,
+        "model_type": champion["model_type"],
+        "run_id": champion["run_id"],
+        "metrics": {f"ndcg@{K}": 0.25},
+        "added_by_a_newer_pipeline": {"nested": True},
+    }
     group = {"run_key": RUN_KEY, "runs": [], "start_time": None}
     rows = ui.leaderboard_rows(evaluation, group, "http://m")
     assert [r["role"] for r in rows] == ["candidate"] * len(MODELS) + ["champion"]
     assert rows[-1]["model"] == f"champion v1 ({champion['model_type']})"
     assert rows[-1]["metrics"] == {f"ndcg@{K}": 0.25}
     assert rows[-1]["run_url"] == champion["run_url"].replace(
-        "http://mlflow.example:5000", "http://m")
+        "http://mlflow.example:5000", "http://m"
+    )
 
 
 def test_the_page_reads_the_folder_the_pipeline_wrote(store, page):
@@ -138,12 +143,18 @@ def test_empty_stores_render_a_page_that_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     page = ui.build_page(root=tmp_path / "no-runs")
     assert (page["champion"], page["latest"], page["history"], page["validations"]) == (
-        None, None, [], [])
+        None,
+        None,
+        [],
+        [],
+    )
     assert "No model holds the champion alias yet" in ui.render_page(page)
 
 
-@pytest.mark.parametrize("value, text", [(0.123456, "0.1235"), (66.0, "66"), (None, "—"),
-                                         ("0.5", "0.5000"), ("none", "none")])
+@pytest.mark.parametrize(
+    "value, text",
+    [(0.123456, "0.1235"), (66.0, "66"), (None, "—"), ("0.5", "0.5000"), ("none", "none")],
+)
 def test_format_number(value, text):
     assert ui.format_number(value) == text
 
@@ -155,8 +166,10 @@ async def _deny(request: Request) -> None:
 
 
 def _client() -> TestClient:
-    return TestClient(ui.create_app(authorize=_deny, login_url=lambda n: f"/login?next={n}"),
-                      follow_redirects=False)
+    return TestClient(
+        ui.create_app(authorize=_deny, login_url=lambda n: f"/login?next={n}"),
+        follow_redirects=False,
+    )
 
 
 def test_anonymous_browser_is_sent_to_login_and_api_call_refused(store):
@@ -185,11 +198,13 @@ def test_logged_in_user_gets_page_and_data_docs(store, page):
     assert png.content.startswith(b"\x89PNG")
 
 
-@pytest.mark.parametrize("path", ["..%2Fvalidation.json", "..%2F..%2F..%2Fmlflow.db",
-                                  "%2Fetc%2Fpasswd", "missing.html"])
+@pytest.mark.parametrize(
+    "path", ["..%2Fvalidation.json", "..%2F..%2F..%2Fmlflow.db", "%2Fetc%2Fpasswd", "missing.html"]
+)
 def test_data_docs_refuse_paths_outside_the_docs_folder(store, path):
-    response = _client().get(f"/data-docs/{BAD_KEY}/{path}",
-                             headers={"authorization": "Bearer good"})
+    response = _client().get(
+        f"/data-docs/{BAD_KEY}/{path}", headers={"authorization": "Bearer good"}
+    )
     assert response.status_code == 404
 
 
@@ -216,9 +231,17 @@ def test_page_json_is_plain_json(store):
 
 
 def test_leaderboard_chart_draws_only_ranking_metrics_at_k():
-    latest = {"columns": ["ndcg@5", "avg_popularity", "gap.age.ndcg@5", "recall@5"],
-              "rows": [{"model": "m", "model_type": "m", "role": "candidate",
-                        "metrics": {"ndcg@5": 0.5, "avg_popularity": 50.0, "recall@5": 0.25}}]}
+    latest = {
+        "columns": ["ndcg@5", "avg_popularity", "gap.age.ndcg@5", "recall@5"],
+        "rows": [
+            {
+                "model": "m",
+                "model_type": "m",
+                "role": "candidate",
+                "metrics": {"ndcg@5": 0.5, "avg_popularity": 50.0, "recall@5": 0.25},
+            }
+        ],
+    }
     svg = ui.leaderboard_chart(latest, {"m": "#123456"})
     assert ">ndcg@5<" in svg and ">recall@5<" in svg
     assert "avg_popularity" not in svg and "gap.age" not in svg

@@ -368,16 +368,17 @@ def test_validate_frames_runs_each_frame_against_its_own_suite(tmp_path):
         suite = {
             "name": name,
             "meta": {"recsys_parameters": {"top": 1}},
-            "expectations": [{
-                "type": "expect_column_values_to_be_between",
-                "kwargs": {"column": column, "max_value": {"$PARAMETER": "top"}},
-                "description": f"{column} is at most top",
-            }],
+            "expectations": [
+                {
+                    "type": "expect_column_values_to_be_between",
+                    "kwargs": {"column": column, "max_value": {"$PARAMETER": "top"}},
+                    "description": f"{column} is at most top",
+                }
+            ],
         }
         (tmp_path / f"{name}.json").write_text(json.dumps(suite))
     frames = {"alpha": pd.DataFrame({"a": [0, 2]}), "beta": pd.DataFrame({"b": [0, 1, 2, 3]})}
-    report = validate_frames(frames, params={"beta": {"top": 2}}, name="pair",
-                             suites_dir=tmp_path)
+    report = validate_frames(frames, params={"beta": {"top": 2}}, name="pair", suites_dir=tmp_path)
     assert list(report.suites) == ["alpha", "beta"]
     assert [(f.suite, f.unexpected_count) for f in report.failures] == [("alpha", 1), ("beta", 1)]
     assert report.summary().startswith("Validation of 'pair' FAILED (alpha: 2 rows, beta: 4 rows)")
@@ -389,20 +390,25 @@ def test_an_each_column_expectation_runs_once_per_matching_column(tmp_path):
     suite = {
         "name": "shares",
         "meta": {"recsys_parameters": {}},
-        "expectations": [{
-            "type": "expect_column_values_to_be_between",
-            "kwargs": {"column": "share_*", "min_value": 0, "max_value": 1},
-            "meta": {"recsys_each_column_matching": "^share_"},
-            "description": "shares lie in [0, 1]",
-        }],
+        "expectations": [
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": "share_*", "min_value": 0, "max_value": 1},
+                "meta": {"recsys_each_column_matching": "^share_"},
+                "description": "shares lie in [0, 1]",
+            }
+        ],
     }
     (tmp_path / "shares.json").write_text(json.dumps(suite))
-    frame = pd.DataFrame({"share_a": [0.5, 1.5], "share_b": [0.1, 0.2], "other": [9, 9],
-                          "share_c": [-1.0, 2.0]})
+    frame = pd.DataFrame(
+        {"share_a": [0.5, 1.5], "share_b": [0.1, 0.2], "other": [9, 9], "share_c": [-1.0, 2.0]}
+    )
     report = validate_frame(frame, "shares", suites_dir=tmp_path)
     assert report.suites["shares"].evaluated == 3
     assert [(f.column, f.unexpected_count) for f in report.failures] == [
-        ("share_a", 1), ("share_c", 2)]
+        ("share_a", 1),
+        ("share_c", 2),
+    ]
     none = validate_frame(frame[["other"]], "shares", suites_dir=tmp_path).suites["shares"]
     assert none.success and none.evaluated == 0
     assert none.skipped == ["expect_column_values_to_be_between(^share_): no column matches"]
@@ -427,8 +433,15 @@ def test_committed_gx_config_reads_the_same_suites(tmp_path):
     shutil.copytree(PROJECT_ROOT / "expectations", tmp_path / "expectations")
     context = gx.get_context(mode="file", project_root_dir=tmp_path)
     names = sorted(suite.name for suite in context.suites.all())
-    assert {"interactions", "items", "users", "features_users", "features_items",
-            "features_sequences", "features_content"} <= set(names)
+    assert {
+        "interactions",
+        "items",
+        "users",
+        "features_users",
+        "features_items",
+        "features_sequences",
+        "features_content",
+    } <= set(names)
 
 
 @pytest.mark.slow

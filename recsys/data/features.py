@@ -353,11 +353,13 @@ def content_table(items: pd.DataFrame, *, max_features: int | None = 5000) -> pd
     for term, col in vocabulary.items():
         terms[col] = term
     coo = matrix.tocoo()
-    out = pd.DataFrame({
-        ITEM_COL: items[ITEM_COL].to_numpy()[coo.row],
-        TERM_COL: pd.array(terms[coo.col], dtype="str"),
-        WEIGHT_COL: coo.data.astype(np.float64),
-    })
+    out = pd.DataFrame(
+        {
+            ITEM_COL: items[ITEM_COL].to_numpy()[coo.row],
+            TERM_COL: pd.array(terms[coo.col], dtype="str"),
+            WEIGHT_COL: coo.data.astype(np.float64),
+        }
+    )
     return out.sort_values([ITEM_COL, TERM_COL], ignore_index=True)
 
 
@@ -370,7 +372,10 @@ def _content_documents(items: pd.DataFrame) -> list[str]:
     )
     if GENRES_COL in items.columns:
         genre_tokens = (
-            items[GENRES_COL].fillna("").astype(str).str.split("|")
+            items[GENRES_COL]
+            .fillna("")
+            .astype(str)
+            .str.split("|")
             .map(lambda names: " ".join(genre_column(g) for g in names if g))
         )
     else:
@@ -454,8 +459,10 @@ class FeatureValidationError(InputError):
     """
 
     def __init__(self, tables: list[str], report: ValidationReport) -> None:
-        super().__init__(f"feature table(s) {', '.join(tables)} broke their expectation "
-                         f"suites; nothing was written\n{report.summary()}")
+        super().__init__(
+            f"feature table(s) {', '.join(tables)} broke their expectation "
+            f"suites; nothing was written\n{report.summary()}"
+        )
         self.tables = tables
         self.report = report
 
@@ -483,11 +490,13 @@ def check_feature_tables(
         raise FeatureError(f"no expectation suite for feature table(s) {unknown}")
     frames = {TABLE_SUITES[name]: table for name, table in tables.items()}
     given = {suite: p for suite, p in (params or {}).items() if suite in frames}
-    report = validate_frames(frames, params=given, name="feature tables",
-                             suites_dir=suites_dir)
+    report = validate_frames(frames, params=given, name="feature tables", suites_dir=suites_dir)
     if not report.success:
-        failed = [name for name, suite in TABLE_SUITES.items()
-                  if suite in report.suites and not report.suites[suite].success]
+        failed = [
+            name
+            for name, suite in TABLE_SUITES.items()
+            if suite in report.suites and not report.suites[suite].success
+        ]
         raise FeatureValidationError(failed, report)
     return report
 

@@ -41,13 +41,38 @@ from recsys.errors import InputError, StateError
 log = logging.getLogger(__name__)
 
 GENRE_NAMES = (
-    "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 OCCUPATIONS = (
-    "student", "engineer", "educator", "artist", "healthcare", "programmer", "writer",
-    "retired", "executive", "technician", "administrator", "other",
+    "student",
+    "engineer",
+    "educator",
+    "artist",
+    "healthcare",
+    "programmer",
+    "writer",
+    "retired",
+    "executive",
+    "technician",
+    "administrator",
+    "other",
 )
 
 _NOISE_SHARE = 0.05  # share of interactions drawn by popularity alone
@@ -90,36 +115,61 @@ def generate_dataset(
     ratings = _ratings(users, items, theta, phi, rng)
     times = _timestamps(users, n_users, start, days, rng)
     order = np.argsort(times, kind="stable")  # pairs arrive sorted by (user, item)
-    interactions = pd.DataFrame({
-        USER_COL: users[order] + 1, ITEM_COL: items[order] + 1,
-        RATING_COL: ratings[order], TIME_COL: times[order],
-    })
-    meta = {"generator": "recsys.data.generate", "seed": seed, "n_factors": n_factors,
-            "n_genres": n_genres, "start": start, "days": days}
-    return Dataset(interactions, _items_table(phi, n_genres, rng), _users_table(theta, rng),
-                   name="synthetic", meta=meta)
+    interactions = pd.DataFrame(
+        {
+            USER_COL: users[order] + 1,
+            ITEM_COL: items[order] + 1,
+            RATING_COL: ratings[order],
+            TIME_COL: times[order],
+        }
+    )
+    meta = {
+        "generator": "recsys.data.generate",
+        "seed": seed,
+        "n_factors": n_factors,
+        "n_genres": n_genres,
+        "start": start,
+        "days": days,
+    }
+    return Dataset(
+        interactions,
+        _items_table(phi, n_genres, rng),
+        _users_table(theta, rng),
+        name="synthetic",
+        meta=meta,
+    )
 
 
-def _check_sizes(n_users: int, n_items: int, n_interactions: int, n_genres: int,
-                 n_factors: int, days: int) -> None:
-    for name, value in (("n_users", n_users), ("n_items", n_items),
-                        ("n_interactions", n_interactions), ("n_genres", n_genres),
-                        ("n_factors", n_factors), ("days", days)):
+def _check_sizes(
+    n_users: int, n_items: int, n_interactions: int, n_genres: int, n_factors: int, days: int
+) -> None:
+    for name, value in (
+        ("n_users", n_users),
+        ("n_items", n_items),
+        ("n_interactions", n_interactions),
+        ("n_genres", n_genres),
+        ("n_factors", n_factors),
+        ("days", days),
+    ):
         if value < 1:
             raise InputError(f"{name} must be >= 1, got {value}")
     if n_interactions < n_users:
-        raise InputError(f"n_interactions ({n_interactions}) must be at least n_users "
-                         f"({n_users}) so that every user has an interaction")
+        raise InputError(
+            f"n_interactions ({n_interactions}) must be at least n_users "
+            f"({n_users}) so that every user has an interaction"
+        )
     if n_interactions > n_users * (n_items // 2):
-        raise InputError(f"n_interactions ({n_interactions}) exceeds half of all "
-                         f"{n_users}x{n_items} user-item pairs; add users or items")
+        raise InputError(
+            f"n_interactions ({n_interactions}) exceeds half of all "
+            f"{n_users}x{n_items} user-item pairs; add users or items"
+        )
 
 
 # ------------------------------------------------------------------- structure
 def _zipf_popularity(n_items: int, rng: np.random.Generator) -> np.ndarray:
     """Item weights ∝ 1 / rank^s over a random popularity ranking, summing to 1."""
     rank = rng.permutation(n_items) + 1
-    weights = 1.0 / rank ** _ZIPF_EXPONENT
+    weights = 1.0 / rank**_ZIPF_EXPONENT
     return weights / weights.sum()
 
 
@@ -138,11 +188,16 @@ def _user_counts(n_users: int, n_items: int, total: int, rng: np.random.Generato
     return counts
 
 
-def _draw_pairs(counts: np.ndarray, theta: np.ndarray, phi: np.ndarray,
-                popularity: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _draw_pairs(
+    counts: np.ndarray,
+    theta: np.ndarray,
+    phi: np.ndarray,
+    popularity: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """Unique (user, item) index pairs, ``counts[u]`` of them for user ``u``."""
     n_users, n_items = len(counts), len(popularity)
-    topic_cdf = _row_cdf(phi.T * popularity ** _TASTE_POP_EXPONENT)
+    topic_cdf = _row_cdf(phi.T * popularity**_TASTE_POP_EXPONENT)
     user_topic_cdf = _row_cdf(theta)
     keys = np.empty(0, dtype=np.int64)
     missing = counts.copy()
@@ -164,8 +219,13 @@ def _draw_pairs(counts: np.ndarray, theta: np.ndarray, phi: np.ndarray,
     return keys // n_items, keys % n_items
 
 
-def _draw_items(slots: np.ndarray, user_topic_cdf: np.ndarray, topic_cdf: np.ndarray,
-                popularity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _draw_items(
+    slots: np.ndarray,
+    user_topic_cdf: np.ndarray,
+    topic_cdf: np.ndarray,
+    popularity: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """One item per slot: a taste from the slot's user, then an item of that taste."""
     topics = _sample_rows(user_topic_cdf[slots], rng)
     items = np.empty(len(slots), dtype=np.int64)
@@ -207,8 +267,13 @@ def _searchsorted_clip(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- values
-def _ratings(users: np.ndarray, items: np.ndarray, theta: np.ndarray, phi: np.ndarray,
-             rng: np.random.Generator) -> np.ndarray:
+def _ratings(
+    users: np.ndarray,
+    items: np.ndarray,
+    theta: np.ndarray,
+    phi: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Ratings 1–5 rising with taste affinity, item quality and user bias."""
     unit_theta = theta / np.linalg.norm(theta, axis=1, keepdims=True)
     unit_phi = phi / np.linalg.norm(phi, axis=1, keepdims=True)
@@ -219,8 +284,9 @@ def _ratings(users: np.ndarray, items: np.ndarray, theta: np.ndarray, phi: np.nd
     return np.clip(np.rint(score), 1, 5).astype(np.float64)
 
 
-def _timestamps(users: np.ndarray, n_users: int, start: str, days: int,
-                rng: np.random.Generator) -> np.ndarray:
+def _timestamps(
+    users: np.ndarray, n_users: int, start: str, days: int, rng: np.random.Generator
+) -> np.ndarray:
     """Epoch seconds inside each user's own active window of the period."""
     span = days * 86_400
     first = rng.uniform(0.0, 0.8, n_users) * span
@@ -233,8 +299,10 @@ def _timestamps(users: np.ndarray, n_users: int, start: str, days: int,
 def _items_table(phi: np.ndarray, n_genres: int, rng: np.random.Generator) -> pd.DataFrame:
     """Item ids, titles, genres (from the two strongest tastes) and years."""
     n_items, n_factors = phi.shape
-    names = np.array(list(GENRE_NAMES[:n_genres]) +
-                     [f"Genre-{g}" for g in range(len(GENRE_NAMES), n_genres)], dtype=object)
+    names = np.array(
+        list(GENRE_NAMES[:n_genres]) + [f"Genre-{g}" for g in range(len(GENRE_NAMES), n_genres)],
+        dtype=object,
+    )
     top2 = np.argsort(-phi, axis=1)[:, :2]
     first = _genre_of_topic(top2[:, 0], n_factors, n_genres, rng)
     second = _genre_of_topic(top2[:, -1], n_factors, n_genres, rng)
@@ -245,12 +313,19 @@ def _items_table(phi: np.ndarray, n_genres: int, rng: np.random.Generator) -> pd
     years = np.clip(era[top2[:, 0]] + rng.integers(-8, 9, n_items), 1920, 2024)
     ids = np.arange(1, n_items + 1)
     titles = pd.Series(names[first]).str.cat(pd.Series(ids).astype(str), sep=" story #")
-    return pd.DataFrame({ITEM_COL: ids, TITLE_COL: titles + " (" + pd.Series(years).astype(str)
-                         + ")", GENRES_COL: genres, YEAR_COL: years.astype(np.int64)})
+    return pd.DataFrame(
+        {
+            ITEM_COL: ids,
+            TITLE_COL: titles + " (" + pd.Series(years).astype(str) + ")",
+            GENRES_COL: genres,
+            YEAR_COL: years.astype(np.int64),
+        }
+    )
 
 
-def _genre_of_topic(topics: np.ndarray, n_factors: int, n_genres: int,
-                    rng: np.random.Generator) -> np.ndarray:
+def _genre_of_topic(
+    topics: np.ndarray, n_factors: int, n_genres: int, rng: np.random.Generator
+) -> np.ndarray:
     """A genre for each taste: genre ``g`` belongs to taste ``g % n_factors``."""
     if n_genres < n_factors:
         return topics % n_genres
@@ -268,5 +343,11 @@ def _users_table(theta: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
     gender = np.where(rng.random(n_users) < female[dominant], "F", "M")
     occupation_cdf = _row_cdf(rng.dirichlet(np.full(len(OCCUPATIONS), 0.4), n_factors))
     occupation = np.array(OCCUPATIONS, dtype=object)[_sample_rows(occupation_cdf[dominant], rng)]
-    return pd.DataFrame({USER_COL: np.arange(1, n_users + 1), AGE_COL: age,
-                         GENDER_COL: gender, OCCUPATION_COL: occupation})
+    return pd.DataFrame(
+        {
+            USER_COL: np.arange(1, n_users + 1),
+            AGE_COL: age,
+            GENDER_COL: gender,
+            OCCUPATION_COL: occupation,
+        }
+    )

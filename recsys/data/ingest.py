@@ -47,8 +47,12 @@ class IngestResult:
         return sum(b["rows"] for b in self.accepted)
 
     def to_dict(self) -> dict:
-        return {"accepted": self.accepted, "rejected": self.rejected,
-                "already_ingested": self.already_ingested, "new_rows": self.new_rows}
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "already_ingested": self.already_ingested,
+            "new_rows": self.new_rows,
+        }
 
 
 def batch_id(path: Path) -> str:
@@ -82,12 +86,20 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _landed_batches(landing: Path) -> list[Path]:
-    return sorted(p for p in landing.iterdir()
-                  if not p.name.startswith((".", "_")) and p.name != DONE)
+    return sorted(
+        p for p in landing.iterdir() if not p.name.startswith((".", "_")) and p.name != DONE
+    )
 
 
-def ingest_batch(path: Path, store: Path, quarantine_dir: Path, *, arrival: str,
-                 now: float | None = None, columns: dict[str, str] | None = None) -> dict:
+def ingest_batch(
+    path: Path,
+    store: Path,
+    quarantine_dir: Path,
+    *,
+    arrival: str,
+    now: float | None = None,
+    columns: dict[str, str] | None = None,
+) -> dict:
     """Validate one batch and append it to the store or quarantine it.
 
     Returns:
@@ -107,32 +119,60 @@ def ingest_batch(path: Path, store: Path, quarantine_dir: Path, *, arrival: str,
         dest = quarantine_dir / bid
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, dest / path.name) if path.is_file() else shutil.copytree(
-            path, dest / path.name, dirs_exist_ok=True)
+            path, dest / path.name, dirs_exist_ok=True
+        )
         (dest / "report.txt").write_text(f"{path.name}: cannot be read: {exc}\n")
-        return {"batch": bid, "source": path.name, "status": "rejected", "rows": None,
-                "reason": str(exc), "quarantine": str(dest)}
+        return {
+            "batch": bid,
+            "source": path.name,
+            "status": "rejected",
+            "rows": None,
+            "reason": str(exc),
+            "quarantine": str(dest),
+        }
     report = validation.validate_dataset(dataset, now=now)
     rows = len(dataset.interactions)
     if not report.success:
         dest = validation.quarantine(path, report, quarantine_dir / bid)
-        return {"batch": bid, "source": path.name, "status": "rejected", "rows": rows,
-                "reason": report.summary(), "quarantine": str(dest)}
+        return {
+            "batch": bid,
+            "source": path.name,
+            "status": "rejected",
+            "rows": rows,
+            "reason": report.summary(),
+            "quarantine": str(dest),
+        }
     part = store / f"arrival={arrival}"
     part.mkdir(parents=True, exist_ok=True)
     target = part / f"batch={bid}.parquet"
     tmp = target.with_suffix(".tmp")
     dataset.interactions.to_parquet(tmp, index=False)
     os.replace(tmp, target)
-    manifest["batches"][bid] = {"source": path.name, "rows": rows, "arrival": arrival,
-                                "file": str(target.relative_to(store))}
+    manifest["batches"][bid] = {
+        "source": path.name,
+        "rows": rows,
+        "arrival": arrival,
+        "file": str(target.relative_to(store)),
+    }
     _write_atomic(store / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
-    return {"batch": bid, "source": path.name, "status": "accepted", "rows": rows,
-            "file": str(target)}
+    return {
+        "batch": bid,
+        "source": path.name,
+        "status": "accepted",
+        "rows": rows,
+        "file": str(target),
+    }
 
 
-def ingest_landing(landing: str | Path, store: str | Path, quarantine_dir: str | Path, *,
-                   arrival: str, now: float | None = None,
-                   columns: dict[str, str] | None = None) -> IngestResult:
+def ingest_landing(
+    landing: str | Path,
+    store: str | Path,
+    quarantine_dir: str | Path,
+    *,
+    arrival: str,
+    now: float | None = None,
+    columns: dict[str, str] | None = None,
+) -> IngestResult:
     """Ingest every batch in ``landing``, one by one, in name order.
 
     A processed batch (accepted, rejected or seen before) is moved to
@@ -150,8 +190,9 @@ def ingest_landing(landing: str | Path, store: str | Path, quarantine_dir: str |
     done.mkdir(parents=True, exist_ok=True)
     result = IngestResult()
     for path in _landed_batches(landing):
-        outcome = ingest_batch(path, store, Path(quarantine_dir), arrival=arrival, now=now,
-                               columns=columns)
+        outcome = ingest_batch(
+            path, store, Path(quarantine_dir), arrival=arrival, now=now, columns=columns
+        )
         status = outcome["status"]
         if status == "accepted":
             result.accepted.append(outcome)
@@ -177,8 +218,11 @@ def read_store(store: str | Path) -> Dataset:
         raise InputError(f"interaction store {store} holds no accepted batch yet")
     ordered = sorted(batches.values(), key=lambda b: (b["arrival"], b["file"]))
     frames = [pd.read_parquet(store / b["file"]) for b in ordered]
-    return Dataset(interactions=pd.concat(frames, ignore_index=True), name=store.name,
-                   meta={"path": str(store), "format": "store", "batches": len(frames)})
+    return Dataset(
+        interactions=pd.concat(frames, ignore_index=True),
+        name=store.name,
+        meta={"path": str(store), "format": "store", "batches": len(frames)},
+    )
 
 
 def store_rows(path: str | Path) -> int:

@@ -54,11 +54,27 @@ META_FILE = "meta.json"
 
 #: Occupation codes of MovieLens 1M (its README), mapped to names.
 ML1M_OCCUPATIONS = (
-    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
-    "customer service", "doctor/health care", "executive/managerial", "farmer",
-    "homemaker", "K-12 student", "lawyer", "programmer", "retired", "sales/marketing",
-    "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
-    "unemployed", "writer",
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
 )
 
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
@@ -111,8 +127,12 @@ def load_dataset(
     if fmt not in FORMATS:
         raise DataFormatError(f"{path}: unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     if fmt in ("csv", "tsv", "parquet"):
-        columns = {USER_COL: user_col, ITEM_COL: item_col, RATING_COL: rating_col,
-                   TIME_COL: time_col}
+        columns = {
+            USER_COL: user_col,
+            ITEM_COL: item_col,
+            RATING_COL: rating_col,
+            TIME_COL: time_col,
+        }
         dataset = _read_table(path, fmt, columns, sep)
     else:
         dataset = _READERS[fmt](path)
@@ -120,8 +140,9 @@ def load_dataset(
     return dataset
 
 
-def load_input(data_path: str | Path, data_format: str | None = None,
-               columns: dict[str, str] | None = None) -> Dataset:
+def load_input(
+    data_path: str | Path, data_format: str | None = None, columns: dict[str, str] | None = None
+) -> Dataset:
     """Load a data set the way every entry point does (CLI, DAG, benchmark).
 
     ``data_path`` may also be an interaction store kept by
@@ -136,8 +157,9 @@ def load_input(data_path: str | Path, data_format: str | None = None,
     return load_dataset(data_path, data_format, **(columns or {}))
 
 
-def input_rows(data_path: str | Path, data_format: str | None = None,
-               columns: dict[str, str] | None = None) -> int:
+def input_rows(
+    data_path: str | Path, data_format: str | None = None, columns: dict[str, str] | None = None
+) -> int:
     """How many interactions the input holds (a store answers from its manifest)."""
     from recsys.data import ingest
 
@@ -154,24 +176,37 @@ def detect_format(path: str | Path) -> str:
     """
     path = Path(path)
     if path.is_dir():
-        for marker, fmt in (("u.data", "ml-100k"), ("ratings.dat", "ml-1m"),
-                            (INTERACTIONS_FILE, "recsys"), ("ratings.csv", "ml-latest")):
+        for marker, fmt in (
+            ("u.data", "ml-100k"),
+            ("ratings.dat", "ml-1m"),
+            (INTERACTIONS_FILE, "recsys"),
+            ("ratings.csv", "ml-latest"),
+        ):
             if (path / marker).is_file():
                 return fmt
         found = sorted(p.name for p in path.iterdir())[:20]
-        raise DataFormatError(f"{path}: cannot detect the data format of this folder "
-                              f"(holds {found}); pass fmt= one of {', '.join(FORMATS)}")
+        raise DataFormatError(
+            f"{path}: cannot detect the data format of this folder "
+            f"(holds {found}); pass fmt= one of {', '.join(FORMATS)}"
+        )
     by_name = {"u.data": "ml-100k", "ratings.dat": "ml-1m"}
     if path.name in by_name:
         return by_name[path.name]
     if path.name == "ratings.csv" and _first_line(path).startswith("userId,movieId"):
         return "ml-latest"
-    by_suffix = {".parquet": "parquet", ".pq": "parquet", ".tsv": "tsv", ".csv": "csv",
-                 ".txt": "csv"}
+    by_suffix = {
+        ".parquet": "parquet",
+        ".pq": "parquet",
+        ".tsv": "tsv",
+        ".csv": "csv",
+        ".txt": "csv",
+    }
     if path.suffix.lower() in by_suffix:
         return by_suffix[path.suffix.lower()]
-    raise DataFormatError(f"{path}: cannot detect the data format from the file name; "
-                          f"pass fmt= one of {', '.join(FORMATS)}")
+    raise DataFormatError(
+        f"{path}: cannot detect the data format from the file name; "
+        f"pass fmt= one of {', '.join(FORMATS)}"
+    )
 
 
 def write_dataset(dataset: Dataset, out_dir: str | Path) -> Path:
@@ -183,8 +218,11 @@ def write_dataset(dataset: Dataset, out_dir: str | Path) -> Path:
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = {INTERACTIONS_FILE: dataset.interactions, ITEMS_FILE: dataset.items,
-              USERS_FILE: dataset.users}
+    tables = {
+        INTERACTIONS_FILE: dataset.interactions,
+        ITEMS_FILE: dataset.items,
+        USERS_FILE: dataset.users,
+    }
     for name, frame in tables.items():
         target = out / name
         if frame is None:
@@ -242,20 +280,29 @@ def _datetimes_to_seconds(stamps: pd.Series) -> pd.Series:
     return seconds.astype("Int64" if seconds.isna().any() else "int64")
 
 
-def _interactions(users: pd.Series, items: pd.Series, ratings: pd.Series | None,
-                  times: pd.Series | None) -> pd.DataFrame:
+def _interactions(
+    users: pd.Series, items: pd.Series, ratings: pd.Series | None, times: pd.Series | None
+) -> pd.DataFrame:
     """Assemble the normalised interactions table from raw columns."""
     index = pd.RangeIndex(len(users))
-    ratings = (pd.Series(1.0, index=index) if ratings is None
-               else _parse_numeric(ratings.reset_index(drop=True)))
-    times = (pd.Series(pd.NA, index=index, dtype="Int64") if times is None
-             else _parse_times(times.reset_index(drop=True)))
-    return pd.DataFrame({
-        USER_COL: _parse_ids(users.reset_index(drop=True)),
-        ITEM_COL: _parse_ids(items.reset_index(drop=True)),
-        RATING_COL: ratings,
-        TIME_COL: times,
-    })
+    ratings = (
+        pd.Series(1.0, index=index)
+        if ratings is None
+        else _parse_numeric(ratings.reset_index(drop=True))
+    )
+    times = (
+        pd.Series(pd.NA, index=index, dtype="Int64")
+        if times is None
+        else _parse_times(times.reset_index(drop=True))
+    )
+    return pd.DataFrame(
+        {
+            USER_COL: _parse_ids(users.reset_index(drop=True)),
+            ITEM_COL: _parse_ids(items.reset_index(drop=True)),
+            RATING_COL: ratings,
+            TIME_COL: times,
+        }
+    )
 
 
 # ------------------------------------------------------------------ file helpers
@@ -264,8 +311,13 @@ def _first_line(path: Path) -> str:
         return handle.readline()
 
 
-def _read_text(path: Path, sep: str, names: list[str] | None = None,
-               encoding: str = "utf-8", header: int | None = None) -> pd.DataFrame:
+def _read_text(
+    path: Path,
+    sep: str,
+    names: list[str] | None = None,
+    encoding: str = "utf-8",
+    header: int | None = None,
+) -> pd.DataFrame:
     """Read a delimited file, or raise DataFormatError.
 
     Only empty fields count as missing ("NA", "null" stay as text). A column the C
@@ -274,14 +326,20 @@ def _read_text(path: Path, sep: str, names: list[str] | None = None,
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found")
     try:
-        frame = pd.read_csv(path, sep=sep, header=header, names=names,
-                            encoding=encoding, keep_default_na=False, na_values=[""],
-                            engine="c")
+        frame = pd.read_csv(
+            path,
+            sep=sep,
+            header=header,
+            names=names,
+            encoding=encoding,
+            keep_default_na=False,
+            na_values=[""],
+            engine="c",
+        )
     except pd.errors.EmptyDataError as exc:
         raise DataFormatError(f"{path}: the file is empty") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: cannot be parsed as '{sep}'-separated text: {exc}") \
-            from exc
+        raise DataFormatError(f"{path}: cannot be parsed as '{sep}'-separated text: {exc}") from exc
     if frame.empty:
         raise DataFormatError(f"{path}: the file holds no rows")
     return frame
@@ -291,8 +349,9 @@ def _read_double_colon(path: Path, n_fields: int, names: list[str]) -> pd.DataFr
     """Read a MovieLens ``::`` file whose fields hold no colon (fast C parser)."""
     raw = _read_text(path, ":", encoding="latin-1")
     if raw.shape[1] != 2 * n_fields - 1:
-        raise DataFormatError(f"{path}: expected {n_fields} '::'-separated fields, "
-                              f"found {(raw.shape[1] + 1) // 2}")
+        raise DataFormatError(
+            f"{path}: expected {n_fields} '::'-separated fields, found {(raw.shape[1] + 1) // 2}"
+        )
     frame = raw.iloc[:, ::2]
     frame.columns = names
     return frame
@@ -310,10 +369,10 @@ def _write_parquet(frame: pd.DataFrame, target: Path) -> None:
 # ---------------------------------------------------------------------- ML-100K
 def _read_ml100k(path: Path) -> Dataset:
     folder = path.parent if path.is_file() else path
-    ratings = _read_text(folder / "u.data", "\t", names=[USER_COL, ITEM_COL, RATING_COL,
-                                                          TIME_COL])
-    inter = _interactions(ratings[USER_COL], ratings[ITEM_COL], ratings[RATING_COL],
-                          ratings[TIME_COL])
+    ratings = _read_text(folder / "u.data", "\t", names=[USER_COL, ITEM_COL, RATING_COL, TIME_COL])
+    inter = _interactions(
+        ratings[USER_COL], ratings[ITEM_COL], ratings[RATING_COL], ratings[TIME_COL]
+    )
     genres = _ml100k_genres(folder / "u.genre") if (folder / "u.genre").is_file() else None
     items = _ml100k_items(folder / "u.item", genres) if (folder / "u.item").is_file() else None
     users = _ml100k_users(folder / "u.user") if (folder / "u.user").is_file() else None
@@ -330,21 +389,34 @@ def _ml100k_genres(path: Path) -> list[str]:
 def _ml100k_items(path: Path, genres: list[str] | None) -> pd.DataFrame:
     raw = _read_text(path, "|", encoding="latin-1")
     n_flags = raw.shape[1] - 5
-    names = genres if genres and len(genres) == n_flags else [f"genre_{g}" for g in
-                                                              range(n_flags)]
+    names = genres if genres and len(genres) == n_flags else [f"genre_{g}" for g in range(n_flags)]
     flags = (raw.iloc[:, 5:].astype(str) == "1").to_numpy()
     title = raw[1].fillna("")
     year = _year_from_title(title).fillna(
-        pd.to_datetime(raw[2], format="%d-%b-%Y", errors="coerce").dt.year.astype("Int64"))
-    return pd.DataFrame({ITEM_COL: _parse_ids(raw[0]), TITLE_COL: title,
-                         GENRES_COL: _join_flags(flags, names), YEAR_COL: year})
+        pd.to_datetime(raw[2], format="%d-%b-%Y", errors="coerce").dt.year.astype("Int64")
+    )
+    return pd.DataFrame(
+        {
+            ITEM_COL: _parse_ids(raw[0]),
+            TITLE_COL: title,
+            GENRES_COL: _join_flags(flags, names),
+            YEAR_COL: year,
+        }
+    )
 
 
 def _ml100k_users(path: Path) -> pd.DataFrame:
-    raw = _read_text(path, "|", names=[USER_COL, AGE_COL, GENDER_COL, OCCUPATION_COL, "zip"],
-                     encoding="latin-1")
-    return pd.DataFrame({USER_COL: _parse_ids(raw[USER_COL]), AGE_COL: _parse_ids(raw[AGE_COL]),
-                         GENDER_COL: raw[GENDER_COL], OCCUPATION_COL: raw[OCCUPATION_COL]})
+    raw = _read_text(
+        path, "|", names=[USER_COL, AGE_COL, GENDER_COL, OCCUPATION_COL, "zip"], encoding="latin-1"
+    )
+    return pd.DataFrame(
+        {
+            USER_COL: _parse_ids(raw[USER_COL]),
+            AGE_COL: _parse_ids(raw[AGE_COL]),
+            GENDER_COL: raw[GENDER_COL],
+            OCCUPATION_COL: raw[OCCUPATION_COL],
+        }
+    )
 
 
 def _join_flags(flags: np.ndarray, names: list[str]) -> pd.Series:
@@ -364,14 +436,15 @@ def _year_from_title(titles: pd.Series) -> pd.Series:
 def _read_ml_latest(path: Path) -> Dataset:
     folder = path.parent if path.is_file() else path
     ratings = _read_text(folder / "ratings.csv", ",", header=0)
-    _require_columns(ratings, ["userId", "movieId", "rating", "timestamp"],
-                     folder / "ratings.csv")
-    inter = _interactions(ratings["userId"], ratings["movieId"], ratings["rating"],
-                          ratings["timestamp"])
+    _require_columns(ratings, ["userId", "movieId", "rating", "timestamp"], folder / "ratings.csv")
+    inter = _interactions(
+        ratings["userId"], ratings["movieId"], ratings["rating"], ratings["timestamp"]
+    )
     movies = folder / "movies.csv"
     items = _ml_latest_items(movies) if movies.is_file() else None
-    return Dataset(inter, items, None, name="ml-latest",
-                   meta={"path": str(folder), "format": "ml-latest"})
+    return Dataset(
+        inter, items, None, name="ml-latest", meta={"path": str(folder), "format": "ml-latest"}
+    )
 
 
 def _ml_latest_items(path: Path) -> pd.DataFrame:
@@ -379,41 +452,70 @@ def _ml_latest_items(path: Path) -> pd.DataFrame:
     _require_columns(raw, ["movieId", "title", "genres"], path)
     title = raw["title"].fillna("").str.strip()
     genres = raw["genres"].fillna("").replace("(no genres listed)", "")
-    return pd.DataFrame({ITEM_COL: _parse_ids(raw["movieId"]), TITLE_COL: title,
-                         GENRES_COL: genres, YEAR_COL: _year_from_title(title)})
+    return pd.DataFrame(
+        {
+            ITEM_COL: _parse_ids(raw["movieId"]),
+            TITLE_COL: title,
+            GENRES_COL: genres,
+            YEAR_COL: _year_from_title(title),
+        }
+    )
 
 
 # ----------------------------------------------------------------------- ML-1M
 def _read_ml1m(path: Path) -> Dataset:
     folder = path.parent if path.is_file() else path
-    raw = _read_double_colon(folder / "ratings.dat", 4, [USER_COL, ITEM_COL, RATING_COL,
-                                                          TIME_COL])
+    raw = _read_double_colon(folder / "ratings.dat", 4, [USER_COL, ITEM_COL, RATING_COL, TIME_COL])
     inter = _interactions(raw[USER_COL], raw[ITEM_COL], raw[RATING_COL], raw[TIME_COL])
     items = _ml1m_items(folder / "movies.dat") if (folder / "movies.dat").is_file() else None
     users = _ml1m_users(folder / "users.dat") if (folder / "users.dat").is_file() else None
-    return Dataset(inter, items, users, name="ml-1m",
-                   meta={"path": str(folder), "format": "ml-1m",
-                         "age": "lower bound of the ML-1M age bracket"})
+    return Dataset(
+        inter,
+        items,
+        users,
+        name="ml-1m",
+        meta={
+            "path": str(folder),
+            "format": "ml-1m",
+            "age": "lower bound of the ML-1M age bracket",
+        },
+    )
 
 
 def _ml1m_items(path: Path) -> pd.DataFrame:
     lines = path.read_text(encoding="latin-1").splitlines()
     parts = pd.Series([line for line in lines if line.strip()], dtype=object).str.split(
-        "::", n=2, expand=True)
+        "::", n=2, expand=True
+    )
     if parts.shape[1] != 3:
         raise DataFormatError(f"{path}: expected 'MovieID::Title::Genres' lines")
     title = parts[1].fillna("").str.strip()
-    return pd.DataFrame({ITEM_COL: _parse_ids(parts[0]), TITLE_COL: title,
-                         GENRES_COL: parts[2].fillna(""), YEAR_COL: _year_from_title(title)})
+    return pd.DataFrame(
+        {
+            ITEM_COL: _parse_ids(parts[0]),
+            TITLE_COL: title,
+            GENRES_COL: parts[2].fillna(""),
+            YEAR_COL: _year_from_title(title),
+        }
+    )
 
 
 def _ml1m_users(path: Path) -> pd.DataFrame:
     raw = _read_double_colon(path, 5, [USER_COL, GENDER_COL, AGE_COL, OCCUPATION_COL, "zip"])
     codes = _parse_ids(raw[OCCUPATION_COL])
-    occupation = (codes.map(dict(enumerate(ML1M_OCCUPATIONS))).fillna(raw[OCCUPATION_COL])
-                  if codes.dtype != object else codes)
-    return pd.DataFrame({USER_COL: _parse_ids(raw[USER_COL]), AGE_COL: _parse_ids(raw[AGE_COL]),
-                         GENDER_COL: raw[GENDER_COL], OCCUPATION_COL: occupation})
+    occupation = (
+        codes.map(dict(enumerate(ML1M_OCCUPATIONS))).fillna(raw[OCCUPATION_COL])
+        if codes.dtype != object
+        else codes
+    )
+    return pd.DataFrame(
+        {
+            USER_COL: _parse_ids(raw[USER_COL]),
+            AGE_COL: _parse_ids(raw[AGE_COL]),
+            GENDER_COL: raw[GENDER_COL],
+            OCCUPATION_COL: occupation,
+        }
+    )
 
 
 # ---------------------------------------------------------------------- recsys
@@ -428,8 +530,9 @@ def _read_recsys(path: Path) -> Dataset:
     users = _read_parquet(folder / USERS_FILE) if (folder / USERS_FILE).is_file() else None
     meta_path = folder / META_FILE
     info = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return Dataset(inter, items, users, name=info.get("name", folder.name),
-                   meta=info.get("meta", {}))
+    return Dataset(
+        inter, items, users, name=info.get("name", folder.name), meta=info.get("meta", {})
+    )
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -442,8 +545,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------- generic tables
-def _read_table(path: Path, fmt: str, columns: dict[str, str | None],
-                sep: str | None) -> Dataset:
+def _read_table(path: Path, fmt: str, columns: dict[str, str | None], sep: str | None) -> Dataset:
     if path.is_dir():
         raise DataFormatError(f"{path}: format '{fmt}' needs a file, not a folder")
     if fmt == "parquet":
@@ -459,17 +561,28 @@ def _read_table(path: Path, fmt: str, columns: dict[str, str | None],
     ratings = raw[names[RATING_COL]] if names[RATING_COL] in raw else None
     times = raw[names[TIME_COL]] if names[TIME_COL] in raw else None
     inter = _interactions(raw[names[USER_COL]], raw[names[ITEM_COL]], ratings, times)
-    meta = {"path": str(path), "format": fmt, "columns": names,
-            "implicit": ratings is None, "has_time": times is not None}
+    meta = {
+        "path": str(path),
+        "format": fmt,
+        "columns": names,
+        "implicit": ratings is None,
+        "has_time": times is not None,
+    }
     return Dataset(inter, None, None, name=path.stem, meta=meta)
 
 
 def _require_columns(frame: pd.DataFrame, required: list[str], path: Path) -> None:
     missing = [name for name in required if name not in frame.columns]
     if missing:
-        raise DataFormatError(f"{path}: missing column(s) {missing}; "
-                              f"the columns are {[str(c) for c in frame.columns]}")
+        raise DataFormatError(
+            f"{path}: missing column(s) {missing}; "
+            f"the columns are {[str(c) for c in frame.columns]}"
+        )
 
 
-_READERS = {"ml-100k": _read_ml100k, "ml-latest": _read_ml_latest, "ml-1m": _read_ml1m,
-            "recsys": _read_recsys}
+_READERS = {
+    "ml-100k": _read_ml100k,
+    "ml-latest": _read_ml_latest,
+    "ml-1m": _read_ml1m,
+    "recsys": _read_recsys,
+}

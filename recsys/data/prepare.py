@@ -50,8 +50,9 @@ def deduplicate(
         ValueError: an unknown policy, or ``mean`` over non-numeric ratings.
     """
     if policy not in DEDUPE_POLICIES:
-        raise InputError(f"unknown dedupe policy '{policy}'; choose one of "
-                         f"{', '.join(DEDUPE_POLICIES)}")
+        raise InputError(
+            f"unknown dedupe policy '{policy}'; choose one of {', '.join(DEDUPE_POLICIES)}"
+        )
     order = _time_order(df, time_col)
     keep = "first" if policy == "first" else "last"
     dropped = df.iloc[order].duplicated([user_col, item_col], keep=keep).to_numpy()
@@ -63,17 +64,23 @@ def deduplicate(
 
 def _time_order(df: pd.DataFrame, time_col: str) -> np.ndarray:
     """Positions sorted by time (stable), or row order when time is unusable."""
-    if time_col not in df or df[time_col].isna().any() or \
-            not pd.api.types.is_numeric_dtype(df[time_col]):
+    if (
+        time_col not in df
+        or df[time_col].isna().any()
+        or not pd.api.types.is_numeric_dtype(df[time_col])
+    ):
         return np.arange(len(df))
     return np.argsort(df[time_col].to_numpy(), kind="stable")
 
 
-def _with_mean_rating(df: pd.DataFrame, out: pd.DataFrame, user_col: str, item_col: str,
-                      rating_col: str) -> pd.DataFrame:
+def _with_mean_rating(
+    df: pd.DataFrame, out: pd.DataFrame, user_col: str, item_col: str, rating_col: str
+) -> pd.DataFrame:
     if not pd.api.types.is_numeric_dtype(df[rating_col]):
-        raise InputError(f"dedupe policy 'mean' needs numeric ratings; column "
-                         f"'{rating_col}' has dtype {df[rating_col].dtype}")
+        raise InputError(
+            f"dedupe policy 'mean' needs numeric ratings; column "
+            f"'{rating_col}' has dtype {df[rating_col].dtype}"
+        )
     means = df.groupby([user_col, item_col], sort=False)[rating_col].mean()
     keys = pd.MultiIndex.from_frame(out[[user_col, item_col]])
     return out.assign(**{rating_col: means.reindex(keys).to_numpy()})
@@ -100,13 +107,16 @@ def normalise_ratings(
         ValueError: unknown method or non-numeric ratings.
     """
     if method not in NORMALISE_METHODS:
-        raise InputError(f"unknown normalise method '{method}'; choose one of "
-                         f"{', '.join(NORMALISE_METHODS)}")
+        raise InputError(
+            f"unknown normalise method '{method}'; choose one of {', '.join(NORMALISE_METHODS)}"
+        )
     if method == "none":
         return df.copy()
     if not pd.api.types.is_numeric_dtype(df[rating_col]):
-        raise InputError(f"normalise '{method}' needs numeric ratings; column "
-                         f"'{rating_col}' has dtype {df[rating_col].dtype}")
+        raise InputError(
+            f"normalise '{method}' needs numeric ratings; column "
+            f"'{rating_col}' has dtype {df[rating_col].dtype}"
+        )
     r = df[rating_col].astype("float64")
     if method == "minmax":
         span = r.max() - r.min()
@@ -132,8 +142,9 @@ def pseudonymise_users(df: pd.DataFrame, salt: str | bytes, col: str = USER_COL)
     if not salt:
         raise InputError("pseudonymise_users needs a non-empty salt (the HMAC key)")
     if col not in df:
-        raise InputError(f"cannot pseudonymise: column '{col}' is missing; "
-                         f"the frame has {list(df.columns)}")
+        raise InputError(
+            f"cannot pseudonymise: column '{col}' is missing; the frame has {list(df.columns)}"
+        )
     key = salt.encode() if isinstance(salt, str) else salt
     codes, uniques = pd.factorize(df[col], use_na_sentinel=False)
     names = np.array([_pseudonym(key, value) for value in uniques], dtype=object)

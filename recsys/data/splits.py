@@ -85,8 +85,11 @@ def stratified_split(
 def _rank_in_groups(sorted_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """1-based position of each row in its run of equal codes, and the run length."""
     n = len(sorted_codes)
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if n else \
-        np.array([], dtype=int)
+    starts = (
+        np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+        if n
+        else np.array([], dtype=int)
+    )
     lengths = np.diff(np.r_[starts, n])
     rank = np.arange(n) - np.repeat(starts, lengths) + 1
     return rank, np.repeat(lengths, lengths)
@@ -174,8 +177,9 @@ def random_split(
 
 
 # -------------------------------------------------------------------- protocols
-def _msr(df: pd.DataFrame, *, user_col: str = USER_COL,
-         item_col: str = ITEM_COL) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _msr(
+    df: pd.DataFrame, *, user_col: str = USER_COL, item_col: str = ITEM_COL
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     return stratified_split(df, 0.75, by="item", seed=42, user_col=user_col, item_col=item_col)
 
 
@@ -252,14 +256,18 @@ def describe_split(
 
 # ------------------------------------------------------------------- helpers
 def _part_facts(name: str, part: pd.DataFrame, user_col: str, item_col: str) -> dict[str, int]:
-    return {f"{name}_rows": int(len(part)), f"{name}_users": int(part[user_col].nunique()),
-            f"{name}_items": int(part[item_col].nunique())}
+    return {
+        f"{name}_rows": int(len(part)),
+        f"{name}_users": int(part[user_col].nunique()),
+        f"{name}_items": int(part[item_col].nunique()),
+    }
 
 
 def _protocol(protocol: str) -> Callable[..., tuple[pd.DataFrame, pd.DataFrame]]:
     if protocol not in PROTOCOLS:
-        raise InputError(f"unknown split protocol '{protocol}'; choose one of "
-                         f"{', '.join(PROTOCOLS)}")
+        raise InputError(
+            f"unknown split protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}"
+        )
     return PROTOCOLS[protocol]
 
 
@@ -267,8 +275,9 @@ def _check_options(func: Callable[..., Any], protocol: str, options: dict[str, A
     accepted = list(inspect.signature(func).parameters)[1:]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise InputError(f"unknown option(s) {unknown} for split protocol '{protocol}'; "
-                         f"it accepts {accepted}")
+        raise InputError(
+            f"unknown option(s) {unknown} for split protocol '{protocol}'; it accepts {accepted}"
+        )
 
 
 def _check_ratio(ratio: float) -> None:
@@ -285,17 +294,22 @@ def _group_column(by: str, user_col: str, item_col: str) -> str:
 def _require(df: pd.DataFrame, cols: list[str], protocol: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise InputError(f"split protocol '{protocol}' needs column(s) {missing}; "
-                         f"the frame has {list(df.columns)}")
+        raise InputError(
+            f"split protocol '{protocol}' needs column(s) {missing}; "
+            f"the frame has {list(df.columns)}"
+        )
 
 
 def _times(df: pd.DataFrame, time_col: str, protocol: str) -> np.ndarray:
     """The time column as int64, or a ValueError naming the protocol."""
     if time_col not in df.columns:
-        raise InputError(f"split protocol '{protocol}' needs timestamps, but column "
-                         f"'{time_col}' is missing")
+        raise InputError(
+            f"split protocol '{protocol}' needs timestamps, but column '{time_col}' is missing"
+        )
     nulls = int(df[time_col].isna().sum())
     if nulls:
-        raise InputError(f"split protocol '{protocol}' needs timestamps, but column "
-                         f"'{time_col}' has {nulls} missing value(s) of {len(df)}")
+        raise InputError(
+            f"split protocol '{protocol}' needs timestamps, but column "
+            f"'{time_col}' has {nulls} missing value(s) of {len(df)}"
+        )
     return df[time_col].to_numpy(dtype="int64")

@@ -271,8 +271,13 @@ def validate_frame(
         ValueError: the suite file is missing or unreadable, or a parameter is
             not one the suite declares.
     """
-    return validate_frames({suite_name: df}, params={suite_name: params}, name=suite_name,
-                           docs_dir=docs_dir, suites_dir=suites_dir)
+    return validate_frames(
+        {suite_name: df},
+        params={suite_name: params},
+        name=suite_name,
+        docs_dir=docs_dir,
+        suites_dir=suites_dir,
+    )
 
 
 def validate_frames(
@@ -304,8 +309,10 @@ def validate_frames(
     if stray:
         raise InputError(f"parameters given for suite(s) {stray} that validate no frame")
     with _Session(docs_dir, suites_dir) as session:
-        results = {suite: session.run(frame, suite, dict(params.get(suite, {})))
-                   for suite, frame in frames.items()}
+        results = {
+            suite: session.run(frame, suite, dict(params.get(suite, {})))
+            for suite, frame in frames.items()
+        }
         docs_path = session.build_docs()
     return _report(results, name, docs_path)
 

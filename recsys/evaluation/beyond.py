@@ -68,8 +68,15 @@ USER_SLICINGS = ("activity", GENDER_COL, "age_band")
 #: The item-side grouping (head vs tail items).
 ITEM_SLICING = "items"
 #: Keys of :func:`beyond_accuracy`, in report order.
-BEYOND_METRICS = ("catalogue_coverage", "user_coverage", "novelty", "diversity",
-                  "avg_popularity", "gini", "long_tail_share")
+BEYOND_METRICS = (
+    "catalogue_coverage",
+    "user_coverage",
+    "novelty",
+    "diversity",
+    "avg_popularity",
+    "gini",
+    "long_tail_share",
+)
 
 
 class BeyondInputError(InputError):
@@ -121,8 +128,9 @@ class DetailedEvaluation:
 
 
 # ------------------------------------------------------------------ catalogue
-def build_catalogue(train: pd.DataFrame, items: pd.DataFrame | None = None, *,
-                    head_share: float = HEAD_SHARE) -> Catalogue:
+def build_catalogue(
+    train: pd.DataFrame, items: pd.DataFrame | None = None, *, head_share: float = HEAD_SHARE
+) -> Catalogue:
     """The catalogue of ``train`` (plus every item of the items table).
 
     Args:
@@ -147,10 +155,13 @@ def build_catalogue(train: pd.DataFrame, items: pd.DataFrame | None = None, *,
     index = pd.Index(np.sort(ids), name=ITEM_COL)
     pairs = train[[USER_COL, ITEM_COL]].drop_duplicates()
     popularity = np.bincount(index.get_indexer(pairs[ITEM_COL]), minlength=len(index))
-    return Catalogue(items=index, popularity=popularity.astype(np.float64),
-                     head=_head_mask(popularity, head_share),
-                     features=_item_features(index, pairs, items),
-                     n_train_users=int(pairs[USER_COL].nunique()))
+    return Catalogue(
+        items=index,
+        popularity=popularity.astype(np.float64),
+        head=_head_mask(popularity, head_share),
+        features=_item_features(index, pairs, items),
+        n_train_users=int(pairs[USER_COL].nunique()),
+    )
 
 
 def _head_mask(popularity: np.ndarray, head_share: float) -> np.ndarray:
@@ -162,8 +173,9 @@ def _head_mask(popularity: np.ndarray, head_share: float) -> np.ndarray:
     return mask
 
 
-def _item_features(index: pd.Index, pairs: pd.DataFrame,
-                   items: pd.DataFrame | None) -> sp.csr_matrix:
+def _item_features(
+    index: pd.Index, pairs: pd.DataFrame, items: pd.DataFrame | None
+) -> sp.csr_matrix:
     """L2-normalised genre vectors, or training columns when no item has a genre."""
     if items is not None and GENRES_COL in items.columns:
         genres = items.set_index(ITEM_COL)[GENRES_COL].fillna("").astype(str).str.split("|")
@@ -171,14 +183,22 @@ def _item_features(index: pd.Index, pairs: pd.DataFrame,
         exploded = exploded[exploded.str.len() > 0]
         if len(exploded):
             names = pd.Index(np.sort(exploded.unique()))
-            F = sp.csr_matrix((np.ones(len(exploded)), (index.get_indexer(exploded.index),
-                                                         names.get_indexer(exploded))),
-                              shape=(len(index), len(names)))
+            F = sp.csr_matrix(
+                (
+                    np.ones(len(exploded)),
+                    (index.get_indexer(exploded.index), names.get_indexer(exploded)),
+                ),
+                shape=(len(index), len(names)),
+            )
             return _normalise_rows(F)
     users = pd.Index(np.sort(pairs[USER_COL].unique()))
-    F = sp.csr_matrix((np.ones(len(pairs)), (index.get_indexer(pairs[ITEM_COL]),
-                                             users.get_indexer(pairs[USER_COL]))),
-                      shape=(len(index), len(users)))
+    F = sp.csr_matrix(
+        (
+            np.ones(len(pairs)),
+            (index.get_indexer(pairs[ITEM_COL]), users.get_indexer(pairs[USER_COL])),
+        ),
+        shape=(len(index), len(users)),
+    )
     return _normalise_rows(F)
 
 
@@ -235,11 +255,13 @@ def _check_rec(rec_items: np.ndarray, catalogue: Catalogue, k: int) -> np.ndarra
     rec = np.asarray(rec_items)
     if rec.ndim != 2 or not np.issubdtype(rec.dtype, np.integer):
         raise BeyondInputError(
-            f"rec_items must be a 2-D integer array, got {rec.dtype} with shape {rec.shape}")
+            f"rec_items must be a 2-D integer array, got {rec.dtype} with shape {rec.shape}"
+        )
     rec = rec[:, :k].astype(np.int64)
     if rec.size and (rec.min() < -1 or rec.max() >= catalogue.size):
-        raise BeyondInputError(f"rec_items must hold -1 or catalogue indices in "
-                               f"[0, {catalogue.size})")
+        raise BeyondInputError(
+            f"rec_items must hold -1 or catalogue indices in [0, {catalogue.size})"
+        )
     return rec
 
 
@@ -277,9 +299,14 @@ def gini(exposure: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------- per-user side
-def user_groups(user_ids: np.ndarray, train: pd.DataFrame, users: pd.DataFrame | None = None,
-                *, cold_max: int = COLD_MAX,
-                heavy_quantile: float = HEAVY_QUANTILE) -> pd.DataFrame:
+def user_groups(
+    user_ids: np.ndarray,
+    train: pd.DataFrame,
+    users: pd.DataFrame | None = None,
+    *,
+    cold_max: int = COLD_MAX,
+    heavy_quantile: float = HEAVY_QUANTILE,
+) -> pd.DataFrame:
     """The groups each user belongs to.
 
     Args:
@@ -299,8 +326,9 @@ def user_groups(user_ids: np.ndarray, train: pd.DataFrame, users: pd.DataFrame |
     counts = train[USER_COL].value_counts()
     activity = counts.reindex(index, fill_value=0).to_numpy()
     heavy_min = max(float(np.quantile(counts.to_numpy(), heavy_quantile)), cold_max + 1)
-    labels = np.where(activity <= cold_max, "cold",
-                      np.where(activity >= heavy_min, "heavy", "light"))
+    labels = np.where(
+        activity <= cold_max, "cold", np.where(activity >= heavy_min, "heavy", "light")
+    )
     out = pd.DataFrame({"activity": labels}, index=index)
     if users is not None and USER_COL in users.columns:
         table = users.drop_duplicates(USER_COL).set_index(USER_COL).reindex(index)
@@ -340,8 +368,7 @@ def slice_summary(per_user: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = []
     for slicing in (s for s in USER_SLICINGS if s in per_user.columns):
         grouped = per_user.groupby(slicing, sort=True)[metric].agg(["size", "mean"])
-        rows += [(slicing, str(g), int(r["size"]), float(r["mean"]))
-                 for g, r in grouped.iterrows()]
+        rows += [(slicing, str(g), int(r["size"]), float(r["mean"])) for g, r in grouped.iterrows()]
     for group in ("head", "tail"):
         column = f"{metric}[{group}]"
         if column in per_user.columns and per_user[column].notna().any():
@@ -361,10 +388,16 @@ def slice_metrics(summary: pd.DataFrame, metric: str) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------ one entry
-def evaluate_detailed(recs: pd.DataFrame, test: pd.DataFrame, train: pd.DataFrame, *,
-                      k: int = 10, catalogue: Catalogue | None = None,
-                      items: pd.DataFrame | None = None,
-                      users: pd.DataFrame | None = None) -> DetailedEvaluation:
+def evaluate_detailed(
+    recs: pd.DataFrame,
+    test: pd.DataFrame,
+    train: pd.DataFrame,
+    *,
+    k: int = 10,
+    catalogue: Catalogue | None = None,
+    items: pd.DataFrame | None = None,
+    users: pd.DataFrame | None = None,
+) -> DetailedEvaluation:
     """Accuracy, beyond-accuracy and slice figures of a long recommendation frame.
 
     Every distinct test user is evaluated (one with no list scores zero), so
@@ -405,14 +438,12 @@ def evaluate_detailed(recs: pd.DataFrame, test: pd.DataFrame, train: pd.DataFram
     return DetailedEvaluation(metrics=metrics, per_user=per_user, slices=summary)
 
 
-def _rec_matrix(recs: pd.DataFrame, users: pd.Index, catalogue: Catalogue,
-                k: int) -> np.ndarray:
+def _rec_matrix(recs: pd.DataFrame, users: pd.Index, catalogue: Catalogue, k: int) -> np.ndarray:
     """``(len(users), k)`` catalogue indices of each user's best ``k``, -1 where empty."""
     if RANK_COL in recs.columns:
         ordered = recs.sort_values([USER_COL, RANK_COL], kind="stable")
     elif SCORE_COL in recs.columns:
-        ordered = recs.sort_values([USER_COL, SCORE_COL], ascending=[True, False],
-                                   kind="stable")
+        ordered = recs.sort_values([USER_COL, SCORE_COL], ascending=[True, False], kind="stable")
     else:
         raise BeyondInputError(f"recs needs a {RANK_COL!r} or a {SCORE_COL!r} column")
     slot = ordered.groupby(USER_COL, sort=False).cumcount().to_numpy()
@@ -427,24 +458,27 @@ def _rec_matrix(recs: pd.DataFrame, users: pd.Index, catalogue: Catalogue,
     return rec
 
 
-def _truth(test: pd.DataFrame, users: pd.Index,
-           catalogue: Catalogue) -> tuple[sp.csr_matrix, np.ndarray]:
+def _truth(
+    test: pd.DataFrame, users: pd.Index, catalogue: Catalogue
+) -> tuple[sp.csr_matrix, np.ndarray]:
     """Relevance matrix (unknown items get extra columns) and its head-column mask."""
     pairs = test[[USER_COL, ITEM_COL]].drop_duplicates()
     cols = catalogue.items.get_indexer(pairs[ITEM_COL])
     unknown = pd.Index(pairs.loc[cols < 0, ITEM_COL].unique())
     cols = np.where(cols >= 0, cols, catalogue.size + unknown.get_indexer(pairs[ITEM_COL]))
     width = catalogue.size + unknown.size
-    truth = sp.csr_matrix((np.ones(cols.size, dtype=bool),
-                           (users.get_indexer(pairs[USER_COL]), cols)),
-                          shape=(users.size, width))
+    truth = sp.csr_matrix(
+        (np.ones(cols.size, dtype=bool), (users.get_indexer(pairs[USER_COL]), cols)),
+        shape=(users.size, width),
+    )
     head = np.zeros(width, dtype=bool)
-    head[:catalogue.size] = catalogue.head
+    head[: catalogue.size] = catalogue.head
     return truth, head
 
 
-def _per_user(rec: np.ndarray, truth: sp.csr_matrix, head: np.ndarray,
-              users: pd.Index, k: int) -> pd.DataFrame:
+def _per_user(
+    rec: np.ndarray, truth: sp.csr_matrix, head: np.ndarray, users: pd.Index, k: int
+) -> pd.DataFrame:
     """Per-user metrics plus NDCG counting only head, or only tail, items as relevant."""
     frame = per_user_metrics(rec, truth, k)
     frame.index = users[frame.index.to_numpy()]

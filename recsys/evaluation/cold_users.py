@@ -24,8 +24,14 @@ from recsys.serving.coldstart import ColdStartError, fit_cold_start, unit_max
 log = logging.getLogger(__name__)
 
 
-def cold_user_split(train: pd.DataFrame, test: pd.DataFrame, max_history: int = 3,
-                    seed: int = 42, *, share: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+def cold_user_split(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    max_history: int = 3,
+    seed: int = 42,
+    *,
+    share: float = 0.2,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A cold-user slice: some test users keep only their first ``max_history`` interactions.
 
     A seeded ``share`` of the test users who have training history is chosen;
@@ -50,8 +56,11 @@ def cold_user_split(train: pd.DataFrame, test: pd.DataFrame, max_history: int = 
     warm = np.sort(pd.unique(test[USER_COL][test[USER_COL].isin(train[USER_COL])]))
     rng = np.random.default_rng(seed)
     chosen = rng.choice(warm, size=int(round(share * warm.size)), replace=False)
-    order_key = (train[TIME_COL].to_numpy() if TIME_COL in train.columns
-                 and train[TIME_COL].notna().all() else np.zeros(len(train)))
+    order_key = (
+        train[TIME_COL].to_numpy()
+        if TIME_COL in train.columns and train[TIME_COL].notna().all()
+        else np.zeros(len(train))
+    )
     order = np.lexsort((np.arange(len(train)), order_key, train[USER_COL].to_numpy()))
     ordered = train.iloc[order]
     position = ordered.groupby(USER_COL, sort=False).cumcount().to_numpy()
@@ -60,15 +69,27 @@ def cold_user_split(train: pd.DataFrame, test: pd.DataFrame, max_history: int = 
     keep[order[drop]] = False
     cold_train = train[keep]
     cold_test = test[test[USER_COL].isin(chosen)].copy()
-    log.info("cold slice: %d users trimmed to <= %d interactions (%d rows dropped)",
-             chosen.size, max_history, int(drop.sum()))
+    log.info(
+        "cold slice: %d users trimmed to <= %d interactions (%d rows dropped)",
+        chosen.size,
+        max_history,
+        int(drop.sum()),
+    )
     return cold_train.copy(), cold_test
 
 
-def evaluate_cold_users(train: pd.DataFrame, test: pd.DataFrame,
-                        items: pd.DataFrame | None = None, users: pd.DataFrame | None = None,
-                        *, models: tuple[str, ...] = (), model_params: dict | None = None,
-                        k: int = 10, max_history: int = 3, seed: int = 42) -> dict:
+def evaluate_cold_users(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    items: pd.DataFrame | None = None,
+    users: pd.DataFrame | None = None,
+    *,
+    models: tuple[str, ...] = (),
+    model_params: dict | None = None,
+    k: int = 10,
+    max_history: int = 3,
+    seed: int = 42,
+) -> dict:
     """Metrics on the cold-user slice of a split (see :func:`cold_user_split`).
 
     Rows of ``results``: ``global_popularity`` (one list for all, seen items
@@ -93,21 +114,31 @@ def evaluate_cold_users(train: pd.DataFrame, test: pd.DataFrame,
     chain_scores, paths = chain.score_users(H, demos)
     demo_scores, _ = chain.score_users(empty, demos)
     demo_scores[H.nonzero()] = -np.inf
-    results = {name: _score_frame_metrics(scores, ids, id_map, cold_test, k)
-               for name, scores in (("global_popularity", glob), ("chain", chain_scores),
-                                    ("chain_no_history", demo_scores))}
+    results = {
+        name: _score_frame_metrics(scores, ids, id_map, cold_test, k)
+        for name, scores in (
+            ("global_popularity", glob),
+            ("chain", chain_scores),
+            ("chain_no_history", demo_scores),
+        )
+    }
     context = FitContext.from_interactions(cold_train, id_map, items=items, users=users)
     for name in models:
         model = make_model(name, **(model_params or {}).get(name, {})).fit(X, context)
         results[name] = evaluate_model(model, X, cold_test, id_map, k=k)
     base = results["global_popularity"][f"ndcg@{k}"]
-    return {"n_users": int(ids.size), "max_history": max_history, "results": results,
-            "served_by": pd.Series(paths).value_counts().to_dict(),
-            "chain_gain_vs_global": (results["chain"][f"ndcg@{k}"] / base - 1) if base else None}
+    return {
+        "n_users": int(ids.size),
+        "max_history": max_history,
+        "results": results,
+        "served_by": pd.Series(paths).value_counts().to_dict(),
+        "chain_gain_vs_global": (results["chain"][f"ndcg@{k}"] / base - 1) if base else None,
+    }
 
 
-def _score_frame_metrics(scores: np.ndarray, ids: np.ndarray, id_map: IdMap,
-                         test: pd.DataFrame, k: int) -> dict[str, float]:
+def _score_frame_metrics(
+    scores: np.ndarray, ids: np.ndarray, id_map: IdMap, test: pd.DataFrame, k: int
+) -> dict[str, float]:
     items, _ = top_k(scores, k)
     recs = long_frame(ids, items, None, id_map.items)
     return evaluate_recommendations(recs, test, k, id_map.n_items)

@@ -36,9 +36,11 @@ class ALSRecommender(Recommender):
     """
 
     name = "als"
-    search_space: ClassVar[dict[str, Any]] = {"factors": ("int", 16, 128, True),
-                                         "regularization": ("float", 1e-3, 1.0, True),
-                                         "alpha": ("float", 0.5, 20.0, True)}
+    search_space: ClassVar[dict[str, Any]] = {
+        "factors": ("int", 16, 128, True),
+        "regularization": ("float", 1e-3, 1.0, True),
+        "alpha": ("float", 0.5, 20.0, True),
+    }
 
     def __init__(
         self,

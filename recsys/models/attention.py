@@ -110,26 +110,38 @@ class SelfAttentionRecommender(Recommender):
         train_items, train_indptr, val_rows, val_targets = _hold_out_last(
             self.seq_items_, self.seq_indptr_
         )
-        inputs, targets, window_users = _training_windows(train_items, train_indptr,
-                                                          self.max_len)
+        inputs, targets, window_users = _training_windows(train_items, train_indptr, self.max_len)
         if not len(inputs):
-            raise InputError("no user has three or more interactions (the last one is held out "
-                             "for validation); nothing to learn from")
+            raise InputError(
+                "no user has three or more interactions (the last one is held out "
+                "for validation); nothing to learn from"
+            )
         self.network_ = self._new_network()
         monitor = _ValidationMonitor(self, train_items, train_indptr, val_rows, val_targets)
         start = time.perf_counter()
         self._train(inputs, targets, window_users, monitor)
         self.history_ = monitor.history
         self.best_epoch_ = monitor.best_epoch
-        log.info("trained %d epochs in %.1fs (best epoch %d, %s %.4f)",
-                 len(self.history_["loss"]), time.perf_counter() - start,
-                 self.best_epoch_, VAL_METRIC, monitor.best)
+        log.info(
+            "trained %d epochs in %.1fs (best epoch %d, %s %.4f)",
+            len(self.history_["loss"]),
+            time.perf_counter() - start,
+            self.best_epoch_,
+            VAL_METRIC,
+            monitor.best,
+        )
 
-    def _train(self, inputs: np.ndarray, targets: np.ndarray, window_users: np.ndarray,
-               monitor: _ValidationMonitor) -> None:
+    def _train(
+        self,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        window_users: np.ndarray,
+        monitor: _ValidationMonitor,
+    ) -> None:
         """Run epochs of compiled train steps until early stopping; keep the best weights."""
-        step = _make_train_step(self.network_, self.learning_rate,
-                                with_profile=self.profile_ is not None)
+        step = _make_train_step(
+            self.network_, self.learning_rate, with_profile=self.profile_ is not None
+        )
         rng = np.random.default_rng(int(self.random_state))
         lengths = (targets >= 0).sum(axis=1)
         for epoch in range(int(self.epochs)):
@@ -173,8 +185,12 @@ class SelfAttentionRecommender(Recommender):
 
     def _new_network(self) -> Any:
         net = _make_network(
-            n_items=self.n_items_, max_len=self.max_len, d_model=self.d_model,
-            n_heads=self.n_heads, n_blocks=self.n_blocks, dropout=self.dropout,
+            n_items=self.n_items_,
+            max_len=self.max_len,
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_blocks=self.n_blocks,
+            dropout=self.dropout,
             profile_dim=0 if self.profile_ is None else self.profile_.shape[1],
         )
         dummy = np.zeros((1, self.max_len), dtype=np.int32)
@@ -213,10 +229,12 @@ class SelfAttentionRecommender(Recommender):
         rows.sort_indices()
         from_x = _left_pad(rows.indices, rows.indptr, np.arange(len(users)), self.max_len)
         known = users < self.n_users_
-        fitted = _left_pad(self.seq_items_, self.seq_indptr_,
-                           np.where(known, users, 0), self.max_len)
-        stored = _pattern(self.seq_items_, self.seq_indptr_, np.where(known, users, 0),
-                          self.n_items_)
+        fitted = _left_pad(
+            self.seq_items_, self.seq_indptr_, np.where(known, users, 0), self.max_len
+        )
+        stored = _pattern(
+            self.seq_items_, self.seq_indptr_, np.where(known, users, 0), self.n_items_
+        )
         same = known & (abs(stored - (rows != 0).astype(np.float32)).getnnz(axis=1) == 0)
         return np.where(same[:, None], fitted, from_x)
 
@@ -232,9 +250,13 @@ class SelfAttentionRecommender(Recommender):
     def _save(self, path: Path) -> None:
         """Write params (JSON), sequences/profiles (npz), history and Keras weights."""
         (path / _PARAMS_FILE).write_text(json.dumps(self.get_params(), indent=2))
-        state = {"n_users": self.n_users_, "n_items": self.n_items_,
-                 "seq_items": self.seq_items_, "seq_indptr": self.seq_indptr_,
-                 "best_epoch": self.best_epoch_}
+        state = {
+            "n_users": self.n_users_,
+            "n_items": self.n_items_,
+            "seq_items": self.seq_items_,
+            "seq_indptr": self.seq_indptr_,
+            "best_epoch": self.best_epoch_,
+        }
         if self.profile_ is not None:
             state["profile"] = self.profile_
         np.savez(path / _STATE_FILE, **state)
@@ -322,8 +344,11 @@ def _sequences_from(
             f"context.sequences has {len(sequences)} rows but X has {X.shape[0]} users"
         )
     lens = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
-    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]) if lens.sum() else (
-        np.zeros(0, dtype=np.int64))
+    flat = (
+        np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
+        if lens.sum()
+        else (np.zeros(0, dtype=np.int64))
+    )
     if flat.size and (flat.min() < 0 or flat.max() >= X.shape[1]):
         raise InputError(f"context.sequences holds item indices outside [0, {X.shape[1]})")
     return flat, np.concatenate([[0], np.cumsum(lens)])
@@ -358,16 +383,18 @@ def _left_pad(items: np.ndarray, indptr: np.ndarray, rows: np.ndarray, max_len: 
     return out
 
 
-def _pattern(items: np.ndarray, indptr: np.ndarray, rows: np.ndarray,
-             n_items: int) -> sp.csr_matrix:
+def _pattern(
+    items: np.ndarray, indptr: np.ndarray, rows: np.ndarray, n_items: int
+) -> sp.csr_matrix:
     """0/1 CSR of the items in the given rows' sequences."""
     lens = indptr[rows + 1] - indptr[rows]
     src = np.repeat(indptr[rows], lens) + (
         np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
     )
-    m = sp.csr_matrix((np.ones(len(src), dtype=np.float32),
-                       (np.repeat(np.arange(len(rows)), lens), items[src])),
-                      shape=(len(rows), n_items))
+    m = sp.csr_matrix(
+        (np.ones(len(src), dtype=np.float32), (np.repeat(np.arange(len(rows)), lens), items[src])),
+        shape=(len(rows), n_items),
+    )
     m.sum_duplicates()
     m.data[:] = 1.0
     return m
@@ -402,8 +429,9 @@ def _training_windows(
     return inputs, targets, keys[0]
 
 
-def _length_batches(lengths: np.ndarray, batch_size: int,
-                    rng: np.random.Generator) -> list[np.ndarray]:
+def _length_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """One epoch of batches: windows of similar length together, batches in random order.
 
     Windows are sorted by length with random tie-breaks and cut into
@@ -411,7 +439,7 @@ def _length_batches(lengths: np.ndarray, batch_size: int,
     in all of its rows; the batch order is then shuffled.
     """
     order = np.lexsort((rng.random(len(lengths)), lengths))
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -429,8 +457,14 @@ def ndcg_at_10(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 class _ValidationMonitor:
     """Per-epoch validation NDCG@10 with patience and best-weight restore."""
 
-    def __init__(self, model: SelfAttentionRecommender, items: np.ndarray,
-                 indptr: np.ndarray, val_rows: np.ndarray, val_targets: np.ndarray) -> None:
+    def __init__(
+        self,
+        model: SelfAttentionRecommender,
+        items: np.ndarray,
+        indptr: np.ndarray,
+        val_rows: np.ndarray,
+        val_targets: np.ndarray,
+    ) -> None:
         self.model, self.val_rows, self.val_targets = model, val_rows, val_targets
         self.inputs = _left_pad(items, indptr, val_rows, model.max_len)
         self.seen = _pattern(items, indptr, val_rows, model.n_items_)
@@ -473,10 +507,12 @@ def _seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     gpus = tf.config.list_logical_devices("GPU")
-    log.info("training on %s (intra-op threads %s, inter-op threads %s; 0 = TF's default)",
-             gpus[0].name if gpus else "CPU",
-             tf.config.threading.get_intra_op_parallelism_threads(),
-             tf.config.threading.get_inter_op_parallelism_threads())
+    log.info(
+        "training on %s (intra-op threads %s, inter-op threads %s; 0 = TF's default)",
+        gpus[0].name if gpus else "CPU",
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
 
 
 def _make_train_step(network: Any, learning_rate: float, *, with_profile: bool) -> Any:
@@ -503,7 +539,8 @@ def _make_train_step(network: Any, learning_rate: float, *, with_profile: bool) 
         with tf.GradientTape() as tape:
             hidden = tf.boolean_mask(network.encode(inputs, profile, training=True), real)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=labels, logits=network.logits(hidden))
+                labels=labels, logits=network.logits(hidden)
+            )
             loss_sum = tf.reduce_sum(losses)
             n = tf.cast(tf.size(labels), tf.float32)
             loss = loss_sum / tf.maximum(n, 1.0)
@@ -513,8 +550,16 @@ def _make_train_step(network: Any, learning_rate: float, *, with_profile: bool) 
     return step
 
 
-def _make_network(*, n_items: int, max_len: int, d_model: int, n_heads: int, n_blocks: int,
-                  dropout: float, profile_dim: int) -> Any:
+def _make_network(
+    *,
+    n_items: int,
+    max_len: int,
+    d_model: int,
+    n_heads: int,
+    n_blocks: int,
+    dropout: float,
+    profile_dim: int,
+) -> Any:
     """Build the Keras model (imports Keras here, so module import stays cheap).
 
     Inputs are left-padded +1-shifted item indices of any width up to
@@ -600,7 +645,9 @@ def _make_network(*, n_items: int, max_len: int, d_model: int, n_heads: int, n_b
     if profile_dim:
         net.compiled_score_last = tf.function(net.score_last, reduce_retracing=True)
     else:
-        compiled = tf.function(lambda seq: net.score_last(seq),
-                               input_signature=[tf.TensorSpec([None, max_len], tf.int32)])
+        compiled = tf.function(
+            lambda seq: net.score_last(seq),
+            input_signature=[tf.TensorSpec([None, max_len], tf.int32)],
+        )
         net.compiled_score_last = lambda seq, profile=None: compiled(seq)
     return net

@@ -63,13 +63,23 @@ class FitContext:
     timestamps: sp.csr_matrix | None = None
 
     @classmethod
-    def from_interactions(cls, train: pd.DataFrame, id_map: IdMap, *,
-                          items: pd.DataFrame | None = None,
-                          users: pd.DataFrame | None = None) -> FitContext:
+    def from_interactions(
+        cls,
+        train: pd.DataFrame,
+        id_map: IdMap,
+        *,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+    ) -> FitContext:
         """The context of ``train`` under ``id_map``: sequences, item ids and
         timestamps from the rows, plus the side tables as given."""
-        return cls(sequences=id_map.sequences(train), items=items, users=users,
-                   item_ids=id_map.items, timestamps=id_map.time_matrix(train))
+        return cls(
+            sequences=id_map.sequences(train),
+            items=items,
+            users=users,
+            item_ids=id_map.items,
+            timestamps=id_map.time_matrix(train),
+        )
 
 
 class Recommender(ABC):
@@ -131,13 +141,13 @@ class Recommender(ABC):
         items_out = np.empty((users.size, k), dtype=np.int64)
         scores_out = np.empty((users.size, k), dtype=np.float32)
         for start in range(0, users.size, batch_size):
-            batch = users[start:start + batch_size]
+            batch = users[start : start + batch_size]
             scores = np.asarray(self._score(batch, X), dtype=np.float32)
             if filter_seen:
                 rows = X[batch]
                 scores[rows.nonzero()] = -np.inf
-            items_out[start:start + batch.size], scores_out[start:start + batch.size] = (
-                top_k(scores, k)
+            items_out[start : start + batch.size], scores_out[start : start + batch.size] = top_k(
+                scores, k
             )
         return items_out, scores_out
 
@@ -151,8 +161,9 @@ class Recommender(ABC):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         cls = type(self)
-        (path / MANIFEST).write_text(json.dumps(
-            {"model": self.name, "class": f"{cls.__module__}:{cls.__qualname__}"}))
+        (path / MANIFEST).write_text(
+            json.dumps({"model": self.name, "class": f"{cls.__module__}:{cls.__qualname__}"})
+        )
         self._save(path)
         return path
 
@@ -258,7 +269,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _select_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Boolean mask with exactly ``k`` True per row: the best scores, lowest index on ties."""
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
     above = scores > kth
     at_cut = scores == kth
     room = k - above.sum(axis=1, keepdims=True)

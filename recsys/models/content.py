@@ -40,8 +40,9 @@ class ContentAlignmentError(InputError):
     """The items table cannot be lined up with the matrix columns."""
 
 
-def align_items(items: pd.DataFrame, n_items: int,
-                item_ids: pd.Index | np.ndarray | None = None) -> pd.DataFrame:
+def align_items(
+    items: pd.DataFrame, n_items: int, item_ids: pd.Index | np.ndarray | None = None
+) -> pd.DataFrame:
     """The items table reordered so that row ``j`` describes matrix column ``j``.
 
     Args:
@@ -72,14 +73,14 @@ def align_items(items: pd.DataFrame, n_items: int,
         return items.sort_values(ITEM_COL, kind="stable").reset_index(drop=True)
     ids = np.asarray(item_ids)
     if ids.size != n_items:
-        raise ContentAlignmentError(
-            f"item_ids has {ids.size} ids but X has {n_items} columns")
+        raise ContentAlignmentError(f"item_ids has {ids.size} ids but X has {n_items} columns")
     aligned = items.set_index(ITEM_COL).reindex(pd.Index(ids, name=ITEM_COL))
     return aligned.reset_index()
 
 
-def item_content_matrix(items: pd.DataFrame, *, max_features: int | None = 5000,
-                        year_tokens: bool = True) -> sp.csr_matrix:
+def item_content_matrix(
+    items: pd.DataFrame, *, max_features: int | None = 5000, year_tokens: bool = True
+) -> sp.csr_matrix:
     """L2-normalised TF-IDF rows (title, genres, year) in the row order of ``items``.
 
     Rows of items without any content (e.g. ids missing from the table) are zero.
@@ -91,8 +92,14 @@ def item_content_matrix(items: pd.DataFrame, *, max_features: int | None = 5000,
     titles = docs[TITLE_COL].fillna("").astype(str) if TITLE_COL in docs else ""
     if year_tokens and YEAR_COL in docs:
         year = pd.to_numeric(docs[YEAR_COL], errors="coerce")
-        tokens = np.where(year.notna(), "y" + year.fillna(0).astype(int).astype(str) + " d"
-                          + (year.fillna(0) // 10 * 10).astype(int).astype(str), "")
+        tokens = np.where(
+            year.notna(),
+            "y"
+            + year.fillna(0).astype(int).astype(str)
+            + " d"
+            + (year.fillna(0) // 10 * 10).astype(int).astype(str),
+            "",
+        )
         titles = titles + " " + pd.Series(tokens, index=docs.index)
     docs[TITLE_COL] = titles
     docs[ITEM_COL] = np.arange(len(docs))  # ids may be missing (NaN) for empty rows
@@ -125,8 +132,9 @@ class ContentRecommender(Recommender):
 
     name = "content"
 
-    def __init__(self, max_features: int | None = 5000, year_tokens: bool = True,
-                 centered: bool = False) -> None:
+    def __init__(
+        self, max_features: int | None = 5000, year_tokens: bool = True, centered: bool = False
+    ) -> None:
         self.max_features = max_features
         self.year_tokens = year_tokens
         self.centered = centered
@@ -135,15 +143,18 @@ class ContentRecommender(Recommender):
         items = context.items
         ids = context.item_ids
         if items is None:
-            log.warning("content: no items table in context.items; "
-                        "describing items by their interactions instead")
+            log.warning(
+                "content: no items table in context.items; "
+                "describing items by their interactions instead"
+            )
             self.item_vectors_ = _normalise_rows(X.T.tocsr())
             self.content_source_ = "interactions"
             self.item_ids_ = None if ids is None else np.asarray(ids)
             return
         aligned = align_items(items, X.shape[1], ids)
         self.item_vectors_ = item_content_matrix(
-            aligned, max_features=self.max_features, year_tokens=self.year_tokens)
+            aligned, max_features=self.max_features, year_tokens=self.year_tokens
+        )
         self.content_source_ = "items"
         self.item_ids_ = aligned[ITEM_COL].to_numpy()
         log.debug("content: %d items × %d terms", *self.item_vectors_.shape)
@@ -183,15 +194,33 @@ class ContentRecommender(Recommender):
         V = self.item_vectors_
         n = V.shape[0]
         k = min(int(k), n - 1)
-        parts = [self._related_block(np.arange(s, min(s + _RELATED_BLOCK, n)), k)
-                 for s in range(0, n, _RELATED_BLOCK)] if k > 0 else []
+        parts = (
+            [
+                self._related_block(np.arange(s, min(s + _RELATED_BLOCK, n)), k)
+                for s in range(0, n, _RELATED_BLOCK)
+            ]
+            if k > 0
+            else []
+        )
         if not parts:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-                RELATED_COLS, (np.int64, np.int64, np.float64, np.int64), strict=True)})
+            return pd.DataFrame(
+                {
+                    c: pd.Series(dtype=t)
+                    for c, t in zip(
+                        RELATED_COLS, (np.int64, np.int64, np.float64, np.int64), strict=True
+                    )
+                }
+            )
         src, dst, score, rank = (np.concatenate(p) for p in zip(*parts, strict=True))
         ids = self.item_ids_ if self.item_ids_ is not None else np.arange(n)
-        return pd.DataFrame({ITEM_COL: ids[src], RELATED_ITEM_COL: ids[dst],
-                             SCORE_COL: score.astype(np.float64), RANK_COL: rank})
+        return pd.DataFrame(
+            {
+                ITEM_COL: ids[src],
+                RELATED_ITEM_COL: ids[dst],
+                SCORE_COL: score.astype(np.float64),
+                RANK_COL: rank,
+            }
+        )
 
     def _related_block(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
         sim = np.asarray((self.item_vectors_[rows] @ self.item_vectors_.T).todense())
@@ -211,8 +240,7 @@ def _normalise_rows(M: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ M)
 
 
-def write_related_items(model: ContentRecommender, out_path: str | Path,
-                        k: int = 10) -> Path:
+def write_related_items(model: ContentRecommender, out_path: str | Path, k: int = 10) -> Path:
     """Write ``model.related_items(k)`` to the Parquet file ``out_path`` (overwriting).
 
     The pipeline calls this next to the batch recommendations, e.g.

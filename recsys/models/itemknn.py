@@ -37,8 +37,10 @@ class ItemKNNRecommender(Recommender):
     """
 
     name = "itemknn"
-    search_space: ClassVar[dict[str, Any]] = {"k_neighbours": ("int", 10, 400, True),
-                                         "shrinkage": ("float", 0.0, 100.0, False)}
+    search_space: ClassVar[dict[str, Any]] = {
+        "k_neighbours": ("int", 10, 400, True),
+        "shrinkage": ("float", 0.0, 100.0, False),
+    }
 
     def __init__(self, k_neighbours: int = 100, shrinkage: float = 0.0) -> None:
         self.k_neighbours = k_neighbours

@@ -44,8 +44,13 @@ GENERATOR_FEATURES = ("rank", "score_ratio", "score_z")
 #: Features of the user alone.
 USER_FEATURES = ("user_activity_pct", "user_rating_mean", "user_rating_std")
 #: Features of the item alone.
-ITEM_FEATURES = ("item_popularity_share", "item_rating_mean", "item_late_share",
-                 "item_position_mean", "item_year")
+ITEM_FEATURES = (
+    "item_popularity_share",
+    "item_rating_mean",
+    "item_late_share",
+    "item_position_mean",
+    "item_year",
+)
 #: Features of the pair beyond the generators.
 PAIR_FEATURES = ("genre_affinity", "genre_affinity_max", "n_generators")
 #: Features of the item around the user's own active period (needs
@@ -53,17 +58,34 @@ PAIR_FEATURES = ("genre_affinity", "genre_affinity_max", "n_generators")
 #: interactions within ``_WINDOWS`` days of the user's first-to-last activity,
 #: and how many days the item's first interaction came after the user's last
 #: and its last before the user's first.
-TIME_FEATURES = ("item_window_share_7d", "item_window_share_60d", "item_first_after_user_days",
-                 "item_last_before_user_days")
+TIME_FEATURES = (
+    "item_window_share_7d",
+    "item_window_share_60d",
+    "item_first_after_user_days",
+    "item_last_before_user_days",
+)
 #: How the candidate fits the user's own history (from ``X``'s rows): its
 #: release year against the years the user watches (z-score, distance, and the
 #: user's mean year), the user's share of items from its decade, its genres'
 #: log-lift in the user's history over the whole catalogue, and its
 #: log-popularity against the popularity the user usually picks.
-TASTE_FEATURES = ("year_z", "year_gap", "user_year_mean", "decade_share", "genre_lift",
-                  "popularity_z", "popularity_gap", "user_popularity_mean")
-FEATURE_GROUPS = {"user": USER_FEATURES, "item": ITEM_FEATURES, "pair": PAIR_FEATURES,
-                  "time": TIME_FEATURES, "taste": TASTE_FEATURES}
+TASTE_FEATURES = (
+    "year_z",
+    "year_gap",
+    "user_year_mean",
+    "decade_share",
+    "genre_lift",
+    "popularity_z",
+    "popularity_gap",
+    "user_popularity_mean",
+)
+FEATURE_GROUPS = {
+    "user": USER_FEATURES,
+    "item": ITEM_FEATURES,
+    "pair": PAIR_FEATURES,
+    "time": TIME_FEATURES,
+    "taste": TASTE_FEATURES,
+}
 #: User-table columns whose segments give ``segment_lift_<column>``: the
 #: candidate's share of the interactions of users in the same segment over its
 #: share of all interactions. Numeric columns are cut into quantile bins.
@@ -103,13 +125,17 @@ def parse_generator(entry: str) -> tuple[str, str]:
     return label, model
 
 
-def feature_names(generators: tuple[str, ...],
-                  segments: tuple[str, ...] = DEFAULT_SEGMENTS) -> list[str]:
+def feature_names(
+    generators: tuple[str, ...], segments: tuple[str, ...] = DEFAULT_SEGMENTS
+) -> list[str]:
     """Column names of the ranker's feature matrix, in order."""
     labels = [parse_generator(g)[0] for g in generators]
     gen = [f"{g}_{f}" for g in labels for f in GENERATOR_FEATURES]
-    return gen + [f for group in FEATURE_GROUPS.values() for f in group] + \
-        [f"segment_lift_{col}" for col in segments]
+    return (
+        gen
+        + [f for group in FEATURE_GROUPS.values() for f in group]
+        + [f"segment_lift_{col}" for col in segments]
+    )
 
 
 class XGBRankerRecommender(Recommender):
@@ -164,13 +190,23 @@ class XGBRankerRecommender(Recommender):
 
     name = "ranker"
 
-    def __init__(self, generators: tuple[str, ...] = DEFAULT_GENERATORS,
-                 generator_params: dict[str, dict] | None = None, n_candidates: int = 50,
-                 label_share: float = 0.2, holdout: str = "random", val_share: float = 0.25,
-                 objective: str = "rank:pairwise", param_grid: dict[str, tuple] | None = None,
-                 n_folds: int = 4, n_bags: int = 5, max_rounds: int = 400,
-                 segments: tuple[str, ...] = DEFAULT_SEGMENTS, n_jobs: int = 2,
-                 random_state: int | None = 42) -> None:
+    def __init__(
+        self,
+        generators: tuple[str, ...] = DEFAULT_GENERATORS,
+        generator_params: dict[str, dict] | None = None,
+        n_candidates: int = 50,
+        label_share: float = 0.2,
+        holdout: str = "random",
+        val_share: float = 0.25,
+        objective: str = "rank:pairwise",
+        param_grid: dict[str, tuple] | None = None,
+        n_folds: int = 4,
+        n_bags: int = 5,
+        max_rounds: int = 400,
+        segments: tuple[str, ...] = DEFAULT_SEGMENTS,
+        n_jobs: int = 2,
+        random_state: int | None = 42,
+    ) -> None:
         self.generators = generators
         self.generator_params = generator_params
         self.n_candidates = n_candidates
@@ -222,14 +258,18 @@ class XGBRankerRecommender(Recommender):
         if not 0 < self.val_share < 1:
             raise InputError(f"val_share must lie in (0, 1), got {self.val_share}")
         if int(self.n_folds) < 1 or (int(self.n_folds) > 1 and self.holdout != "random"):
-            raise InputError(f"n_folds must be 1, or > 1 with holdout='random'; got "
-                             f"{self.n_folds} with holdout={self.holdout!r}")
+            raise InputError(
+                f"n_folds must be 1, or > 1 with holdout='random'; got "
+                f"{self.n_folds} with holdout={self.holdout!r}"
+            )
         if self.objective not in ("rank:ndcg", "rank:pairwise"):
-            raise InputError(f"objective must be 'rank:ndcg' or 'rank:pairwise', "
-                             f"got {self.objective!r}")
+            raise InputError(
+                f"objective must be 'rank:ndcg' or 'rank:pairwise', got {self.objective!r}"
+            )
 
-    def _fit_stage(self, X: sp.csr_matrix, context: FitContext,
-                   sequences: list[np.ndarray]) -> None:
+    def _fit_stage(
+        self, X: sp.csr_matrix, context: FitContext, sequences: list[np.ndarray]
+    ) -> None:
         """Fit the generators and the item statistics on ``X``."""
         from recsys.models import make_model
 
@@ -241,34 +281,51 @@ class XGBRankerRecommender(Recommender):
         self.item_stats_ = _item_stats(X, context, sequences, self.item_genres_)
         self.activity_sorted_ = np.sort(np.diff(X.indptr)).astype(np.float64)
         self.times_ = _Times.build(X, context.timestamps)
-        self.taste_ = _Taste.build(X, self.item_stats_[:, ITEM_FEATURES.index("item_year")],
-                                   self.item_genres_, self.segment_codes_)
+        self.taste_ = _Taste.build(
+            X,
+            self.item_stats_[:, ITEM_FEATURES.index("item_year")],
+            self.item_genres_,
+            self.segment_codes_,
+        )
 
-    def _fold_rows(self, X: sp.csr_matrix, context: FitContext, sequences: list[np.ndarray],
-                   fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _fold_rows(
+        self, X: sp.csr_matrix, context: FitContext, sequences: list[np.ndarray], fold: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training rows of one fold: generators fitted without the fold's labels."""
-        early, labels = split_history(X, sequences, self.label_share, how=self.holdout,
-                                      seed=self.random_state, n_folds=int(self.n_folds),
-                                      fold=fold)
+        early, labels = split_history(
+            X,
+            sequences,
+            self.label_share,
+            how=self.holdout,
+            seed=self.random_state,
+            n_folds=int(self.n_folds),
+            fold=fold,
+        )
         early_ctx = replace(context, sequences=_trim_sequences(sequences, labels))
         self._fit_stage(early, early_ctx, early_ctx.sequences)
         users = np.flatnonzero(np.diff(labels.indptr) > 0)
         return self._training_rows(users, early, labels)
 
-    def _training_rows(self, users: np.ndarray, early: sp.csr_matrix,
-                       labels: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _training_rows(
+        self, users: np.ndarray, early: sp.csr_matrix, labels: sp.csr_matrix
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features, 0/1 labels and user of each candidate row (users with a hit only)."""
         feats, r, c = self._features(users, early)
         pairs = np.column_stack([users[r], c])
         y = np.asarray(labels[pairs[:, 0], pairs[:, 1]]).ravel() > 0
         hit_users = np.unique(pairs[y, 0])
         keep = np.isin(pairs[:, 0], hit_users)
-        log.info("ranker training rows: %d candidates of %d users, %.1f%% positive",
-                 keep.sum(), hit_users.size, 100 * y[keep].mean() if keep.any() else 0)
+        log.info(
+            "ranker training rows: %d candidates of %d users, %.1f%% positive",
+            keep.sum(),
+            hit_users.size,
+            100 * y[keep].mean() if keep.any() else 0,
+        )
         return feats[keep], y[keep].astype(np.float32), pairs[keep, 0]
 
-    def _fit_booster(self, feats: np.ndarray, y: np.ndarray, users: np.ndarray,
-                     groups: np.ndarray) -> None:
+    def _fit_booster(
+        self, feats: np.ndarray, y: np.ndarray, users: np.ndarray, groups: np.ndarray
+    ) -> None:
         """Pick XGBoost's setting on the first bag's validation users, then bag.
 
         Averaging boosters that saw different users steadies the ranking: on
@@ -278,41 +335,59 @@ class XGBRankerRecommender(Recommender):
         import xgboost as xgb
 
         if groups.size == 0:
-            raise InputError("ranker: no user has a held-out interaction among its candidates; "
-                             "the training data is too small to learn a ranking")
+            raise InputError(
+                "ranker: no user has a held-out interaction among its candidates; "
+                "the training data is too small to learn a ranking"
+            )
         seed = int(self.random_state or 0)
         self.validation_, self.boosters_ = [], []
         dfit, dval = self._carve(xgb, feats, y, users, groups, seed)
         for setting in _grid(self.param_grid or DEFAULT_GRID):
             booster, score = self._early_stopped(xgb, setting, dfit, dval, seed)
             self.boosters_.append(booster)
-            self.validation_.append({**setting, "n_rounds": booster.num_boosted_rounds(),
-                                     "ndcg@10": score})
-        best = max(range(len(self.validation_)),
-                   key=lambda i: (self.validation_[i]["ndcg@10"], -self.validation_[i]["n_rounds"]))
-        self.best_params_ = {k: v for k, v in self.validation_[best].items()
-                             if k not in ("n_rounds", "ndcg@10")}
+            self.validation_.append(
+                {**setting, "n_rounds": booster.num_boosted_rounds(), "ndcg@10": score}
+            )
+        best = max(
+            range(len(self.validation_)),
+            key=lambda i: (self.validation_[i]["ndcg@10"], -self.validation_[i]["n_rounds"]),
+        )
+        self.best_params_ = {
+            k: v for k, v in self.validation_[best].items() if k not in ("n_rounds", "ndcg@10")
+        }
         self.boosters_ = [self.boosters_[best]]
         for bag in range(1, int(self.n_bags)):
             dfit, dval = self._carve(xgb, feats, y, users, groups, seed + bag)
             booster, score = self._early_stopped(xgb, self.best_params_, dfit, dval, seed + bag)
             self.boosters_.append(booster)
-            self.validation_.append({"bag": bag, "n_rounds": booster.num_boosted_rounds(),
-                                     "ndcg@10": score})
+            self.validation_.append(
+                {"bag": bag, "n_rounds": booster.num_boosted_rounds(), "ndcg@10": score}
+            )
         self.n_rounds_ = [b.num_boosted_rounds() for b in self.boosters_]
         gains = [b.get_score(importance_type="total_gain") for b in self.boosters_]
-        self.feature_importances_ = {f: float(sum(g.get(f, 0.0) for g in gains)) / len(gains)
-                                     for f in self.feature_names_}
+        self.feature_importances_ = {
+            f: float(sum(g.get(f, 0.0) for g in gains)) / len(gains) for f in self.feature_names_
+        }
 
-    def _carve(self, xgb: Any, feats: np.ndarray, y: np.ndarray, users: np.ndarray,
-               groups: np.ndarray, seed: int) -> tuple[Any, Any]:
+    def _carve(
+        self,
+        xgb: Any,
+        feats: np.ndarray,
+        y: np.ndarray,
+        users: np.ndarray,
+        groups: np.ndarray,
+        seed: int,
+    ) -> tuple[Any, Any]:
         """Fit and validation DMatrix of one bag (a seeded ``val_share`` of users validates)."""
         fit = _carve_users(users, self.val_share, seed)
-        return (_dmatrix(xgb, feats[fit], y[fit], groups[fit], self.feature_names_),
-                _dmatrix(xgb, feats[~fit], y[~fit], groups[~fit], self.feature_names_))
+        return (
+            _dmatrix(xgb, feats[fit], y[fit], groups[fit], self.feature_names_),
+            _dmatrix(xgb, feats[~fit], y[~fit], groups[~fit], self.feature_names_),
+        )
 
-    def _early_stopped(self, xgb: Any, setting: dict, dfit: Any, dval: Any,
-                       seed: int) -> tuple[Any, float]:
+    def _early_stopped(
+        self, xgb: Any, setting: dict, dfit: Any, dval: Any, seed: int
+    ) -> tuple[Any, float]:
         """A booster cut at its best validation round, and its validation NDCG@10.
 
         Without validation users (tiny data) it trains ``min(50, max_rounds)`` rounds.
@@ -321,17 +396,31 @@ class XGBRankerRecommender(Recommender):
         if dval.num_row() == 0:
             return xgb.train(params, dfit, num_boost_round=min(50, int(self.max_rounds))), 0.0
         history: dict = {}
-        booster = xgb.train(params, dfit, num_boost_round=int(self.max_rounds),
-                            evals=[(dval, "val")], early_stopping_rounds=30,
-                            evals_result=history, verbose_eval=False)
+        booster = xgb.train(
+            params,
+            dfit,
+            num_boost_round=int(self.max_rounds),
+            evals=[(dval, "val")],
+            early_stopping_rounds=30,
+            evals_result=history,
+            verbose_eval=False,
+        )
         best = booster.best_iteration
         return booster[: best + 1], float(history["val"]["ndcg@10"][best])
 
     def _xgb_params(self, setting: dict, seed: int) -> dict:
-        return {"objective": self.objective, "eval_metric": "ndcg@10", "tree_method": "hist",
-                "nthread": int(self.n_jobs), "seed": seed,
-                "lambdarank_pair_method": "topk", "lambdarank_num_pair_per_sample": 10,
-                "subsample": 0.8, "colsample_bytree": 0.8, **setting}
+        return {
+            "objective": self.objective,
+            "eval_metric": "ndcg@10",
+            "tree_method": "hist",
+            "nthread": int(self.n_jobs),
+            "seed": seed,
+            "lambdarank_pair_method": "topk",
+            "lambdarank_num_pair_per_sample": 10,
+            "subsample": 0.8,
+            "colsample_bytree": 0.8,
+            **setting,
+        }
 
     # ---------------------------------------------------------------- scoring
     def _score(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
@@ -358,16 +447,19 @@ class XGBRankerRecommender(Recommender):
         return [self.feature_names_.index(f"{g}_rank") for g in self.generators_]
 
     # --------------------------------------------------------------- features
-    def _features(self, users: np.ndarray,
-                  X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _features(
+        self, users: np.ndarray, X: sp.csr_matrix
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Feature rows of every candidate of ``users``, with its position in
         ``users`` and its item column (sorted by position, then item).
 
         Generators score ``X``'s rows of the users, with the items in ``X`` excluded.
         """
         rows = X[users]
-        scores = {name: self._masked_scores(model, users, X, rows)
-                  for name, model in self.generators_.items()}
+        scores = {
+            name: self._masked_scores(model, users, X, rows)
+            for name, model in self.generators_.items()
+        }
         n = min(int(self.n_candidates), self.n_items_)
         chosen = np.zeros((users.size, self.n_items_), dtype=bool)
         for s in scores.values():
@@ -385,14 +477,16 @@ class XGBRankerRecommender(Recommender):
         return np.hstack(parts).astype(np.float32), r, c
 
     @staticmethod
-    def _masked_scores(model: Recommender, users: np.ndarray, X: sp.csr_matrix,
-                       rows: sp.csr_matrix) -> np.ndarray:
+    def _masked_scores(
+        model: Recommender, users: np.ndarray, X: sp.csr_matrix, rows: sp.csr_matrix
+    ) -> np.ndarray:
         s = np.asarray(model._score(users, X), dtype=np.float32)  # noqa: SLF001 - same package
         s[rows.nonzero()] = -np.inf
         return s
 
-    def _pair_features(self, rows: sp.csr_matrix, r: np.ndarray, c: np.ndarray,
-                       gen_parts: list[np.ndarray], n: int) -> np.ndarray:
+    def _pair_features(
+        self, rows: sp.csr_matrix, r: np.ndarray, c: np.ndarray, gen_parts: list[np.ndarray], n: int
+    ) -> np.ndarray:
         ranks = np.column_stack([p[:, 1] for p in gen_parts])
         n_gen = (ranks <= n).sum(axis=1).astype(np.float32)
         if self.item_genres_ is None:
@@ -413,9 +507,16 @@ class _Times:
     held-out labels never inform the features the ranker learns from.
     """
 
-    def __init__(self, user_first: np.ndarray, user_last: np.ndarray, keys: np.ndarray,
-                 span: float, all_times: np.ndarray, item_first: np.ndarray,
-                 item_last: np.ndarray) -> None:
+    def __init__(
+        self,
+        user_first: np.ndarray,
+        user_last: np.ndarray,
+        keys: np.ndarray,
+        span: float,
+        all_times: np.ndarray,
+        item_first: np.ndarray,
+        item_last: np.ndarray,
+    ) -> None:
         self.user_first, self.user_last = user_first, user_last
         self.keys, self.span, self.all_times = keys, span, all_times
         self.item_first, self.item_last = item_first, item_last
@@ -447,8 +548,15 @@ class _Times:
         origin = t.min() if t.size else 0.0
         span = float(t.max() - origin + 1) if t.size else 1.0
         keys = np.sort(items * span + (t - origin))
-        return cls(user_first - origin, user_last - origin, keys, span,
-                   np.sort(t - origin), item_first - origin, item_last - origin)
+        return cls(
+            user_first - origin,
+            user_last - origin,
+            keys,
+            span,
+            np.sort(t - origin),
+            item_first - origin,
+            item_last - origin,
+        )
 
     def features(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """``(len(users), len(TIME_FEATURES))`` for each (user row, item column) pair."""
@@ -458,10 +566,12 @@ class _Times:
             lo = np.clip(first - days * _DAY, 0, self.span - 1)
             hi = np.clip(last + days * _DAY, 0, self.span - 1)
             base = items * self.span
-            n_item = (np.searchsorted(self.keys, base + hi, side="right")
-                      - np.searchsorted(self.keys, base + lo, side="left"))
-            n_all = (np.searchsorted(self.all_times, hi, side="right")
-                     - np.searchsorted(self.all_times, lo, side="left"))
+            n_item = np.searchsorted(self.keys, base + hi, side="right") - np.searchsorted(
+                self.keys, base + lo, side="left"
+            )
+            n_all = np.searchsorted(self.all_times, hi, side="right") - np.searchsorted(
+                self.all_times, lo, side="left"
+            )
             share = np.divide(n_item, n_all, out=np.zeros(users.size), where=n_all > 0)
             cols.append(np.where(np.isfinite(first), share, np.nan))
         cols.append((self.item_first[items] - last) / _DAY)
@@ -477,9 +587,14 @@ class _Taste:
     being scored.
     """
 
-    def __init__(self, years: np.ndarray, log_pop: np.ndarray, genres: sp.csr_matrix | None,
-                 genre_share: np.ndarray | None, segments: list[tuple[np.ndarray, np.ndarray]]
-                 ) -> None:
+    def __init__(
+        self,
+        years: np.ndarray,
+        log_pop: np.ndarray,
+        genres: sp.csr_matrix | None,
+        genre_share: np.ndarray | None,
+        segments: list[tuple[np.ndarray, np.ndarray]],
+    ) -> None:
         self.years, self.log_pop = years, log_pop
         self.genres, self.genre_share = genres, genre_share
         self.segments = segments
@@ -487,8 +602,13 @@ class _Taste:
         self.decades = (decade - decade.min()).astype(np.int64)
 
     @classmethod
-    def build(cls, X: sp.csr_matrix, years: np.ndarray, genres: sp.csr_matrix | None,
-              segment_codes: list[np.ndarray]) -> _Taste:
+    def build(
+        cls,
+        X: sp.csr_matrix,
+        years: np.ndarray,
+        genres: sp.csr_matrix | None,
+        segment_codes: list[np.ndarray],
+    ) -> _Taste:
         binary = (X > 0).astype(np.float64).tocsr()
         counts = np.asarray(binary.sum(axis=0)).ravel()
         genre_share = None
@@ -499,32 +619,46 @@ class _Taste:
         segments = []
         for codes in segment_codes:
             known = codes >= 0
-            S = sp.csr_matrix((np.ones(int(known.sum())), (codes[known], np.flatnonzero(known))),
-                              shape=(int(codes.max()) + 1 if known.any() else 0, X.shape[0]))
+            S = sp.csr_matrix(
+                (np.ones(int(known.sum())), (codes[known], np.flatnonzero(known))),
+                shape=(int(codes.max()) + 1 if known.any() else 0, X.shape[0]),
+            )
             per_segment = np.asarray((S @ binary).todense()) + 1
             lift = per_segment / per_segment.sum(axis=1, keepdims=True) / share
             segments.append((codes, lift))
         return cls(years, np.log1p(counts), genres, genre_share, segments)
 
-    def features(self, rows: sp.csr_matrix, users: np.ndarray, r: np.ndarray,
-                 c: np.ndarray) -> np.ndarray:
+    def features(
+        self, rows: sp.csr_matrix, users: np.ndarray, r: np.ndarray, c: np.ndarray
+    ) -> np.ndarray:
         """``(len(r), len(TASTE_FEATURES) + n_segments)`` for pairs (``rows[r]``, item ``c``)."""
         B = (rows > 0).astype(np.float64).tocsr()
         year_mean, year_sd = _row_moments(B, self.years)
         pop_mean, pop_sd = _row_moments(B, self.log_pop)
         year_gap = self.years[c] - year_mean[r]
         pop_gap = self.log_pop[c] - pop_mean[r]
-        D = sp.csr_matrix((np.ones(self.decades.size), (np.arange(self.decades.size),
-                                                        self.decades)))
+        D = sp.csr_matrix(
+            (np.ones(self.decades.size), (np.arange(self.decades.size), self.decades))
+        )
         per_decade = np.asarray((B @ D).todense())
         decade_share = _normalise_l1(per_decade)[r, self.decades[c]]
-        cols = [year_gap / (year_sd[r] + 1.0), np.abs(year_gap), year_mean[r], decade_share,
-                self._genre_lift(B, r, c), pop_gap / (pop_sd[r] + 0.1), np.abs(pop_gap),
-                pop_mean[r]]
+        cols = [
+            year_gap / (year_sd[r] + 1.0),
+            np.abs(year_gap),
+            year_mean[r],
+            decade_share,
+            self._genre_lift(B, r, c),
+            pop_gap / (pop_sd[r] + 0.1),
+            np.abs(pop_gap),
+            pop_mean[r],
+        ]
         for codes, lift in self.segments:
             code = codes[users[r]]
-            cols.append(np.where(code >= 0, lift[np.maximum(code, 0), c], np.nan)
-                        if lift.size else np.full(r.size, np.nan))
+            cols.append(
+                np.where(code >= 0, lift[np.maximum(code, 0), c], np.nan)
+                if lift.size
+                else np.full(r.size, np.nan)
+            )
         return np.column_stack(cols)
 
     def _genre_lift(self, B: sp.csr_matrix, r: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -544,12 +678,11 @@ def _row_moments(B: sp.csr_matrix, values: np.ndarray) -> tuple[np.ndarray, np.n
     v = np.where(known, values, 0.0)
     n = B @ known.astype(np.float64)
     mean = np.divide(B @ v, n, out=np.full(n.size, np.nan), where=n > 0)
-    sq = np.divide(B @ v ** 2, n, out=np.full(n.size, np.nan), where=n > 0)
-    return mean, np.sqrt(np.maximum(sq - mean ** 2, 0))
+    sq = np.divide(B @ v**2, n, out=np.full(n.size, np.nan), where=n > 0)
+    return mean, np.sqrt(np.maximum(sq - mean**2, 0))
 
 
-def _segment_codes(context: FitContext, n_users: int,
-                   columns: tuple[str, ...]) -> list[np.ndarray]:
+def _segment_codes(context: FitContext, n_users: int, columns: tuple[str, ...]) -> list[np.ndarray]:
     """Per segment column, each user row's segment (-1 unknown; all -1 without the column).
 
     Numeric columns are cut into up to ``_SEGMENT_BINS`` quantile bins.
@@ -574,9 +707,16 @@ def _time_features(times: _Times | None, users: np.ndarray, items: np.ndarray) -
 
 
 # ------------------------------------------------------------------ helpers
-def split_history(X: sp.csr_matrix, sequences: list[np.ndarray], share: float, *,
-                  how: str = "time", seed: int | None = None, n_folds: int = 1,
-                  fold: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+def split_history(
+    X: sp.csr_matrix,
+    sequences: list[np.ndarray],
+    share: float,
+    *,
+    how: str = "time",
+    seed: int | None = None,
+    n_folds: int = 1,
+    fold: int = 0,
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Split ``X`` into each user's kept interactions and a held-out ``share`` of them.
 
     A user with ``n`` distinct items gives ``floor(share * n)`` items (at most
@@ -597,29 +737,32 @@ def split_history(X: sp.csr_matrix, sequences: list[np.ndarray], share: float, *
     if how == "random":
         order = np.lexsort((np.random.default_rng(seed).random(users.size), users))
         pos = np.empty_like(pos)
-        pos[order] = np.arange(users.size) - np.repeat(np.cumsum(np.bincount(
-            users, minlength=len(sequences))) - np.bincount(users, minlength=len(sequences)),
-            np.bincount(users, minlength=len(sequences)))
+        pos[order] = np.arange(users.size) - np.repeat(
+            np.cumsum(np.bincount(users, minlength=len(sequences)))
+            - np.bincount(users, minlength=len(sequences)),
+            np.bincount(users, minlength=len(sequences)),
+        )
     if how == "random" and n_folds > 1:
         late = (pos % n_folds == fold) & (length >= 2)
     else:
         n_late = np.minimum(np.floor(share * length), length - 1)
         late = pos >= length - n_late
-    labels = sp.csr_matrix((np.ones(int(late.sum()), dtype=np.float32),
-                            (users[late], items[late])), shape=X.shape)
+    labels = sp.csr_matrix(
+        (np.ones(int(late.sum()), dtype=np.float32), (users[late], items[late])), shape=X.shape
+    )
     labels.data[:] = 1.0
     early = (X - X.multiply(labels)).tocsr()
     early.eliminate_zeros()
     return early, labels
 
 
-def _flatten_last_occurrence(sequences: list[np.ndarray],
-                             n_items: int) -> tuple[np.ndarray, ...]:
+def _flatten_last_occurrence(sequences: list[np.ndarray], n_items: int) -> tuple[np.ndarray, ...]:
     """Per user, each distinct item with its position among distinct items and their count."""
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     users = np.repeat(np.arange(len(sequences)), lengths)
-    items = np.concatenate(sequences).astype(np.int64) if lengths.sum() else \
-        np.empty(0, dtype=np.int64)
+    items = (
+        np.concatenate(sequences).astype(np.int64) if lengths.sum() else np.empty(0, dtype=np.int64)
+    )
     key = users * n_items + items
     # keep each (user, item)'s last occurrence, in time order
     _, last = np.unique(key[::-1], return_index=True)
@@ -647,8 +790,9 @@ def _sequences(X: sp.csr_matrix, context: FitContext) -> list[np.ndarray]:
     """Time-ordered items per user; without them, ``X``'s column order stands in."""
     if context.sequences is not None:
         if len(context.sequences) != X.shape[0]:
-            raise InputError(f"context.sequences has {len(context.sequences)} users but X has "
-                             f"{X.shape[0]}")
+            raise InputError(
+                f"context.sequences has {len(context.sequences)} users but X has {X.shape[0]}"
+            )
         return [np.asarray(s, dtype=np.int64) for s in context.sequences]
     log.warning("ranker: no sequences in the context; item order stands in for time")
     return np.split(X.indices.astype(np.int64), X.indptr[1:-1])
@@ -664,16 +808,21 @@ def _item_genres(context: FitContext, n_items: int) -> sp.csr_matrix | None:
     lists = aligned[GENRES_COL].fillna("").astype(str).str.split("|").explode()
     lists = lists[lists.str.len() > 0]
     names = pd.Index(sorted(lists.unique()))
-    G = sp.csr_matrix((np.ones(len(lists), dtype=np.float32),
-                       (lists.index.to_numpy(), names.get_indexer(lists.to_numpy()))),
-                      shape=(n_items, len(names)))
+    G = sp.csr_matrix(
+        (
+            np.ones(len(lists), dtype=np.float32),
+            (lists.index.to_numpy(), names.get_indexer(lists.to_numpy())),
+        ),
+        shape=(n_items, len(names)),
+    )
     G.sum_duplicates()
     G.data[:] = 1.0
     return G
 
 
-def _item_stats(X: sp.csr_matrix, context: FitContext, sequences: list[np.ndarray],
-                genres: sp.csr_matrix | None) -> np.ndarray:
+def _item_stats(
+    X: sp.csr_matrix, context: FitContext, sequences: list[np.ndarray], genres: sp.csr_matrix | None
+) -> np.ndarray:
     """``(n_items, len(ITEM_FEATURES))``: popularity, mean rating, lateness, year."""
     n = X.shape[1]
     pop = np.bincount(X.indices, minlength=n).astype(np.float64)
@@ -681,8 +830,7 @@ def _item_stats(X: sp.csr_matrix, context: FitContext, sequences: list[np.ndarra
     mean = np.divide(total, pop, out=np.full(n, np.nan), where=pop > 0)
     share = pop / max(X.nnz, 1)
     users, items, pos, length = _flatten_last_occurrence(sequences, n)
-    present = (np.asarray(X[users, items]).ravel() > 0 if users.size
-               else np.zeros(0, dtype=bool))
+    present = np.asarray(X[users, items]).ravel() > 0 if users.size else np.zeros(0, dtype=bool)
     rel = pos / np.maximum(length - 1, 1)
     late = np.bincount(items[present], weights=(rel[present] >= 1 - _LATE), minlength=n)
     pos_sum = np.bincount(items[present], weights=rel[present], minlength=n)
@@ -699,8 +847,9 @@ def _item_years(context: FitContext, n_items: int) -> np.ndarray:
     from recsys.models.content import align_items
 
     aligned = align_items(items, n_items, context.item_ids)
-    return pd.to_numeric(aligned[YEAR_COL], errors="coerce").to_numpy(dtype=np.float64,
-                                                                        na_value=np.nan)
+    return pd.to_numeric(aligned[YEAR_COL], errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
 
 
 def _user_features(rows: sp.csr_matrix, population: np.ndarray) -> np.ndarray:
@@ -710,12 +859,11 @@ def _user_features(rows: sp.csr_matrix, population: np.ndarray) -> np.ndarray:
     sums = np.asarray(rows.sum(axis=1)).ravel()
     sq = np.asarray(rows.multiply(rows).sum(axis=1)).ravel()
     mean = np.divide(sums, counts, out=np.full(counts.size, np.nan), where=counts > 0)
-    var = np.divide(sq, counts, out=np.full(counts.size, np.nan), where=counts > 0) - mean ** 2
+    var = np.divide(sq, counts, out=np.full(counts.size, np.nan), where=counts > 0) - mean**2
     return np.column_stack([pct, mean, np.sqrt(np.maximum(var, 0))])
 
 
-def _generator_features(scores: np.ndarray, r: np.ndarray, c: np.ndarray,
-                        n: int) -> np.ndarray:
+def _generator_features(scores: np.ndarray, r: np.ndarray, c: np.ndarray, n: int) -> np.ndarray:
     """Rank (``n + 1`` beyond the top-``n``), score / the user's best score, z-score.
 
     All three are free of the score's scale, which grows with the amount of
@@ -749,8 +897,9 @@ def _carve_users(groups: np.ndarray, share: float, seed: int | None) -> np.ndarr
     return ~np.isin(groups, val)
 
 
-def _dmatrix(xgb: Any, feats: np.ndarray, y: np.ndarray, groups: np.ndarray,
-             names: list[str]) -> Any:
+def _dmatrix(
+    xgb: Any, feats: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str]
+) -> Any:
     """A DMatrix with one query group per user (rows arrive sorted by user)."""
     _, sizes = np.unique(groups, return_counts=True)
     dm = xgb.DMatrix(feats, label=y, feature_names=names)

@@ -32,8 +32,21 @@ from recsys.pipeline.steps import (
 )
 
 __all__ = [
-    "PipelineOptions", "RunFolder", "build_features", "evaluate_candidates", "feature_inputs",
-    "ingest", "load_training_data", "new_interactions", "prepare_data", "promote",
-    "read_feature_summary", "recommend_all", "run_pipeline", "train_model", "tune_model",
-    "validate_data", "write_related_items",
+    "PipelineOptions",
+    "RunFolder",
+    "build_features",
+    "evaluate_candidates",
+    "feature_inputs",
+    "ingest",
+    "load_training_data",
+    "new_interactions",
+    "prepare_data",
+    "promote",
+    "read_feature_summary",
+    "recommend_all",
+    "run_pipeline",
+    "train_model",
+    "tune_model",
+    "validate_data",
+    "write_related_items",
 ]

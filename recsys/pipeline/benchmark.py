@@ -36,11 +36,18 @@ PROTOCOL_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
-                  k: int = 10, data_format: str | None = None,
-                  columns: dict[str, str] | None = None,
-                  model_params: dict[str, dict] | None = None,
-                  cold_users: bool = True, rerank: dict | None = None) -> dict:
+def run_benchmark(
+    data_path: str,
+    *,
+    protocol: str = "msr",
+    models: list[str],
+    k: int = 10,
+    data_format: str | None = None,
+    columns: dict[str, str] | None = None,
+    model_params: dict[str, dict] | None = None,
+    cold_users: bool = True,
+    rerank: dict | None = None,
+) -> dict:
     """Train and evaluate ``models`` on one split of the data at ``data_path``.
 
     Returns:
@@ -58,8 +65,9 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
         ``"rerank"`` section from :func:`rerank_tradeoff`.
     """
     if protocol not in PROTOCOL_OPTIONS:
-        raise InputError(f"unknown protocol '{protocol}'; choose one of "
-                         f"{', '.join(PROTOCOL_OPTIONS)}")
+        raise InputError(
+            f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOL_OPTIONS)}"
+        )
     dataset = load_input(data_path, data_format, columns)
     inter = dataset.interactions
     options = PROTOCOL_OPTIONS[protocol]
@@ -67,34 +75,51 @@ def run_benchmark(data_path: str, *, protocol: str = "msr", models: list[str],
     # The same feature tables a DAG run builds, so models that read profiles
     # or item features see the same inputs here as in production.
     tables = build_feature_tables(train, dataset.items, dataset.users)
-    data = build_training_data(train, test, dataset,
-                               describe_split(train, test, protocol, options), features=tables)
+    data = build_training_data(
+        train, test, dataset, describe_split(train, test, protocol, options), features=tables
+    )
     results = {}
     for name in models:
         start = time.perf_counter()
         model, metrics, seconds = fit_and_evaluate(
-            name, data, params=(model_params or {}).get(name), k=k)
+            name, data, params=(model_params or {}).get(name), k=k
+        )
         total = time.perf_counter() - start
-        results[name] = {**metrics, **beyond_figures(served_evaluation(model, data, k=k).metrics),
-                         "train_seconds": round(seconds, 3),
-                         "score_seconds": round(total - seconds, 3)}
+        results[name] = {
+            **metrics,
+            **beyond_figures(served_evaluation(model, data, k=k).metrics),
+            "train_seconds": round(seconds, 3),
+            "score_seconds": round(total - seconds, 3),
+        }
         log.info("%s: %s", name, results[name])
     report = {
         "protocol": protocol,
         "k": k,
-        "dataset": {"name": dataset.name, "path": str(data_path), "rows": int(len(inter)),
-                    "users": int(inter[USER_COL].nunique()),
-                    "items": int(inter[ITEM_COL].nunique()),
-                    "train_rows": int(len(train)), "test_rows": int(len(test))},
+        "dataset": {
+            "name": dataset.name,
+            "path": str(data_path),
+            "rows": int(len(inter)),
+            "users": int(inter[USER_COL].nunique()),
+            "items": int(inter[ITEM_COL].nunique()),
+            "train_rows": int(len(train)),
+            "test_rows": int(len(test)),
+        },
         "results": results,
     }
     if rerank:
-        report["rerank"] = rerank_tradeoff(data, k=k, params=(model_params or {}).get(
-            rerank.get("model", "ease")), **rerank)
+        report["rerank"] = rerank_tradeoff(
+            data, k=k, params=(model_params or {}).get(rerank.get("model", "ease")), **rerank
+        )
     if cold_users:
         report["cold_users"] = evaluate_cold_users(
-            train, test, dataset.items, dataset.users, models=tuple(models),
-            model_params=model_params, k=k)
+            train,
+            test,
+            dataset.items,
+            dataset.users,
+            models=tuple(models),
+            model_params=model_params,
+            k=k,
+        )
     return report
 
 
@@ -107,9 +132,16 @@ DEFAULT_LAMS = {
 }
 
 
-def rerank_tradeoff(data: Any, *, k: int = 10, model: str = "ease",
-                    method: str = "discount", lams: tuple[float, ...] | None = None,
-                    pool: int = 100, params: dict | None = None) -> dict:
+def rerank_tradeoff(
+    data: Any,
+    *,
+    k: int = 10,
+    model: str = "ease",
+    method: str = "discount",
+    lams: tuple[float, ...] | None = None,
+    pool: int = 100,
+    params: dict | None = None,
+) -> dict:
     """NDCG@k against popularity and diversity as the re-ranking knob turns.
 
     One ``model`` is fitted on ``data.X``; each test user with training
@@ -132,12 +164,32 @@ def rerank_tradeoff(data: Any, *, k: int = 10, model: str = "ease",
     items, scores = fitted.recommend(rows, data.X, pool)
     points = []
     for lam in lams:
-        picked = rerank(items, scores, k, method=method, lam=lam,
-                        popularity=catalogue.popularity, features=catalogue.features)
+        picked = rerank(
+            items,
+            scores,
+            k,
+            method=method,
+            lam=lam,
+            popularity=catalogue.popularity,
+            features=catalogue.features,
+        )
         recs = long_frame(data.id_map.users[rows], picked, None, catalogue.items)
         m = evaluate_detailed(recs, test, data.train, k=k, catalogue=catalogue).metrics
-        points.append({"lam": float(lam), **{key: m[key] for key in (
-            f"ndcg@{k}", "avg_popularity", "diversity", "novelty", "catalogue_coverage")}})
+        points.append(
+            {
+                "lam": float(lam),
+                **{
+                    key: m[key]
+                    for key in (
+                        f"ndcg@{k}",
+                        "avg_popularity",
+                        "diversity",
+                        "novelty",
+                        "catalogue_coverage",
+                    )
+                },
+            }
+        )
     base = points[0]
     for point in points:
         point["ndcg_change"] = point[f"ndcg@{k}"] / base[f"ndcg@{k}"] - 1
@@ -148,13 +200,18 @@ def rerank_tradeoff(data: Any, *, k: int = 10, model: str = "ease",
 def format_rerank_table(report: dict, k: int = 10) -> str:
     """The re-ranking trade-off as a Markdown table."""
     section = report["rerank"]
-    lines = [f"re-ranking {section['model']} ({section['method']}, pool {section['pool']}):",
-             f"| lam | ndcg@{k} | ndcg change | avg popularity | popularity change "
-             "| diversity | novelty | coverage |", "|---" * 8 + "|"]
-    lines += [f"| {p['lam']:.2f} | {p[f'ndcg@{k}']:.4f} | {p['ndcg_change']:+.1%} | "
-              f"{p['avg_popularity']:.1f} | {p['popularity_change']:+.1%} | "
-              f"{p['diversity']:.4f} | {p['novelty']:.3f} | {p['catalogue_coverage']:.4f} |"
-              for p in section["points"]]
+    lines = [
+        f"re-ranking {section['model']} ({section['method']}, pool {section['pool']}):",
+        f"| lam | ndcg@{k} | ndcg change | avg popularity | popularity change "
+        "| diversity | novelty | coverage |",
+        "|---" * 8 + "|",
+    ]
+    lines += [
+        f"| {p['lam']:.2f} | {p[f'ndcg@{k}']:.4f} | {p['ndcg_change']:+.1%} | "
+        f"{p['avg_popularity']:.1f} | {p['popularity_change']:+.1%} | "
+        f"{p['diversity']:.4f} | {p['novelty']:.3f} | {p['catalogue_coverage']:.4f} |"
+        for p in section["points"]
+    ]
     return "\n".join(lines)
 
 
@@ -173,8 +230,10 @@ def plot_rerank_tradeoff(report: dict, path: str | Path, k: int = 10) -> Path:
             ax.annotate(f"{p['lam']:g}", (p[key], p[f"ndcg@{k}"]), fontsize=8)
         ax.set_xlabel(key.replace("_", " "))
         ax.set_ylabel(f"NDCG@{k}")
-    fig.suptitle(f"re-ranking {report['rerank']['model']} ({report['rerank']['method']}): "
-                 "knob values annotated")
+    fig.suptitle(
+        f"re-ranking {report['rerank']['model']} ({report['rerank']['method']}): "
+        "knob values annotated"
+    )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,19 +248,34 @@ BEYOND_COLUMNS = ("novelty", "diversity", "avg_popularity", "gini", "long_tail_s
 
 def format_table(report: dict, k: int = 10) -> str:
     """The benchmark report as a Markdown table (accuracy, beyond accuracy, fairness gap)."""
-    cols = [f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}", "coverage",
-            *BEYOND_COLUMNS, f"fairness_gap.ndcg@{k}", "train_seconds", "score_seconds"]
+    cols = [
+        f"ndcg@{k}",
+        f"precision@{k}",
+        f"recall@{k}",
+        f"map@{k}",
+        "coverage",
+        *BEYOND_COLUMNS,
+        f"fairness_gap.ndcg@{k}",
+        "train_seconds",
+        "score_seconds",
+    ]
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, row in report["results"].items():
         cells = [_cell(row.get(c), c) for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "cold_users" in report:
         cold = report["cold_users"]
-        lines += ["", f"cold users ({cold['n_users']} test users, at most "
-                      f"{cold['max_history']} training interactions):",
-                  f"| model | ndcg@{k} | recall@{k} |", "|---|---|---|"]
-        lines += [f"| {name} | {row[f'ndcg@{k}']:.4f} | {row[f'recall@{k}']:.4f} |"
-                  for name, row in cold["results"].items()]
+        lines += [
+            "",
+            f"cold users ({cold['n_users']} test users, at most "
+            f"{cold['max_history']} training interactions):",
+            f"| model | ndcg@{k} | recall@{k} |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {row[f'ndcg@{k}']:.4f} | {row[f'recall@{k}']:.4f} |"
+            for name, row in cold["results"].items()
+        ]
     return "\n".join(lines)
 
 

@@ -68,20 +68,29 @@ def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = 
         "decision", "recommendations"}``: each step's own summary.
     """
     summary: dict[str, Any] = {"run_key": run_key}
-    summary["validation"] = validate_data(run_key, options.data_path,
-                                          data_format=options.data_format,
-                                          columns=options.columns, now=now)
+    summary["validation"] = validate_data(
+        run_key,
+        options.data_path,
+        data_format=options.data_format,
+        columns=options.columns,
+        now=now,
+    )
     summary["split"] = prepare_data(run_key, protocol=options.protocol, dedupe=options.dedupe)
     summary["features"] = build_features(run_key, max_len=options.max_sequence_length)
     for name in options.models:
-        tuned = tune_model(run_key, name, n_trials=options.tuning_trials,
-                           timeout_s=options.tuning_timeout_s, k=options.k)
+        tuned = tune_model(
+            run_key,
+            name,
+            n_trials=options.tuning_trials,
+            timeout_s=options.tuning_timeout_s,
+            k=options.k,
+        )
         params = {**tuned["params"], **options.model_params.get(name, {})}
         train_model(run_key, name, params=params or None, k=options.k)
     evaluation = evaluate_candidates(run_key, options.models, k=options.k)
     summary["leaderboard"] = evaluation["leaderboard"]
-    summary["decision"] = promote(run_key, evaluation, margin=options.margin,
-                                  gate=options.gate)
-    summary["recommendations"] = recommend_all(run_key, k=options.k,
-                                               rerank_strength=options.rerank_strength)
+    summary["decision"] = promote(run_key, evaluation, margin=options.margin, gate=options.gate)
+    summary["recommendations"] = recommend_all(
+        run_key, k=options.k, rerank_strength=options.rerank_strength
+    )
     return summary

@@ -11,12 +11,19 @@ from recsys.pipeline import runfolder as rf
 from recsys.pipeline.runfolder import RunFolder
 
 #: Leaderboard columns besides the primary metric (served basis, all test users).
-LEADERBOARD_COLUMNS = ("catalogue_coverage", "novelty", "diversity", "avg_popularity",
-                       "gini", "long_tail_share")
+LEADERBOARD_COLUMNS = (
+    "catalogue_coverage",
+    "novelty",
+    "diversity",
+    "avg_popularity",
+    "gini",
+    "long_tail_share",
+)
 
 
-def write_leaderboard(run: RunFolder, board: list[dict], champion: dict | None,
-                      primary: str) -> dict[str, str]:
+def write_leaderboard(
+    run: RunFolder, board: list[dict], champion: dict | None, primary: str
+) -> dict[str, str]:
     """One Markdown table and one bar chart of every candidate and the champion.
 
     Every figure is on the served basis (all test users, as the gate compares).
@@ -26,11 +33,16 @@ def write_leaderboard(run: RunFolder, board: list[dict], champion: dict | None,
     """
     rows = [{"model": c["model"], **c.get("served", c["metrics"])} for c in board]
     if champion is not None:
-        rows.append({"model": f"champion v{champion['version']} ({champion.get('model_type')})",
-                     **champion["metrics"]})
+        rows.append(
+            {
+                "model": f"champion v{champion['version']} ({champion.get('model_type')})",
+                **champion["metrics"],
+            }
+        )
     frame = pd.DataFrame(rows).set_index("model").apply(pd.to_numeric, errors="coerce")
-    columns = [c for c in (primary, *LEADERBOARD_COLUMNS, f"fairness_gap.{primary}")
-               if c in frame.columns]
+    columns = [
+        c for c in (primary, *LEADERBOARD_COLUMNS, f"fairness_gap.{primary}") if c in frame.columns
+    ]
     table = run.file(rf.LEADERBOARD_TABLE)
     table.write_text(markdown_table(frame[columns]) + "\n")
     chart = run.file(rf.LEADERBOARD_CHART)
@@ -40,10 +52,14 @@ def write_leaderboard(run: RunFolder, board: list[dict], champion: dict | None,
 
 def markdown_table(frame: pd.DataFrame) -> str:
     """A frame of numbers as a Markdown table, its index as the first column."""
-    lines = ["| model | " + " | ".join(frame.columns) + " |",
-             "|---" * (len(frame.columns) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + " |"
-              for name, row in zip(frame.index, frame.to_numpy(), strict=True)]
+    lines = [
+        "| model | " + " | ".join(frame.columns) + " |",
+        "|---" * (len(frame.columns) + 1) + "|",
+    ]
+    lines += [
+        f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + " |"
+        for name, row in zip(frame.index, frame.to_numpy(), strict=True)
+    ]
     return "\n".join(lines)
 
 

@@ -153,5 +153,8 @@ class RunFolder:
         summary = self.read_json_or_none(FEATURES_JSON)
         if summary is None:
             return {}
-        return {name: pd.read_parquet(self.path / table["path"])
-                for name, table in summary["tables"].items() if names is None or name in names}
+        return {
+            name: pd.read_parquet(self.path / table["path"])
+            for name, table in summary["tables"].items()
+            if names is None or name in names
+        }

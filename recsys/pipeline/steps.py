@@ -25,8 +25,9 @@ from recsys.serialize import json_safe
 log = logging.getLogger(__name__)
 
 
-def new_interactions(data_path: str, data_format: str | None = None,
-                     columns: dict[str, str] | None = None) -> dict:
+def new_interactions(
+    data_path: str, data_format: str | None = None, columns: dict[str, str] | None = None
+) -> dict:
     """Interactions in the input beyond those the current champion was trained on.
 
     Returns:
@@ -44,8 +45,14 @@ def new_interactions(data_path: str, data_format: str | None = None,
 
 
 # ------------------------------------------------------------------- the steps
-def validate_data(run_key: str, data_path: str, *, data_format: str | None = None,
-                  columns: dict[str, str] | None = None, now: float | None = None) -> dict:
+def validate_data(
+    run_key: str,
+    data_path: str,
+    *,
+    data_format: str | None = None,
+    columns: dict[str, str] | None = None,
+    now: float | None = None,
+) -> dict:
     """Load and validate the input; on success write it to the run folder.
 
     With ``RECSYS_PSEUDONYM_KEY`` set, the copy in the run folder carries
@@ -99,12 +106,14 @@ def _pseudonymised(dataset: Any) -> Any:
     users = dataset.users
     if users is not None and USER_COL in users.columns:
         users = pseudonymise_users(users, key)
-    return dataclasses.replace(dataset, interactions=pseudonymise_users(
-        dataset.interactions, key), users=users)
+    return dataclasses.replace(
+        dataset, interactions=pseudonymise_users(dataset.interactions, key), users=users
+    )
 
 
-def prepare_data(run_key: str, *, protocol: str = "temporal", dedupe: str = "last",
-                 **split_options: Any) -> dict:
+def prepare_data(
+    run_key: str, *, protocol: str = "temporal", dedupe: str = "last", **split_options: Any
+) -> dict:
     """Clean the validated interactions and split them into train and test.
 
     Returns:
@@ -151,12 +160,13 @@ def build_features(run_key: str, *, max_len: int = 50) -> dict:
     run.remove_features()
     train = run.train()
     dataset = run.dataset()
-    tables = features.build_feature_tables(train, dataset.items, dataset.users,
-                                           max_len=max_len)
+    tables = features.build_feature_tables(train, dataset.items, dataset.users, max_len=max_len)
     features.check_feature_tables(tables, features.suite_parameters(train, max_len=max_len))
     paths = features.write_features(run.features_dir, **tables)
-    summary = {"max_len": max_len,
-               "tables": {name: _table_summary(run, name, path) for name, path in paths.items()}}
+    summary = {
+        "max_len": max_len,
+        "tables": {name: _table_summary(run, name, path) for name, path in paths.items()},
+    }
     run.write_json(rf.FEATURES_JSON, summary)
     return summary
 
@@ -165,9 +175,13 @@ def _table_summary(run: RunFolder, name: str, path: Path) -> dict:
     from recsys.data.features import TABLE_SUITES, feature_hash
 
     stored = pd.read_parquet(path)
-    return {"path": str(path.relative_to(run.path)), "rows": int(len(stored)),
-            "columns": [str(c) for c in stored.columns], "feature_hash": feature_hash(stored),
-            "suite": TABLE_SUITES[name]}
+    return {
+        "path": str(path.relative_to(run.path)),
+        "rows": int(len(stored)),
+        "columns": [str(c) for c in stored.columns],
+        "feature_hash": feature_hash(stored),
+        "suite": TABLE_SUITES[name],
+    }
 
 
 def read_feature_summary(run_key: str) -> dict | None:
@@ -184,8 +198,13 @@ def load_training_data(run_key: str) -> Any:
     from recsys.training.data import CONTEXT_TABLES, build_training_data
 
     run = RunFolder(run_key)
-    return build_training_data(run.train(), run.test(), run.dataset(), run.split_info(),
-                               features=run.feature_tables(CONTEXT_TABLES) or None)
+    return build_training_data(
+        run.train(),
+        run.test(),
+        run.dataset(),
+        run.split_info(),
+        features=run.feature_tables(CONTEXT_TABLES) or None,
+    )
 
 
 def feature_inputs(run_key: str) -> list[Any]:
@@ -195,12 +214,21 @@ def feature_inputs(run_key: str) -> list[Any]:
 
     run = RunFolder(run_key)
     summary = run.read_json_or_none(rf.FEATURES_JSON) or {"tables": {}}
-    return [InputTable(name=name, path=run.path / table["path"], digest=table["feature_hash"])
-            for name, table in summary["tables"].items()]
+    return [
+        InputTable(name=name, path=run.path / table["path"], digest=table["feature_hash"])
+        for name, table in summary["tables"].items()
+    ]
 
 
-def tune_model(run_key: str, model_name: str, *, n_trials: int = 0,
-               timeout_s: float | None = None, k: int = 10, seed: int = 0) -> dict:
+def tune_model(
+    run_key: str,
+    model_name: str,
+    *,
+    n_trials: int = 0,
+    timeout_s: float | None = None,
+    k: int = 10,
+    seed: int = 0,
+) -> dict:
     """Tune one model on a validation carve of this run's training split.
 
     Trials are logged as nested MLflow runs under one study run (none when
@@ -215,21 +243,31 @@ def tune_model(run_key: str, model_name: str, *, n_trials: int = 0,
 
     run = RunFolder(run_key)
     dataset = run.dataset()
-    result = run_study(model_name, run.train(),
-                       protocol=run.split_info().get("protocol", "temporal"),
-                       n_trials=n_trials, timeout_s=timeout_s, k=k, seed=seed,
-                       items=dataset.items, users=dataset.users).to_dict()
+    result = run_study(
+        model_name,
+        run.train(),
+        protocol=run.split_info().get("protocol", "temporal"),
+        n_trials=n_trials,
+        timeout_s=timeout_s,
+        k=k,
+        seed=seed,
+        items=dataset.items,
+        users=dataset.users,
+    ).to_dict()
     if result["trials"]:
-        registry.log_tuning(model_name, result, run_name=f"tune-{model_name}-{run_key}",
-                            tags={"recsys.run_key": run_key})
+        registry.log_tuning(
+            model_name,
+            result,
+            run_name=f"tune-{model_name}-{run_key}",
+            tags={"recsys.run_key": run_key},
+        )
     folder = run.model_dir(model_name)
     folder.mkdir(parents=True, exist_ok=True)
     run.write_json(f"{rf.MODELS}/{model_name}/{rf.TUNED}", result)
     return result
 
 
-def train_model(run_key: str, model_name: str, *, params: dict | None = None,
-                k: int = 10) -> dict:
+def train_model(run_key: str, model_name: str, *, params: dict | None = None, k: int = 10) -> dict:
     """Train one model, evaluate it on the test split and log it as an MLflow run.
 
     The run's feature tables (:func:`build_features`), when present, are fed to
@@ -261,23 +299,37 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None,
     metrics = {**metrics, **beyond_figures(detail.metrics), "train_seconds": seconds}
     registry.setup()
     info = registry.log_model_run(
-        model, id_map=data.id_map, train_matrix=data.X, params=model.get_params(),
-        metrics=metrics, split_info=data.split, data_hash=data.split["data_hash"],
-        run_name=f"{model_name}-{run_key}", k=k,
+        model,
+        id_map=data.id_map,
+        train_matrix=data.X,
+        params=model.get_params(),
+        metrics=metrics,
+        split_info=data.split,
+        data_hash=data.split["data_hash"],
+        run_name=f"{model_name}-{run_key}",
+        k=k,
         tags={"recsys.run_key": run_key, "recsys.input_rows": str(n_rows)},
-        artifacts=model_plots(model, model_dir / "plots"), cold_start=chain,
+        artifacts=model_plots(model, model_dir / "plots"),
+        cold_start=chain,
         inputs=feature_inputs(run_key),
     )
     log.info("trained %s: %s", model_name, metrics)
-    result = json_safe({"model": model_name, "run_id": info.run_id,
-                        "model_uri": info.model_uri, "metrics": metrics,
-                        "served": detail.metrics})
+    result = json_safe(
+        {
+            "model": model_name,
+            "run_id": info.run_id,
+            "model_uri": info.model_uri,
+            "metrics": metrics,
+            "served": detail.metrics,
+        }
+    )
     run.write_json(f"{rf.MODELS}/{model_name}/{rf.RESULT}", result)
     return result
 
 
-def evaluate_candidates(run_key: str, models: list[str] | tuple[str, ...], *, k: int = 10,
-                        primary: str | None = None) -> dict:
+def evaluate_candidates(
+    run_key: str, models: list[str] | tuple[str, ...], *, k: int = 10, primary: str | None = None
+) -> dict:
     """Rank this run's candidates and score the current champion on the same test split.
 
     Each candidate's result is read from ``models/<name>/result.json``, written
@@ -298,15 +350,19 @@ def evaluate_candidates(run_key: str, models: list[str] | tuple[str, ...], *, k:
     if missing:
         raise NotFoundError(f"run '{run_key}' has no trained result for: {', '.join(missing)}")
     candidates = [run.model_result(m) for m in models]
-    board = sorted(candidates, key=lambda c: c["metrics"].get(primary, float("-inf")),
-                   reverse=True)
+    board = sorted(candidates, key=lambda c: c["metrics"].get(primary, float("-inf")), reverse=True)
     champion = registry.get_champion()
     if champion is not None:
         champion = {**champion, "metrics": _score_champion(run, k)}
-    result = {"primary": primary, "best": board[0], "champion": champion,
-              "candidates": [c["model"] for c in board],
-              "leaderboard": [{"model": c["model"], "run_id": c["run_id"], **c["metrics"]}
-                              for c in board]}
+    result = {
+        "primary": primary,
+        "best": board[0],
+        "champion": champion,
+        "candidates": [c["model"] for c in board],
+        "leaderboard": [
+            {"model": c["model"], "run_id": c["run_id"], **c["metrics"]} for c in board
+        ],
+    }
     result["leaderboard_files"] = write_leaderboard(run, board, champion, primary)
     result = json_safe(result)
     run.write_json(rf.EVALUATION, result)
@@ -321,16 +377,19 @@ def _score_champion(run: RunFolder, k: int) -> dict[str, float]:
     test = run.test()
     dataset = run.dataset()
     model = registry.load_model(registry.champion_uri())
-    recs = model.predict(pd.DataFrame({USER_COL: np.sort(test[USER_COL].unique())}),
-                         params={"k": k})
-    detail = evaluate_detailed(recs, test, run.train(), k=k, items=dataset.items,
-                               users=dataset.users)
+    recs = model.predict(
+        pd.DataFrame({USER_COL: np.sort(test[USER_COL].unique())}), params={"k": k}
+    )
+    detail = evaluate_detailed(
+        recs, test, run.train(), k=k, items=dataset.items, users=dataset.users
+    )
     detail.per_user.to_parquet(run.file(rf.CHAMPION_PER_USER))
     return detail.metrics
 
 
-def promote(run_key: str, evaluation: dict, *, margin: float = 0.0,
-            gate: dict | None = None) -> dict:
+def promote(
+    run_key: str, evaluation: dict, *, margin: float = 0.0, gate: dict | None = None
+) -> dict:
     """Judge this run's best candidate with the promotion gate and record the decision.
 
     With a champion: the best candidate is registered, marked ``challenger``
@@ -350,8 +409,10 @@ def promote(run_key: str, evaluation: dict, *, margin: float = 0.0,
 
     run = RunFolder(run_key)
     settings = GateConfig(**{"metric": evaluation["primary"], "margin": margin, **(gate or {})})
-    board = [run.model_result(name)
-             for name in evaluation.get("candidates", [evaluation["best"]["model"]])]
+    board = [
+        run.model_result(name)
+        for name in evaluation.get("candidates", [evaluation["best"]["model"]])
+    ]
     if evaluation.get("champion") is None:
         decision, judged = _first_champion(run, board, settings)
     else:
@@ -359,8 +420,9 @@ def promote(run_key: str, evaluation: dict, *, margin: float = 0.0,
         decision = _challenge(run, judged, evaluation["champion"], settings)
     files = evaluation.get("leaderboard_files") or {}
     if files:
-        registry.log_files(judged["run_id"], [Path(p) for p in files.values()],
-                           f"leaderboard/{run_key}")
+        registry.log_files(
+            judged["run_id"], [Path(p) for p in files.values()], f"leaderboard/{run_key}"
+        )
     return _record(run, decision)
 
 
@@ -372,8 +434,12 @@ def _first_champion(run: RunFolder, board: list[dict], settings: Any) -> tuple[A
     decision = None
     for candidate in board:
         version = registry.register_model(candidate["run_id"])
-        decision = decide_gate(_evidence(run, candidate, version), None,
-                               _load_check(run, candidate, settings), settings)
+        decision = decide_gate(
+            _evidence(run, candidate, version),
+            None,
+            _load_check(run, candidate, settings),
+            settings,
+        )
         registry.apply_decision(config.model_name(), version, decision)
         if decision.promote:
             return decision, candidate
@@ -388,11 +454,16 @@ def _challenge(run: RunFolder, candidate: dict, champion: dict, settings: Any) -
     version = registry.register_model(candidate["run_id"])
     if version != champion["version"]:
         registry.mark_challenger(None, version)
-    held = Evidence(label=str(champion.get("model_type")), version=champion["version"],
-                    run_id=champion.get("run_id"), metrics=champion["metrics"],
-                    per_user=pd.read_parquet(run.file(rf.CHAMPION_PER_USER)))
-    decision = decide_gate(_evidence(run, candidate, version), held,
-                           _load_check(run, candidate, settings), settings)
+    held = Evidence(
+        label=str(champion.get("model_type")),
+        version=champion["version"],
+        run_id=champion.get("run_id"),
+        metrics=champion["metrics"],
+        per_user=pd.read_parquet(run.file(rf.CHAMPION_PER_USER)),
+    )
+    decision = decide_gate(
+        _evidence(run, candidate, version), held, _load_check(run, candidate, settings), settings
+    )
     registry.apply_decision(config.model_name(), version, decision)
     return decision
 
@@ -401,8 +472,13 @@ def _evidence(run: RunFolder, candidate: dict, version: int) -> Any:
     from recsys.promotion.gate import Evidence
 
     per_user = pd.read_parquet(run.model_dir(candidate["model"]) / rf.PER_USER)
-    return Evidence(label=candidate["model"], version=version, run_id=candidate["run_id"],
-                    metrics=candidate.get("served", candidate["metrics"]), per_user=per_user)
+    return Evidence(
+        label=candidate["model"],
+        version=version,
+        run_id=candidate["run_id"],
+        metrics=candidate.get("served", candidate["metrics"]),
+        per_user=per_user,
+    )
 
 
 #: Test users the load check asks the candidate's pyfunc for.
@@ -416,8 +492,12 @@ def _load_check(run: RunFolder, candidate: dict, settings: Any) -> Any:
 
     users = np.sort(run.test([USER_COL])[USER_COL].unique())[:LOAD_CHECK_USERS]
     k = int(settings.metric.rsplit("@", 1)[-1]) if "@" in settings.metric else 10
-    return check_load(lambda: registry.load_model(candidate["model_uri"]), users, k=k,
-                      budget_s=settings.latency_budget_s)
+    return check_load(
+        lambda: registry.load_model(candidate["model_uri"]),
+        users,
+        k=k,
+        budget_s=settings.latency_budget_s,
+    )
 
 
 def _record(run: RunFolder, decision: Any) -> dict:
@@ -465,10 +545,14 @@ def recommend_all(run_key: str, *, k: int = 10, rerank_strength: float = 0.0) ->
     path = run.file(rf.RECOMMENDATIONS)
     recs.to_parquet(path, index=False)
     related = write_related_items(run_key, k=k)
-    return {"path": str(path), "users": int(recs[USER_COL].nunique()),
-            "rows": int(len(recs)), "model_version": champion["version"],
-            "rerank_strength": float(rerank_strength),
-            "related_items": str(related) if related else None}
+    return {
+        "path": str(path),
+        "users": int(recs[USER_COL].nunique()),
+        "rows": int(len(recs)),
+        "model_version": champion["version"],
+        "rerank_strength": float(rerank_strength),
+        "related_items": str(related) if related else None,
+    }
 
 
 def write_related_items(run_key: str, *, k: int = 10) -> Path | None:
@@ -503,6 +587,10 @@ def ingest(*, arrival: str, now: float | None = None) -> dict:
     from recsys.data import ingest as ingest_mod
 
     result = ingest_mod.ingest_landing(
-        config.landing_path(), config.data_path(), config.recsys_home() / "quarantine",
-        arrival=arrival, now=now)
+        config.landing_path(),
+        config.data_path(),
+        config.recsys_home() / "quarantine",
+        arrival=arrival,
+        now=now,
+    )
     return result.to_dict()

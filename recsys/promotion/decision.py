@@ -123,9 +123,15 @@ def _format(value: object) -> str:
 
 
 # --------------------------------------------------------------- manual moves
-def manual_decision(kind: str, version: int, champion_version: int | None, reason: str,
-                    metric: str = "ndcg@10", score: float = float("nan"),
-                    champion_score: float | None = None) -> Decision:
+def manual_decision(
+    kind: str,
+    version: int,
+    champion_version: int | None,
+    reason: str,
+    metric: str = "ndcg@10",
+    score: float = float("nan"),
+    champion_score: float | None = None,
+) -> Decision:
     """The record of a person's move: ``manual_promote`` or ``rollback``.
 
     Raises:
@@ -133,34 +139,59 @@ def manual_decision(kind: str, version: int, champion_version: int | None, reaso
     """
     if kind not in ("manual_promote", "rollback"):
         raise PromotionInputError(
-            f"a manual decision is 'manual_promote' or 'rollback', got {kind!r}")
+            f"a manual decision is 'manual_promote' or 'rollback', got {kind!r}"
+        )
     if not reason or not reason.strip():
         raise PromotionInputError("a manual decision needs a reason")
-    return Decision(promote=True, candidate_score=score, champion_score=champion_score,
-                    margin=0.0, metric=metric, reason=f"{kind} (manual): {reason.strip()}",
-                    candidate_version=version, champion_version=champion_version,
-                    checks=(Check("manual", True, reason.strip()),),
-                    evidence={"thresholds": None}, manual=True, kind=kind)
+    return Decision(
+        promote=True,
+        candidate_score=score,
+        champion_score=champion_score,
+        margin=0.0,
+        metric=metric,
+        reason=f"{kind} (manual): {reason.strip()}",
+        candidate_version=version,
+        champion_version=champion_version,
+        checks=(Check("manual", True, reason.strip()),),
+        evidence={"thresholds": None},
+        manual=True,
+        kind=kind,
+    )
 
 
 # -------------------------------------------------------------------- reports
 def to_markdown(decision: Decision) -> str:
     """A readable report of ``decision``: verdict, reason, metrics, checks, slices."""
-    lines = [f"# Promotion decision: {decision.verdict.upper()}", "",
-             f"- kind: {decision.kind}{' (manual)' if decision.manual else ''}",
-             f"- candidate version: {decision.candidate_version}",
-             f"- champion version: {decision.champion_version}",
-             f"- metric: {decision.metric}", "", f"> {decision.reason}", ""]
+    lines = [
+        f"# Promotion decision: {decision.verdict.upper()}",
+        "",
+        f"- kind: {decision.kind}{' (manual)' if decision.manual else ''}",
+        f"- candidate version: {decision.candidate_version}",
+        f"- champion version: {decision.champion_version}",
+        f"- metric: {decision.metric}",
+        "",
+        f"> {decision.reason}",
+        "",
+    ]
     lines += _metric_lines(decision.evidence)
     lines += ["## Checks", "", "| check | verdict | detail |", "|---|---|---|"]
-    lines += [f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |"
-              for c in decision.checks]
+    lines += [
+        f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in decision.checks
+    ]
     slices = decision.evidence.get("slices") or []
     if slices:
-        lines += ["", "## Slices", "", "| slicing | group | users | candidate | champion "
-                  "| change |", "|---|---|---|---|---|---|"]
-        lines += [f"| {s['slicing']} | {s['group']} | {s['n_users']} | {s['candidate']:.4f} "
-                  f"| {s['champion']:.4f} | {s['change']:+.4f} |" for s in slices]
+        lines += [
+            "",
+            "## Slices",
+            "",
+            "| slicing | group | users | candidate | champion | change |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s['slicing']} | {s['group']} | {s['n_users']} | {s['candidate']:.4f} "
+            f"| {s['champion']:.4f} | {s['change']:+.4f} |"
+            for s in slices
+        ]
     thresholds = decision.evidence.get("thresholds")
     if thresholds:
         lines += ["", "## Thresholds", ""]
@@ -180,6 +211,8 @@ def _metric_lines(evidence: dict) -> list[str]:
         lines.append(f"| {name} | {m['label']} | {m['version']} | {m['score']:.4f} | {shown} |")
     gain = evidence.get("gain")
     if gain:
-        lines.append(f"\nGain {gain['mean']:+.4f}, interval [{gain['interval'][0]:+.4f}, "
-                     f"{gain['interval'][1]:+.4f}] over {gain['paired_users']} paired users.")
+        lines.append(
+            f"\nGain {gain['mean']:+.4f}, interval [{gain['interval'][0]:+.4f}, "
+            f"{gain['interval'][1]:+.4f}] over {gain['paired_users']} paired users."
+        )
     return lines + [""]

@@ -93,8 +93,14 @@ class Evidence:
 
 
 # ------------------------------------------------------------------- bootstrap
-def paired_bootstrap(candidate: np.ndarray, champion: np.ndarray, *, n_resamples: int = 1000,
-                     seed: int = 0, confidence: float = 0.95) -> dict[str, float]:
+def paired_bootstrap(
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, float]:
     """Percentile bootstrap of the mean paired difference ``candidate - champion``.
 
     Users are resampled with replacement, the same draw for both models (the
@@ -111,13 +117,16 @@ def paired_bootstrap(candidate: np.ndarray, champion: np.ndarray, *, n_resamples
     """
     a, b = np.asarray(candidate, dtype=np.float64), np.asarray(champion, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise GateInputError(f"paired values must be two 1-D arrays of one non-zero length, "
-                             f"got {a.shape} and {b.shape}")
+        raise GateInputError(
+            f"paired values must be two 1-D arrays of one non-zero length, "
+            f"got {a.shape} and {b.shape}"
+        )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise GateInputError("paired values must all be finite numbers")
     if n_resamples < 1 or not 0 < confidence < 1:
-        raise GateInputError(f"need n_resamples >= 1 and 0 < confidence < 1, got "
-                             f"{n_resamples} and {confidence}")
+        raise GateInputError(
+            f"need n_resamples >= 1 and 0 < confidence < 1, got {n_resamples} and {confidence}"
+        )
     draws = np.random.default_rng(seed).integers(0, a.size, size=(n_resamples, a.size))
     tails = [(1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100]
     out = {"diff": float(a.mean() - b.mean())}
@@ -128,8 +137,7 @@ def paired_bootstrap(candidate: np.ndarray, champion: np.ndarray, *, n_resamples
 
 
 # ------------------------------------------------------------------ load check
-def check_load(load: Callable[[], Any], user_ids: np.ndarray, *, k: int,
-               budget_s: float) -> Check:
+def check_load(load: Callable[[], Any], user_ids: np.ndarray, *, k: int, budget_s: float) -> Check:
     """Load a model and ask it for ``k`` items for ``user_ids``, against a time budget.
 
     Args:
@@ -147,19 +155,26 @@ def check_load(load: Callable[[], Any], user_ids: np.ndarray, *, k: int,
         seconds = time.perf_counter() - start
     except Exception as exc:  # noqa: BLE001 - any failure to load or serve fails the check
         log.warning("load check failed", exc_info=True)
-        return Check("load", False, f"the model did not load and answer: "
-                                    f"{type(exc).__name__}: {exc}")
+        return Check(
+            "load", False, f"the model did not load and answer: {type(exc).__name__}: {exc}"
+        )
     answered = set(pd.unique(answer[USER_COL])) if USER_COL in answer else set()
     missing = len(set(users[USER_COL]) - answered)
     ok = missing == 0 and seconds <= budget_s
-    return Check("load", ok, f"loaded; {len(users)} sample users answered in {seconds:.3f}s "
-                             f"(budget {budget_s:g}s), {missing} without a list",
-                 value=seconds, threshold=budget_s)
+    return Check(
+        "load",
+        ok,
+        f"loaded; {len(users)} sample users answered in {seconds:.3f}s "
+        f"(budget {budget_s:g}s), {missing} without a list",
+        value=seconds,
+        threshold=budget_s,
+    )
 
 
 # ----------------------------------------------------------------- the verdict
-def decide_gate(candidate: Evidence, champion: Evidence | None, load: Check,
-                config: GateConfig | None = None) -> Decision:
+def decide_gate(
+    candidate: Evidence, champion: Evidence | None, load: Check, config: GateConfig | None = None
+) -> Decision:
     """The gate's verdict on ``candidate`` against ``champion`` (``None`` = first run).
 
     Returns:
@@ -184,10 +199,10 @@ def decide_gate(candidate: Evidence, champion: Evidence | None, load: Check,
         raise GateInputError("candidate and champion were scored on no common user")
     a = candidate.per_user.loc[users, metric].to_numpy()
     b = champion.per_user.loc[users, metric].to_numpy()
-    boot = paired_bootstrap(a, b, n_resamples=config.n_resamples, seed=config.seed,
-                            confidence=config.confidence)
-    slices = _slice_comparison(candidate.per_user.loc[users], champion.per_user.loc[users],
-                               metric)
+    boot = paired_bootstrap(
+        a, b, n_resamples=config.n_resamples, seed=config.seed, confidence=config.confidence
+    )
+    slices = _slice_comparison(candidate.per_user.loc[users], champion.per_user.loc[users], metric)
     checks = (
         _margin_check(boot["diff"], config),
         _bootstrap_check(boot, config),
@@ -196,51 +211,82 @@ def decide_gate(candidate: Evidence, champion: Evidence | None, load: Check,
         load,
     )
     evidence = _evidence(candidate, champion, boot, slices, config, int(users.size))
-    return _decision(candidate, champion, float(a.mean()), float(b.mean()), checks,
-                     evidence, config, "gate")
+    return _decision(
+        candidate, champion, float(a.mean()), float(b.mean()), checks, evidence, config, "gate"
+    )
 
 
 def _first_run(candidate: Evidence, load: Check, config: GateConfig) -> Decision:
     score = float(candidate.per_user[config.metric].mean())
-    evidence = {"candidate": _model_evidence(candidate, config.metric),
-                "champion": None, "thresholds": asdict(config)}
+    evidence = {
+        "candidate": _model_evidence(candidate, config.metric),
+        "champion": None,
+        "thresholds": asdict(config),
+    }
     return _decision(candidate, None, score, None, (load,), evidence, config, "first_run")
 
 
-def _decision(candidate: Evidence, champion: Evidence | None, score: float,
-              champion_score: float | None, checks: tuple[Check, ...],
-              evidence: dict, config: GateConfig, kind: str) -> Decision:
+def _decision(
+    candidate: Evidence,
+    champion: Evidence | None,
+    score: float,
+    champion_score: float | None,
+    checks: tuple[Check, ...],
+    evidence: dict,
+    config: GateConfig,
+    kind: str,
+) -> Decision:
     failed = [c for c in checks if not c.passed]
     promote = not failed
     if champion is None:
         lead = "no champion yet" + ("; the candidate loads and answers" if promote else "")
     else:
-        lead = (f"{config.metric} {score:.4f} vs champion {champion_score:.4f}, "
-                f"gain {score - champion_score:+.4f}")
-    why = "all checks pass" if promote else "failed: " + "; ".join(
-        f"{c.name} ({c.detail})" for c in failed)
+        lead = (
+            f"{config.metric} {score:.4f} vs champion {champion_score:.4f}, "
+            f"gain {score - champion_score:+.4f}"
+        )
+    why = (
+        "all checks pass"
+        if promote
+        else "failed: " + "; ".join(f"{c.name} ({c.detail})" for c in failed)
+    )
     return Decision(
-        promote=promote, candidate_score=score, champion_score=champion_score,
-        margin=float(config.margin), metric=config.metric,
+        promote=promote,
+        candidate_score=score,
+        champion_score=champion_score,
+        margin=float(config.margin),
+        metric=config.metric,
         reason=f"{'promote' if promote else 'hold'}: {lead}; {why}",
         candidate_version=candidate.version,
         champion_version=champion.version if champion else None,
-        checks=checks, evidence=evidence, kind=kind)
+        checks=checks,
+        evidence=evidence,
+        kind=kind,
+    )
 
 
 def _margin_check(diff: float, config: GateConfig) -> Check:
     ok = diff >= config.margin - 1e-12
-    return Check("margin", ok, f"mean {config.metric} gain {diff:+.4f}, required "
-                               f"{config.margin:.4f}", value=diff, threshold=config.margin)
+    return Check(
+        "margin",
+        ok,
+        f"mean {config.metric} gain {diff:+.4f}, required {config.margin:.4f}",
+        value=diff,
+        threshold=config.margin,
+    )
 
 
 def _bootstrap_check(boot: dict[str, float], config: GateConfig) -> Check:
     ok = boot["low"] > 0
-    return Check("bootstrap", ok,
-                 f"{config.confidence:.0%} interval of the gain [{boot['low']:+.4f}, "
-                 f"{boot['high']:+.4f}] from {config.n_resamples} paired resamples "
-                 f"(seed {config.seed}); its lower end must be above 0",
-                 value=boot["low"], threshold=0.0)
+    return Check(
+        "bootstrap",
+        ok,
+        f"{config.confidence:.0%} interval of the gain [{boot['low']:+.4f}, "
+        f"{boot['high']:+.4f}] from {config.n_resamples} paired resamples "
+        f"(seed {config.seed}); its lower end must be above 0",
+        value=boot["low"],
+        threshold=0.0,
+    )
 
 
 def _coverage_check(candidate: dict, champion: dict, config: GateConfig) -> Check:
@@ -249,17 +295,22 @@ def _coverage_check(candidate: dict, champion: dict, config: GateConfig) -> Chec
         return Check("coverage", True, "champion coverage unknown; not gated")
     ratio = mine / theirs
     ok = ratio >= config.min_coverage_ratio - 1e-12
-    return Check("coverage", ok, f"catalogue coverage {mine:.4f} is {ratio:.2f} x the "
-                                 f"champion's {theirs:.4f} (floor {config.min_coverage_ratio:g})",
-                 value=ratio, threshold=config.min_coverage_ratio)
+    return Check(
+        "coverage",
+        ok,
+        f"catalogue coverage {mine:.4f} is {ratio:.2f} x the "
+        f"champion's {theirs:.4f} (floor {config.min_coverage_ratio:g})",
+        value=ratio,
+        threshold=config.min_coverage_ratio,
+    )
 
 
-def _slice_comparison(candidate: pd.DataFrame, champion: pd.DataFrame,
-                      metric: str) -> pd.DataFrame:
+def _slice_comparison(candidate: pd.DataFrame, champion: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Each group's mean for both models on the common users, and the change."""
     mine = slice_summary(candidate, metric).rename(columns={"mean": "candidate"})
-    theirs = slice_summary(champion, metric).rename(columns={"mean": "champion",
-                                                             "n_users": "n_champion"})
+    theirs = slice_summary(champion, metric).rename(
+        columns={"mean": "champion", "n_users": "n_champion"}
+    )
     both = mine.merge(theirs, on=["slicing", "group"], how="inner")
     both["n_users"] = np.minimum(both["n_users"], both.pop("n_champion"))
     return both.assign(change=both["candidate"] - both["champion"])
@@ -271,31 +322,51 @@ def _slice_check(slices: pd.DataFrame, config: GateConfig) -> Check:
         return Check("slices", True, f"no group has {config.min_slice_users}+ users; not gated")
     worst = gated.loc[gated["change"].idxmin()]
     ok = worst["change"] >= -config.max_slice_drop - 1e-12
-    return Check("slices", ok,
-                 f"worst group {worst['slicing']}={worst['group']} ({int(worst['n_users'])} "
-                 f"users) changes {config.metric} by {worst['change']:+.4f}; the most "
-                 f"allowed loss is {config.max_slice_drop:.4f}",
-                 value=float(worst["change"]), threshold=-config.max_slice_drop)
+    return Check(
+        "slices",
+        ok,
+        f"worst group {worst['slicing']}={worst['group']} ({int(worst['n_users'])} "
+        f"users) changes {config.metric} by {worst['change']:+.4f}; the most "
+        f"allowed loss is {config.max_slice_drop:.4f}",
+        value=float(worst["change"]),
+        threshold=-config.max_slice_drop,
+    )
 
 
-def _model_evidence(model: Evidence, metric: str, low: float | None = None,
-                    high: float | None = None) -> dict[str, Any]:
-    return {"label": model.label, "version": model.version, "run_id": model.run_id,
-            "n_users": int(len(model.per_user)),
-            "score": float(model.per_user[metric].mean()),
-            "interval": None if low is None else [low, high],
-            "metrics": {k: float(v) for k, v in model.metrics.items() if v is not None}}
-
-
-def _evidence(candidate: Evidence, champion: Evidence, boot: dict, slices: pd.DataFrame,
-              config: GateConfig, n_users: int) -> dict[str, Any]:
+def _model_evidence(
+    model: Evidence, metric: str, low: float | None = None, high: float | None = None
+) -> dict[str, Any]:
     return {
-        "candidate": _model_evidence(candidate, config.metric, boot["candidate_low"],
-                                     boot["candidate_high"]),
-        "champion": _model_evidence(champion, config.metric, boot["champion_low"],
-                                    boot["champion_high"]),
-        "gain": {"mean": boot["diff"], "interval": [boot["low"], boot["high"]],
-                 "paired_users": n_users},
+        "label": model.label,
+        "version": model.version,
+        "run_id": model.run_id,
+        "n_users": int(len(model.per_user)),
+        "score": float(model.per_user[metric].mean()),
+        "interval": None if low is None else [low, high],
+        "metrics": {k: float(v) for k, v in model.metrics.items() if v is not None},
+    }
+
+
+def _evidence(
+    candidate: Evidence,
+    champion: Evidence,
+    boot: dict,
+    slices: pd.DataFrame,
+    config: GateConfig,
+    n_users: int,
+) -> dict[str, Any]:
+    return {
+        "candidate": _model_evidence(
+            candidate, config.metric, boot["candidate_low"], boot["candidate_high"]
+        ),
+        "champion": _model_evidence(
+            champion, config.metric, boot["champion_low"], boot["champion_high"]
+        ),
+        "gain": {
+            "mean": boot["diff"],
+            "interval": [boot["low"], boot["high"]],
+            "paired_users": n_users,
+        },
         "thresholds": asdict(config),
         "slices": slices.to_dict(orient="records"),
     }

@@ -58,7 +58,8 @@ def register_model(run_id_or_model_uri: str, name: str | None = None) -> int:
     name = name or config.model_name()
     if ":/" not in run_id_or_model_uri:
         existing = client().search_model_versions(
-            f"name = '{name}' and run_id = '{run_id_or_model_uri}'")
+            f"name = '{name}' and run_id = '{run_id_or_model_uri}'"
+        )
         if existing:
             return min(int(v.version) for v in existing)
     uri = _model_uri_of(run_id_or_model_uri)
@@ -144,8 +145,11 @@ def load_model(uri: str) -> Any:
 
 
 def recommend_for_users(
-    user_ids: Iterable[Any], k: int = 10, model_uri: str | None = None,
-    answers: dict[str, Any] | None = None, pseudonymise: bool = True,
+    user_ids: Iterable[Any],
+    k: int = 10,
+    model_uri: str | None = None,
+    answers: dict[str, Any] | None = None,
+    pseudonymise: bool = True,
 ) -> pd.DataFrame:
     """Top-``k`` recommendations for ``user_ids`` from the champion (or ``model_uri``).
 
@@ -245,8 +249,9 @@ def aliases(name: str | None = None) -> dict[str, int]:
     """Which version each of ``champion``, ``challenger``, ``previous_champion`` points at."""
     setup()
     name = name or config.model_name()
-    found = {alias: version_by_alias(name, alias)
-             for alias in (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)}
+    found = {
+        alias: version_by_alias(name, alias) for alias in (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)
+    }
     return {alias: int(v.version) for alias, v in found.items() if v is not None}
 
 
@@ -283,9 +288,8 @@ def promote_manually(version: int, reason: str, name: str | None = None) -> Deci
     except MlflowException:
         raise NotFoundError(f"'{name}' has no version {version}") from None
     current = version_by_alias(name, CHAMPION)
-    decision = manual_decision("manual_promote", int(version),
-                               int(current.version) if current else None, reason)
+    decision = manual_decision(
+        "manual_promote", int(version), int(current.version) if current else None, reason
+    )
     apply_decision(name, version, decision)
     return decision
-
-

@@ -81,8 +81,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def log_pyfunc(model: Recommender, id_map: IdMap, X: sp.csr_matrix, k: int, tmp: Path,
-                cold_start: ColdStart | None = None) -> str:
+def log_pyfunc(
+    model: Recommender,
+    id_map: IdMap,
+    X: sp.csr_matrix,
+    k: int,
+    tmp: Path,
+    cold_start: ColdStart | None = None,
+) -> str:
     """Log the served model as pyfunc ``model`` of the active run; returns its URI."""
     import mlflow.pyfunc
     from mlflow.models import infer_signature
@@ -113,8 +119,9 @@ def _with_onboarding_inputs(inputs: Any) -> Any:
     """
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    return Schema(list(inputs.inputs) + [ColSpec(AnyType(), name, required=False)
-                                         for name in ONBOARDING_COLS])
+    return Schema(
+        list(inputs.inputs) + [ColSpec(AnyType(), name, required=False) for name in ONBOARDING_COLS]
+    )
 
 
 def _pip_requirements() -> list[str]:
@@ -130,4 +137,3 @@ def _pip_requirements() -> list[str]:
         except metadata.PackageNotFoundError:
             pins.append(package)
     return pins
-

@@ -19,7 +19,6 @@ What one training run leaves behind (:func:`log_model_run`):
 - the served model as a pyfunc named ``model`` (:mod:`recsys.registry.pyfunc`).
 """
 
-
 from __future__ import annotations
 
 import json
@@ -164,7 +163,6 @@ def original_metric_names(run: Any) -> dict[str, float]:
     return {renamed.get(key, key): value for key, value in run.data.metrics.items()}
 
 
-
 # ------------------------------------------------------------------- logging
 def log_model_run(
     model: Recommender,
@@ -220,8 +218,9 @@ def log_model_run(
 
     X = _check_run_inputs(model, id_map, train_matrix, metrics, k)
     inputs = tuple(inputs)
-    missing = [f"{name!r}: {path}" for name, path in (artifacts or {}).items()
-               if not Path(path).exists()]
+    missing = [
+        f"{name!r}: {path}" for name, path in (artifacts or {}).items() if not Path(path).exists()
+    ]
     missing += [f"input {t.name!r}: {t.path}" for t in inputs if not Path(t.path).is_file()]
     if missing:
         raise TrackingError(f"artifacts do not exist: {', '.join(missing)}")
@@ -260,19 +259,25 @@ def _log_inputs(inputs: Iterable[InputTable]) -> None:
         with warnings.catch_warnings():
             # Hints that do not apply: a local path is a local file whichever of
             # MLflow's two local sources reads it, and feature counts are never null.
-            warnings.filterwarnings("ignore", message=".*interpreted in multiple ways",
-                                    category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*interpreted in multiple ways", category=UserWarning
+            )
             warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
             dataset = mlflow.data.from_pandas(
-                frame, source=str(Path(table.path).resolve()), name=table.name,
-                digest=table.digest[:DIGEST_LENGTH])
-            mlflow.log_input(dataset, context=table.context,
-                             tags={TAG_INPUT_HASH: table.digest})
+                frame,
+                source=str(Path(table.path).resolve()),
+                name=table.name,
+                digest=table.digest[:DIGEST_LENGTH],
+            )
+            mlflow.log_input(dataset, context=table.context, tags={TAG_INPUT_HASH: table.digest})
 
 
 def _check_run_inputs(
-    model: Recommender, id_map: IdMap, train_matrix: sp.spmatrix,
-    metrics: Mapping[str, float], k: int,
+    model: Recommender,
+    id_map: IdMap,
+    train_matrix: sp.spmatrix,
+    metrics: Mapping[str, float],
+    k: int,
 ) -> sp.csr_matrix:
     if not isinstance(model, Recommender):
         raise TrackingError(f"model must be a Recommender, got {type(model).__name__}")
@@ -296,9 +301,7 @@ def _check_run_inputs(
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool
-    )
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def metric_key(name: str) -> str:
@@ -350,7 +353,9 @@ def _param_value(value: object) -> str:
 
 
 def _run_tags(
-    model: Recommender, data_hash: str, renamed: Mapping[str, str],
+    model: Recommender,
+    data_hash: str,
+    renamed: Mapping[str, str],
     tags: Mapping[str, str] | None,
 ) -> dict[str, str]:
     run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
@@ -399,9 +404,13 @@ def _log_extra_artifacts(artifacts: Mapping[str, Path]) -> None:
             mlflow.log_artifact(str(path), artifact_path=name)
 
 
-
-def log_tuning(model_name: str, result: Mapping[str, Any], *, run_name: str,
-               tags: Mapping[str, str] | None = None) -> str:
+def log_tuning(
+    model_name: str,
+    result: Mapping[str, Any],
+    *,
+    run_name: str,
+    tags: Mapping[str, str] | None = None,
+) -> str:
     """Log a tuning study: one parent run, one nested run per trial.
 
     Args:
@@ -419,20 +428,28 @@ def log_tuning(model_name: str, result: Mapping[str, Any], *, run_name: str,
     experiment_id = setup()
     metric = metric_key(f"validation_{result['metric']}")
     parent_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "study", **(tags or {})}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                          tags=parent_tags, nested=mlflow.active_run() is not None) as parent:
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=parent_tags,
+        nested=mlflow.active_run() is not None,
+    ) as parent:
         if result["params"]:
             mlflow.log_params({f"best.{k}": _param_value(v) for k, v in result["params"].items()})
         if result["trials"]:
             mlflow.log_metric(metric, float(result["score"]))
         for trial in result["trials"]:
             trial_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "trial"}
-            with mlflow.start_run(experiment_id=experiment_id, nested=True,
-                                  run_name=f"{run_name}-trial-{trial['number']}",
-                                  tags=trial_tags):
+            with mlflow.start_run(
+                experiment_id=experiment_id,
+                nested=True,
+                run_name=f"{run_name}-trial-{trial['number']}",
+                tags=trial_tags,
+            ):
                 mlflow.log_params({k: _param_value(v) for k, v in trial["params"].items()})
-                mlflow.log_metrics({metric: float(trial["score"]),
-                                    "trial_seconds": float(trial["seconds"])})
+                mlflow.log_metrics(
+                    {metric: float(trial["score"]), "trial_seconds": float(trial["seconds"])}
+                )
     return parent.info.run_id
 
 
@@ -441,4 +458,3 @@ def log_files(run_id: str, paths: Iterable[Path], artifact_path: str) -> None:
     mlflow_client = client()
     for path in paths:
         mlflow_client.log_artifact(run_id, str(path), artifact_path)
-

@@ -27,8 +27,9 @@ def list_training_runs(max_results: int = 200) -> list[dict[str, Any]]:
     experiment = mlflow_client.get_experiment_by_name(config.experiment_name())
     if experiment is None:
         return []
-    runs = mlflow_client.search_runs([experiment.experiment_id], max_results=max_results,
-                              order_by=["attributes.start_time DESC"])
+    runs = mlflow_client.search_runs(
+        [experiment.experiment_id], max_results=max_results, order_by=["attributes.start_time DESC"]
+    )
     return [_run_summary(run) for run in runs]
 
 

@@ -88,9 +88,16 @@ class ColdStart:
     segment_weight: float = 0.5
     onboarding_weight: float = 1.0
 
-    def recommend(self, k: int = 10, *, user_id: object = None,
-                  demographics: dict | None = None, liked_items: list | None = None,
-                  liked_genres: list | None = None, exclude: list | None = None) -> pd.DataFrame:
+    def recommend(
+        self,
+        k: int = 10,
+        *,
+        user_id: object = None,
+        demographics: dict | None = None,
+        liked_items: list | None = None,
+        liked_genres: list | None = None,
+        exclude: list | None = None,
+    ) -> pd.DataFrame:
         """Top-``k`` items for one cold user and the path that served them.
 
         Args:
@@ -109,25 +116,35 @@ class ColdStart:
         k = check_k(k)
         liked = self._columns(liked_items or [], strict=True)
         if liked.size < len(liked_items or []):
-            log.warning("onboarding: %d liked item(s) unknown, ignored",
-                        len(liked_items or []) - liked.size)
-        history = sp.csr_matrix((np.ones(liked.size), (np.zeros(liked.size, int), liked)),
-                                shape=(1, self.item_ids.size))
+            log.warning(
+                "onboarding: %d liked item(s) unknown, ignored", len(liked_items or []) - liked.size
+            )
+        history = sp.csr_matrix(
+            (np.ones(liked.size), (np.zeros(liked.size, int), liked)), shape=(1, self.item_ids.size)
+        )
         demo = self._demographics(user_id, demographics)
-        scores, paths = self.score_users(history, [demo],
-                                         genre_scores=self._genre_scores(liked_genres or []))
+        scores, paths = self.score_users(
+            history, [demo], genre_scores=self._genre_scores(liked_genres or [])
+        )
         scores[0, self._columns(exclude or [], strict=True)] = -np.inf
         items, best = top_k(scores, int(k))
         keep = items[0] >= 0
-        return pd.DataFrame({
-            ITEM_COL: self.item_ids.to_numpy()[items[0][keep]],
-            SCORE_COL: best[0][keep],
-            RANK_COL: np.arange(1, int(keep.sum()) + 1),
-            SERVED_BY_COL: paths[0],
-        })
+        return pd.DataFrame(
+            {
+                ITEM_COL: self.item_ids.to_numpy()[items[0][keep]],
+                SCORE_COL: best[0][keep],
+                RANK_COL: np.arange(1, int(keep.sum()) + 1),
+                SERVED_BY_COL: paths[0],
+            }
+        )
 
-    def score_users(self, history: sp.spmatrix, demographics: list[dict], *,
-                    genre_scores: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    def score_users(
+        self,
+        history: sp.spmatrix,
+        demographics: list[dict],
+        *,
+        genre_scores: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, list[str]]:
         """Dense chain scores for several cold users at once.
 
         Args:
@@ -146,13 +163,15 @@ class ColdStart:
         """
         H = sp.csr_matrix(history, dtype=np.float64)
         if H.shape != (len(demographics), self.item_ids.size):
-            raise ColdStartError(f"history has shape {H.shape}; expected "
-                                 f"({len(demographics)}, {self.item_ids.size})")
+            raise ColdStartError(
+                f"history has shape {H.shape}; expected ({len(demographics)}, {self.item_ids.size})"
+            )
         base, base_paths = self._base_matrix(demographics)
         onboard = _unit_max_rows(np.asarray((H @ self.item_sim).todense()))
         if self.content is not None:
-            onboard += 0.3 * _unit_max_rows(np.asarray(
-                ((H @ self.content) @ self.content.T).todense()))
+            onboard += 0.3 * _unit_max_rows(
+                np.asarray(((H @ self.content) @ self.content.T).todense())
+            )
         has = np.diff(H.indptr) > 0
         if genre_scores is not None:
             votes = np.asarray(genre_scores, dtype=np.float64)
@@ -189,8 +208,10 @@ class ColdStart:
         ids = requests[USER_COL].to_numpy()
         liked = _coerce_item_ids(_answer_lists(requests, LIKED_ITEMS_COL), self.item_ids)
         history = self._liked_matrix(liked)
-        demos = [self._demographics(u, d) for u, d in
-                 zip(ids, _answer_demographics(requests), strict=True)]
+        demos = [
+            self._demographics(u, d)
+            for u, d in zip(ids, _answer_demographics(requests), strict=True)
+        ]
         votes = self._genre_matrix(_answer_lists(requests, LIKED_GENRES_COL))
         scores, paths = self.score_users(history, demos, genre_scores=votes)
         items, best = top_k(scores, min(k, self.item_ids.size))
@@ -200,15 +221,17 @@ class ColdStart:
         """``(n_users, n_items)`` 1 per known liked item; unknown ids are logged and ignored."""
         lengths = np.array([len(x) for x in lists], dtype=np.int64)
         flat = [i for x in lists for i in x]
-        cols = (self.item_ids.get_indexer(pd.Index(flat)) if flat
-                else np.empty(0, dtype=np.int64))
+        cols = self.item_ids.get_indexer(pd.Index(flat)) if flat else np.empty(0, dtype=np.int64)
         if (cols < 0).any():
-            log.warning("onboarding: unknown liked item id(s) ignored: %s",
-                        pd.unique(np.asarray(flat, dtype=object)[cols < 0]).tolist())
+            log.warning(
+                "onboarding: unknown liked item id(s) ignored: %s",
+                pd.unique(np.asarray(flat, dtype=object)[cols < 0]).tolist(),
+            )
         rows = np.repeat(np.arange(len(lists)), lengths)
         ok = cols >= 0
-        H = sp.csr_matrix((np.ones(int(ok.sum())), (rows[ok], cols[ok])),
-                          shape=(len(lists), self.item_ids.size))
+        H = sp.csr_matrix(
+            (np.ones(int(ok.sum())), (rows[ok], cols[ok])), shape=(len(lists), self.item_ids.size)
+        )
         H.data[:] = 1.0
         return H
 
@@ -222,8 +245,10 @@ class ColdStart:
         if (idx < 0).any():
             log.warning("onboarding: unknown genre(s) ignored")
         rows = np.repeat(np.arange(len(lists)), lengths)
-        U = sp.csr_matrix((np.ones(int((idx >= 0).sum())), (rows[idx >= 0], idx[idx >= 0])),
-                          shape=(len(lists), names.size))
+        U = sp.csr_matrix(
+            (np.ones(int((idx >= 0).sum())), (rows[idx >= 0], idx[idx >= 0])),
+            shape=(len(lists), names.size),
+        )
         hit = np.asarray((U @ G.T).todense()) > 0
         return hit * unit_max(self.global_pop)[None, :]
 
@@ -251,8 +276,10 @@ class ColdStart:
 
     def demographics_of(self, user_ids: list) -> list[dict]:
         """Segment keys of fitted users (empty dicts for users the table lacks)."""
-        return [{kind: seg[u] for kind, seg in self.user_segments.items()
-                 if seg.get(u) is not None} for u in user_ids]
+        return [
+            {kind: seg[u] for kind, seg in self.user_segments.items() if seg.get(u) is not None}
+            for u in user_ids
+        ]
 
     def similar_items(self, item_id: object, k: int = 10) -> pd.DataFrame:
         """Items most like ``item_id`` by content (works for items nobody has seen).
@@ -264,16 +291,21 @@ class ColdStart:
             ColdStartError: unknown item or no content table was fitted.
         """
         if self.content is None:
-            raise ColdStartError("no items table was given to fit_cold_start; "
-                                 "content similarity is unavailable")
+            raise ColdStartError(
+                "no items table was given to fit_cold_start; content similarity is unavailable"
+            )
         col = self._columns([item_id], strict=True)
         sims = np.asarray((self.content[col] @ self.content.T).todense()).astype(np.float64)
         sims[0, col] = -np.inf
         items, best = top_k(sims, int(k))
         keep = items[0] >= 0
-        return pd.DataFrame({ITEM_COL: self.item_ids.to_numpy()[items[0][keep]],
-                             SCORE_COL: best[0][keep],
-                             RANK_COL: np.arange(1, int(keep.sum()) + 1)})
+        return pd.DataFrame(
+            {
+                ITEM_COL: self.item_ids.to_numpy()[items[0][keep]],
+                SCORE_COL: best[0][keep],
+                RANK_COL: np.arange(1, int(keep.sum()) + 1),
+            }
+        )
 
     # ------------------------------------------------------------- internals
     def _columns(self, ids: list, *, strict: bool) -> np.ndarray:
@@ -330,8 +362,9 @@ def _coerce_item_ids(lists: list[list], item_ids: pd.Index) -> list[list]:
     """Liked item ids given as strings (from a ``|`` string) in the catalogue's id type."""
     if item_ids.dtype.kind not in "iu":
         return lists
-    return [[int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in x]
-            for x in lists]
+    return [
+        [int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in x] for x in lists
+    ]
 
 
 def _unit_max_rows(M: np.ndarray) -> np.ndarray:
@@ -358,8 +391,11 @@ def _segment_keys(demo: dict) -> list[tuple[str, str]]:
     keys = []
     if demo.get(SEGMENT_AGE_GENDER) is not None:
         keys.append((SEGMENT_AGE_GENDER, demo[SEGMENT_AGE_GENDER]))
-    elif demo.get(AGE_COL) is not None and demo.get(GENDER_COL) is not None \
-            and not pd.isna(demo[AGE_COL]):
+    elif (
+        demo.get(AGE_COL) is not None
+        and demo.get(GENDER_COL) is not None
+        and not pd.isna(demo[AGE_COL])
+    ):
         keys.append((SEGMENT_AGE_GENDER, f"{age_band(demo[AGE_COL])}|{demo[GENDER_COL]}"))
     occ = demo.get(SEGMENT_OCCUPATION, demo.get(OCCUPATION_COL))
     if occ is not None and not (isinstance(occ, float) and np.isnan(occ)):
@@ -374,10 +410,10 @@ def user_segment_table(users: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({USER_COL: users[USER_COL].to_numpy()})
     if AGE_COL in users.columns and GENDER_COL in users.columns:
         age = pd.to_numeric(users[AGE_COL], errors="coerce").to_numpy(dtype=np.float64)
-        band_idx = np.clip(np.searchsorted(AGE_BANDS, age, side="right") - 1, 0,
-                           len(AGE_BANDS) - 2)
-        labels = np.array([f"{a}-{b - 1}"
-                           for a, b in zip(AGE_BANDS[:-1], AGE_BANDS[1:], strict=True)])
+        band_idx = np.clip(np.searchsorted(AGE_BANDS, age, side="right") - 1, 0, len(AGE_BANDS) - 2)
+        labels = np.array(
+            [f"{a}-{b - 1}" for a, b in zip(AGE_BANDS[:-1], AGE_BANDS[1:], strict=True)]
+        )
         key = pd.Series(labels[band_idx]) + "|" + users[GENDER_COL].astype(str).to_numpy()
         ok = ~np.isnan(age) & users[GENDER_COL].notna().to_numpy()
         out[SEGMENT_AGE_GENDER] = key.where(ok, None).to_numpy()
@@ -386,10 +422,16 @@ def user_segment_table(users: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def fit_cold_start(train: pd.DataFrame, items: pd.DataFrame | None = None,
-                   users: pd.DataFrame | None = None, *, id_map: IdMap | None = None,
-                   min_segment_users: int = 20, segment_weight: float = 0.5,
-                   onboarding_weight: float = 1.0) -> ColdStart:
+def fit_cold_start(
+    train: pd.DataFrame,
+    items: pd.DataFrame | None = None,
+    users: pd.DataFrame | None = None,
+    *,
+    id_map: IdMap | None = None,
+    min_segment_users: int = 20,
+    segment_weight: float = 0.5,
+    onboarding_weight: float = 1.0,
+) -> ColdStart:
     """Learn the fallback chain from the training interactions.
 
     Args:
@@ -419,15 +461,20 @@ def fit_cold_start(train: pd.DataFrame, items: pd.DataFrame | None = None,
     X.data[:] = 1.0
     segments, seg_pop = _segments(users, id_map, X, min_segment_users)
     return ColdStart(
-        item_ids=id_map.items, global_pop=np.asarray(X.sum(axis=0)).ravel(),
-        segment_pop=seg_pop, user_segments=segments, item_sim=_item_cosine(X),
-        content=_content(items, id_map), item_genres=_genres(items, id_map),
-        min_segment_users=min_segment_users, segment_weight=segment_weight,
-        onboarding_weight=onboarding_weight)
+        item_ids=id_map.items,
+        global_pop=np.asarray(X.sum(axis=0)).ravel(),
+        segment_pop=seg_pop,
+        user_segments=segments,
+        item_sim=_item_cosine(X),
+        content=_content(items, id_map),
+        item_genres=_genres(items, id_map),
+        min_segment_users=min_segment_users,
+        segment_weight=segment_weight,
+        onboarding_weight=onboarding_weight,
+    )
 
 
-def fit_cold_start_from_matrix(X: sp.spmatrix, id_map: IdMap,
-                               **options: object) -> ColdStart:
+def fit_cold_start_from_matrix(X: sp.spmatrix, id_map: IdMap, **options: object) -> ColdStart:
     """The chain from a training matrix alone (no items or users table).
 
     Serves onboarding answers (co-liked items) and global popularity; the
@@ -435,13 +482,15 @@ def fit_cold_start_from_matrix(X: sp.spmatrix, id_map: IdMap,
     """
     X = sp.csr_matrix(X)
     rows, cols = X.nonzero()
-    train = pd.DataFrame({USER_COL: id_map.users.to_numpy()[rows],
-                          ITEM_COL: id_map.items.to_numpy()[cols]})
+    train = pd.DataFrame(
+        {USER_COL: id_map.users.to_numpy()[rows], ITEM_COL: id_map.items.to_numpy()[cols]}
+    )
     return fit_cold_start(train, id_map=id_map, **options)
 
 
-def _segments(users: pd.DataFrame | None, id_map: IdMap, X: sp.csr_matrix,
-              min_users: int) -> tuple[dict, dict]:
+def _segments(
+    users: pd.DataFrame | None, id_map: IdMap, X: sp.csr_matrix, min_users: int
+) -> tuple[dict, dict]:
     if users is None:
         return {}, {}
     table = user_segment_table(users)
@@ -454,8 +503,9 @@ def _segments(users: pd.DataFrame | None, id_map: IdMap, X: sp.csr_matrix,
         lookup[kind] = dict(zip(table[USER_COL], keys, strict=True))
         known = (rows >= 0) & keys.notna().to_numpy()
         codes, names = pd.factorize(keys[known])
-        M = sp.csr_matrix((np.ones(codes.size), (codes, rows[known])),
-                          shape=(names.size, id_map.n_users))
+        M = sp.csr_matrix(
+            (np.ones(codes.size), (codes, rows[known])), shape=(names.size, id_map.n_users)
+        )
         counts = np.bincount(codes, minlength=names.size)
         pop = np.asarray((M @ X).todense())
         pops[kind] = {str(n): pop[i] for i, n in enumerate(names) if counts[i] >= min_users}
@@ -481,8 +531,7 @@ def _content(items: pd.DataFrame | None, id_map: IdMap) -> sp.csr_matrix | None:
     return item_content_matrix(align_items(items, id_map.n_items, id_map.items))
 
 
-def _genres(items: pd.DataFrame | None,
-            id_map: IdMap) -> tuple[sp.csr_matrix, pd.Index] | None:
+def _genres(items: pd.DataFrame | None, id_map: IdMap) -> tuple[sp.csr_matrix, pd.Index] | None:
     if items is None or GENRES_COL not in items.columns:
         return None
     from recsys.models.content import align_items
@@ -491,7 +540,8 @@ def _genres(items: pd.DataFrame | None,
     lists = aligned[GENRES_COL].fillna("").astype(str).str.split("|").explode()
     lists = lists[lists.str.len() > 0]
     names = pd.Index(sorted(lists.unique()))
-    G = sp.csr_matrix((np.ones(len(lists)), (lists.index.to_numpy(),
-                                             names.get_indexer(lists.to_numpy()))),
-                      shape=(id_map.n_items, names.size))
+    G = sp.csr_matrix(
+        (np.ones(len(lists)), (lists.index.to_numpy(), names.get_indexer(lists.to_numpy()))),
+        shape=(id_map.n_items, names.size),
+    )
     return G, names

@@ -45,9 +45,16 @@ class RerankInputError(InputError):
     """A re-ranking call with unusable lists, scores or knob."""
 
 
-def rerank(items: np.ndarray, scores: np.ndarray, k: int, *, method: str = "discount",
-           lam: float = 0.0, popularity: np.ndarray | None = None,
-           features: sp.csr_matrix | None = None) -> np.ndarray:
+def rerank(
+    items: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    *,
+    method: str = "discount",
+    lam: float = 0.0,
+    popularity: np.ndarray | None = None,
+    features: sp.csr_matrix | None = None,
+) -> np.ndarray:
     """Pick ``k`` of each user's pool items, trading relevance for the method's aim.
 
     Args:
@@ -77,18 +84,22 @@ def rerank(items: np.ndarray, scores: np.ndarray, k: int, *, method: str = "disc
     if method == "popularity":
         usable = np.isfinite(rel)
         value = (1 - lam) * np.where(usable, rel, 0.0) - lam * _scaled_popularity(popularity)[
-            np.where(items >= 0, items, 0)]
+            np.where(items >= 0, items, 0)
+        ]
         return _by_score(items, np.where(usable, value, -np.inf), k)
     if features is None:
         raise RerankInputError("method 'mmr' needs item feature vectors")
     batch = max(1, _CELLS // (items.shape[1] * max(1, features.shape[1])))
-    parts = [_mmr(items[s:s + batch], rel[s:s + batch], k, lam, features)
-             for s in range(0, items.shape[0], batch)]
+    parts = [
+        _mmr(items[s : s + batch], rel[s : s + batch], k, lam, features)
+        for s in range(0, items.shape[0], batch)
+    ]
     return np.vstack(parts) if parts else np.empty((0, k), dtype=np.int64)
 
 
-def _check(items: np.ndarray, scores: np.ndarray, k: int, method: str,
-           lam: float) -> tuple[np.ndarray, np.ndarray]:
+def _check(
+    items: np.ndarray, scores: np.ndarray, k: int, method: str, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
     if method not in METHODS:
         raise RerankInputError(f"unknown re-ranking method {method!r}; choose one of {METHODS}")
     if not 0.0 <= float(lam) <= 1.0:
@@ -96,8 +107,9 @@ def _check(items: np.ndarray, scores: np.ndarray, k: int, method: str,
     items = np.asarray(items, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     if items.ndim != 2 or items.shape != scores.shape:
-        raise RerankInputError(f"items and scores must be 2-D of one shape, got "
-                               f"{items.shape} and {scores.shape}")
+        raise RerankInputError(
+            f"items and scores must be 2-D of one shape, got {items.shape} and {scores.shape}"
+        )
     if not 1 <= int(k) <= items.shape[1]:
         raise RerankInputError(f"k must lie in [1, {items.shape[1]}] (the pool size), got {k}")
     return items, scores
@@ -144,8 +156,9 @@ def _by_score(items: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
     return np.where(np.isfinite(np.take_along_axis(value, order, axis=1)), picked, -1)
 
 
-def _mmr(items: np.ndarray, rel: np.ndarray, k: int, lam: float,
-         features: sp.csr_matrix) -> np.ndarray:
+def _mmr(
+    items: np.ndarray, rel: np.ndarray, k: int, lam: float, features: sp.csr_matrix
+) -> np.ndarray:
     """Greedy MMR over one batch of users."""
     n, pool = items.shape
     vectors = features[np.where(items >= 0, items, 0).ravel()].toarray()
@@ -165,8 +178,9 @@ def _mmr(items: np.ndarray, rel: np.ndarray, k: int, lam: float,
     return out
 
 
-def rerank_frame(recs: pd.DataFrame, popularity: pd.Series, k: int, *,
-                 method: str = "discount", lam: float = 0.0) -> pd.DataFrame:
+def rerank_frame(
+    recs: pd.DataFrame, popularity: pd.Series, k: int, *, method: str = "discount", lam: float = 0.0
+) -> pd.DataFrame:
     """:func:`rerank` over a long recommendation table (one pool per user).
 
     Args:
@@ -190,8 +204,9 @@ def rerank_frame(recs: pd.DataFrame, popularity: pd.Series, k: int, *,
     if missing:
         raise RerankInputError(f"recommendations lack column(s) {sorted(missing)}")
     if method == "mmr":
-        raise RerankInputError("method 'mmr' needs content vectors; re-rank a table with "
-                               "'discount' or 'popularity'")
+        raise RerankInputError(
+            "method 'mmr' needs content vectors; re-rank a table with 'discount' or 'popularity'"
+        )
     if recs.empty:
         return recs.copy()
     ordered = recs.sort_values([USER_COL, RANK_COL], kind="stable")
@@ -210,5 +225,6 @@ def rerank_frame(recs: pd.DataFrame, popularity: pd.Series, k: int, *,
     out = ordered.iloc[picked[picked >= 0]].copy()
     out[RANK_COL] = (np.nonzero(picked >= 0)[1] + 1).astype(ordered[RANK_COL].dtype)
     first_seen = pd.Index(pd.unique(recs[USER_COL]))
-    return out.iloc[np.argsort(first_seen.get_indexer(out[USER_COL]), kind="stable")] \
-        .reset_index(drop=True)
+    return out.iloc[np.argsort(first_seen.get_indexer(out[USER_COL]), kind="stable")].reset_index(
+        drop=True
+    )

@@ -56,8 +56,13 @@ class ServedRecommender:
             when first needed (an unknown user, or :meth:`save`).
     """
 
-    def __init__(self, model: Recommender, id_map: IdMap, train_matrix: sp.spmatrix,
-                 cold_start: ColdStart | None = None) -> None:
+    def __init__(
+        self,
+        model: Recommender,
+        id_map: IdMap,
+        train_matrix: sp.spmatrix,
+        cold_start: ColdStart | None = None,
+    ) -> None:
         self.model = model
         self.id_map = id_map
         self.X = check_matrix(train_matrix)
@@ -125,8 +130,9 @@ class ServedRecommender:
         idx = self.id_map.user_index(ids)
         known = idx >= 0
         items, scores = self._known_lists(idx[known], k)
-        parts = [long_frame(ids[known], items, scores, self.id_map.items,
-                            served_by=SERVED_BY_MODEL)]
+        parts = [
+            long_frame(ids[known], items, scores, self.id_map.items, served_by=SERVED_BY_MODEL)
+        ]
         if not known.all():
             parts.append(self._cold(users, ids[~known], k))
         out = pd.concat(parts, ignore_index=True)

@@ -38,9 +38,14 @@ class TrainingData:
     split: dict
 
 
-def build_training_data(train: pd.DataFrame, test: pd.DataFrame, dataset: Dataset,
-                        split: dict, *,
-                        features: dict[str, pd.DataFrame] | None = None) -> TrainingData:
+def build_training_data(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    dataset: Dataset,
+    split: dict,
+    *,
+    features: dict[str, pd.DataFrame] | None = None,
+) -> TrainingData:
     """The matrix, id map and fit context every model of a run or benchmark shares.
 
     The id map covers every catalogue item (so content models can recommend
@@ -55,12 +60,9 @@ def build_training_data(train: pd.DataFrame, test: pd.DataFrame, dataset: Datase
     catalogue = dataset.items[ITEM_COL] if dataset.items is not None else None
     id_map = IdMap.from_frame(train, extra_items=catalogue)
     features = features or {}
-    context = FitContext.from_interactions(train, id_map, items=dataset.items,
-                                           users=dataset.users)
+    context = FitContext.from_interactions(train, id_map, items=dataset.items, users=dataset.users)
     if "user_profiles" in features:
-        context.user_features = indexed_features(features["user_profiles"], USER_COL,
-                                                 id_map.users)
+        context.user_features = indexed_features(features["user_profiles"], USER_COL, id_map.users)
     if "item_features" in features:
-        context.item_features = indexed_features(features["item_features"], ITEM_COL,
-                                                 id_map.items)
+        context.item_features = indexed_features(features["item_features"], ITEM_COL, id_map.items)
     return TrainingData(train, test, id_map, id_map.to_matrix(train), context, split)

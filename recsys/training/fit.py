@@ -18,8 +18,9 @@ from recsys.serving.served import ServedRecommender
 from recsys.training.data import TrainingData
 
 
-def fit_and_evaluate(name: str, data: TrainingData, *, params: dict | None = None,
-                     k: int = 10) -> tuple[Recommender, dict[str, float], float]:
+def fit_and_evaluate(
+    name: str, data: TrainingData, *, params: dict | None = None, k: int = 10
+) -> tuple[Recommender, dict[str, float], float]:
     """Fit registered model ``name`` on ``data.X`` and score it on the warm test users.
 
     Returns:
@@ -35,12 +36,12 @@ def fit_and_evaluate(name: str, data: TrainingData, *, params: dict | None = Non
 
 def cold_start_chain(data: TrainingData) -> ColdStart:
     """The fallback chain served models use for users they have never seen."""
-    return fit_cold_start(data.train, data.context.items, data.context.users,
-                          id_map=data.id_map)
+    return fit_cold_start(data.train, data.context.items, data.context.users, id_map=data.id_map)
 
 
-def served_evaluation(model: Recommender, data: TrainingData, *, k: int = 10,
-                      cold_start: ColdStart | None = None) -> DetailedEvaluation:
+def served_evaluation(
+    model: Recommender, data: TrainingData, *, k: int = 10, cold_start: ColdStart | None = None
+) -> DetailedEvaluation:
     """Score ``model`` exactly as its served pyfunc answers: every test user, unknown
     users through the cold-start chain (:class:`recsys.serving.served.ServedRecommender`).
 
@@ -53,13 +54,17 @@ def served_evaluation(model: Recommender, data: TrainingData, *, k: int = 10,
     return detailed_evaluation(recs, data.train, data.test, data.context, k)
 
 
-def detailed_evaluation(recs: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame,
-                        context: Any, k: int) -> DetailedEvaluation:
+def detailed_evaluation(
+    recs: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, context: Any, k: int
+) -> DetailedEvaluation:
     """Accuracy, beyond-accuracy and slices of ``recs`` (side tables from ``context``)."""
     return evaluate_detailed(recs, test, train, k=k, items=context.items, users=context.users)
 
 
 def beyond_figures(metrics: dict[str, float]) -> dict[str, float]:
     """The beyond-accuracy and slice figures of a detailed evaluation (no accuracy means)."""
-    return {name: value for name, value in metrics.items()
-            if name in BEYOND_METRICS or name.startswith(("slice.", "gap.", "fairness_gap."))}
+    return {
+        name: value
+        for name, value in metrics.items()
+        if name in BEYOND_METRICS or name.startswith(("slice.", "gap.", "fairness_gap."))
+    }

@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 #: Split options of the validation carve, per protocol.
 VALIDATION_OPTIONS: dict[str, dict[str, Any]] = {
-    "temporal": {"ratio": 0.8}, "loo": {"n": 1}, "msr": {}, "stratified": {"ratio": 0.8},
+    "temporal": {"ratio": 0.8},
+    "loo": {"n": 1},
+    "msr": {},
+    "stratified": {"ratio": 0.8},
     "random": {},
 }
 
@@ -61,14 +64,27 @@ class TuningResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (a NaN score, when no trial ran, becomes ``None``)."""
         score = self.score if self.score == self.score else None
-        return {"model": self.model, "params": self.params, "score": score,
-                "metric": self.metric, "trials": self.trials}
+        return {
+            "model": self.model,
+            "params": self.params,
+            "score": score,
+            "metric": self.metric,
+            "trials": self.trials,
+        }
 
 
-def tune_model(name: str, train: pd.DataFrame, *, protocol: str = "temporal",
-               n_trials: int = 0, timeout_s: float | None = None, k: int = 10,
-               seed: int = 0, items: pd.DataFrame | None = None,
-               users: pd.DataFrame | None = None) -> TuningResult:
+def tune_model(
+    name: str,
+    train: pd.DataFrame,
+    *,
+    protocol: str = "temporal",
+    n_trials: int = 0,
+    timeout_s: float | None = None,
+    k: int = 10,
+    seed: int = 0,
+    items: pd.DataFrame | None = None,
+    users: pd.DataFrame | None = None,
+) -> TuningResult:
     """Search ``name``'s hyper-parameters on a validation carve of ``train``.
 
     Args:
@@ -86,11 +102,13 @@ def tune_model(name: str, train: pd.DataFrame, *, protocol: str = "temporal",
             user with training history.
     """
     if n_trials < 0 or (timeout_s is not None and timeout_s <= 0):
-        raise TuningInputError(f"budgets must be positive: n_trials={n_trials}, "
-                               f"timeout_s={timeout_s}")
+        raise TuningInputError(
+            f"budgets must be positive: n_trials={n_trials}, timeout_s={timeout_s}"
+        )
     if protocol not in VALIDATION_OPTIONS:
-        raise TuningInputError(f"unknown protocol {protocol!r}; choose one of "
-                               f"{sorted(VALIDATION_OPTIONS)}")
+        raise TuningInputError(
+            f"unknown protocol {protocol!r}; choose one of {sorted(VALIDATION_OPTIONS)}"
+        )
     metric = f"ndcg@{k}"
     if n_trials == 0 or not model_class(name).search_space:
         return TuningResult(model=name, metric=metric)
@@ -98,17 +116,29 @@ def tune_model(name: str, train: pd.DataFrame, *, protocol: str = "temporal",
     return _run_study(name, objective, n_trials, timeout_s, seed, metric)
 
 
-def _objective(name: str, train: pd.DataFrame, protocol: str, k: int,
-               items: pd.DataFrame | None, users: pd.DataFrame | None) -> Callable:
+def _objective(
+    name: str,
+    train: pd.DataFrame,
+    protocol: str,
+    k: int,
+    items: pd.DataFrame | None,
+    users: pd.DataFrame | None,
+) -> Callable:
     """A function of a trial: fit on the fit part, return validation NDCG@k."""
     fit, validation = validation_split(train, protocol, **VALIDATION_OPTIONS[protocol])
     if validation.empty or not validation["user_id"].isin(fit["user_id"]).any():
-        raise TuningInputError(f"the {protocol} validation carve of train has no user "
-                               "with history left to fit on")
+        raise TuningInputError(
+            f"the {protocol} validation carve of train has no user with history left to fit on"
+        )
     # The same context a training run gives the model, built from the fit part
     # alone: feature tables, timestamps and side tables included.
-    data = build_training_data(fit, validation, Dataset(fit, items, users), {},
-                               features=build_feature_tables(fit, items, users))
+    data = build_training_data(
+        fit,
+        validation,
+        Dataset(fit, items, users),
+        {},
+        features=build_feature_tables(fit, items, users),
+    )
 
     space = model_class(name).search_space
 
@@ -140,18 +170,29 @@ def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _run_study(name: str, objective: Callable, n_trials: int, timeout_s: float | None,
-               seed: int, metric: str) -> TuningResult:
+def _run_study(
+    name: str, objective: Callable, n_trials: int, timeout_s: float | None, seed: int, metric: str
+) -> TuningResult:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=n_trials, timeout=timeout_s)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    trials = [{"number": t.number, "params": dict(t.params), "score": float(t.value),
-               "seconds": (t.datetime_complete - t.datetime_start).total_seconds()}
-              for t in done]
+    trials = [
+        {
+            "number": t.number,
+            "params": dict(t.params),
+            "score": float(t.value),
+            "seconds": (t.datetime_complete - t.datetime_start).total_seconds(),
+        }
+        for t in done
+    ]
     log.info("tuned %s: %d trials, best %s=%.4f", name, len(done), metric, study.best_value)
-    return TuningResult(model=name, params=dict(study.best_params), score=float(study.best_value),
-                        metric=metric, trials=trials)
+    return TuningResult(
+        model=name,
+        params=dict(study.best_params),
+        score=float(study.best_value),
+        metric=metric,
+        trials=trials,
+    )

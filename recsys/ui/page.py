@@ -98,8 +98,9 @@ def _is_number(value: object) -> bool:
 
 def decision_from_tags(tags: Mapping[str, str]) -> dict[str, str]:
     """The ``recsys.decision.*`` tags of a model version, prefix removed."""
-    return {key[len(TAG_PREFIX):]: value for key, value in tags.items()
-            if key.startswith(TAG_PREFIX)}
+    return {
+        key[len(TAG_PREFIX) :]: value for key, value in tags.items() if key.startswith(TAG_PREFIX)
+    }
 
 
 # -------------------------------------------------------------------- champion
@@ -122,12 +123,15 @@ def build_champion(name: str, base_url: str) -> dict[str, Any] | None:
         "model_type": champion.get("model_type") or "unknown",
         "run_id": champion["run_id"],
         "run_key": champion["run_tags"].get("recsys.run_key"),
-        "metrics": {m: champion["metrics"][m] for m in metric_columns(
-            [champion], decision_from_tags(champion["tags"]).get("metric"))},
+        "metrics": {
+            m: champion["metrics"][m]
+            for m in metric_columns([champion], decision_from_tags(champion["tags"]).get("metric"))
+        },
         "decision": decision_from_tags(champion["tags"]),
         "registered_at": format_time(version.get("creation_timestamp")),
         "run_url": run_url(base_url, run and run["experiment_id"], champion["run_id"])
-        if champion["run_id"] else None,
+        if champion["run_id"]
+        else None,
         "version_url": version_url(base_url, name, champion["version"]),
     }
 
@@ -155,9 +159,11 @@ def group_runs(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return sorted(groups.values(), key=lambda g: g["start_time"] or 0, reverse=True)
 
 
-def primary_metric(evaluation: Mapping[str, Any] | None,
-                   champion: Mapping[str, Any] | None,
-                   runs: Iterable[Mapping[str, Any]] = ()) -> str | None:
+def primary_metric(
+    evaluation: Mapping[str, Any] | None,
+    champion: Mapping[str, Any] | None,
+    runs: Iterable[Mapping[str, Any]] = (),
+) -> str | None:
     """The metric promotion compares: from the evaluation, the champion's decision,
     else the first ``ndcg@K`` any run logged; ``None`` when nothing names one."""
     if evaluation and evaluation.get("primary"):
@@ -168,8 +174,9 @@ def primary_metric(evaluation: Mapping[str, Any] | None,
     return names[0] if names else None
 
 
-def leaderboard_rows(evaluation: Mapping[str, Any] | None, group: Mapping[str, Any],
-                     base_url: str) -> list[dict[str, Any]]:
+def leaderboard_rows(
+    evaluation: Mapping[str, Any] | None, group: Mapping[str, Any], base_url: str
+) -> list[dict[str, Any]]:
     """Every candidate of one pipeline run, best first, then the champion it was scored against.
 
     The run folder's ``evaluation.json`` is used when present (it holds the
@@ -182,20 +189,27 @@ def leaderboard_rows(evaluation: Mapping[str, Any] | None, group: Mapping[str, A
     """
     experiments = {run["run_id"]: run["experiment_id"] for run in group["runs"]}
     if evaluation and evaluation.get("leaderboard"):
-        rows = [_candidate_row(entry, experiments, base_url)
-                for entry in evaluation["leaderboard"]]
+        rows = [_candidate_row(entry, experiments, base_url) for entry in evaluation["leaderboard"]]
         champion = evaluation.get("champion")
         if champion:
             rows.append(_champion_row(champion, base_url))
         return rows
-    return [{"model": _model_of(run), "model_type": _model_of(run),
-             "role": "candidate", "run_id": run["run_id"],
-             "run_url": run_url(base_url, run["experiment_id"], run["run_id"]),
-             "metrics": dict(sorted(run["metrics"].items()))} for run in group["runs"]]
+    return [
+        {
+            "model": _model_of(run),
+            "model_type": _model_of(run),
+            "role": "candidate",
+            "run_id": run["run_id"],
+            "run_url": run_url(base_url, run["experiment_id"], run["run_id"]),
+            "metrics": dict(sorted(run["metrics"].items())),
+        }
+        for run in group["runs"]
+    ]
 
 
-def _candidate_row(entry: Mapping[str, Any], experiments: Mapping[str, str],
-                   base_url: str) -> dict[str, Any]:
+def _candidate_row(
+    entry: Mapping[str, Any], experiments: Mapping[str, str], base_url: str
+) -> dict[str, Any]:
     metrics = entry.get("metrics") if isinstance(entry.get("metrics"), Mapping) else entry
     run_id = entry.get("run_id")
     return {
@@ -204,8 +218,9 @@ def _candidate_row(entry: Mapping[str, Any], experiments: Mapping[str, str],
         "role": "candidate",
         "run_id": run_id,
         "run_url": run_url(base_url, experiments.get(run_id), run_id) if run_id else None,
-        "metrics": {k: v for k, v in sorted(metrics.items())
-                    if k not in _ROW_KEYS and _is_number(v)},
+        "metrics": {
+            k: v for k, v in sorted(metrics.items()) if k not in _ROW_KEYS and _is_number(v)
+        },
     }
 
 
@@ -221,14 +236,15 @@ def _champion_row(champion: Mapping[str, Any], base_url: str) -> dict[str, Any]:
         "role": "champion",
         "run_id": run_id,
         "run_url": run_url(base_url, experiment and experiment["experiment_id"], run_id)
-        if run_id else None,
-        "metrics": {k: v for k, v in sorted(champion.get("metrics", {}).items())
-                    if _is_number(v)},
+        if run_id
+        else None,
+        "metrics": {k: v for k, v in sorted(champion.get("metrics", {}).items()) if _is_number(v)},
     }
 
 
-def build_latest(groups: list[dict[str, Any]], champion: Mapping[str, Any] | None,
-                 root: Path, base_url: str) -> dict[str, Any] | None:
+def build_latest(
+    groups: list[dict[str, Any]], champion: Mapping[str, Any] | None, root: Path, base_url: str
+) -> dict[str, Any] | None:
     """The newest pipeline run: its leaderboard, metric columns and promotion decision.
 
     Returns:
@@ -288,14 +304,23 @@ def metric_history(groups: Iterable[Mapping[str, Any]], primary: str | None) -> 
     """
     history = []
     for group in reversed(list(groups)):
-        scores = {_model_of(run): run["metrics"][primary]
-                  for run in group["runs"] if primary in run["metrics"]}
+        scores = {
+            _model_of(run): run["metrics"][primary]
+            for run in group["runs"]
+            if primary in run["metrics"]
+        }
         if not scores:
             continue
         best = max(scores, key=scores.__getitem__)
-        history.append({"run_key": group["run_key"], "started_at": format_time(
-            group["start_time"]), "scores": scores, "best_model": best,
-            "best_score": scores[best]})
+        history.append(
+            {
+                "run_key": group["run_key"],
+                "started_at": format_time(group["start_time"]),
+                "scores": scores,
+                "best_model": best,
+                "best_score": scores[best],
+            }
+        )
     return history
 
 
@@ -333,11 +358,19 @@ def _validation_row(path: Path) -> dict[str, Any]:
         "run_key": path.parent.name,
         "checked_at": format_time(_mtime(path) * 1000),
         "success": report.get("success") is True,
-        "suites": [{"name": name, "success": bool(s.get("success")),
-                    "rows": s.get("row_count"), "failures": len(s.get("failures") or [])}
-                   for name, s in sorted(suites.items()) if isinstance(s, Mapping)],
-        "failures": [_failure_line(f) for f in report.get("failures") or []
-                     if isinstance(f, Mapping)],
+        "suites": [
+            {
+                "name": name,
+                "success": bool(s.get("success")),
+                "rows": s.get("row_count"),
+                "failures": len(s.get("failures") or []),
+            }
+            for name, s in sorted(suites.items())
+            if isinstance(s, Mapping)
+        ],
+        "failures": [
+            _failure_line(f) for f in report.get("failures") or [] if isinstance(f, Mapping)
+        ],
         "docs_url": f"data-docs/{quote(path.parent.name)}/index.html" if docs.is_file() else None,
     }
 
@@ -350,8 +383,9 @@ def _failure_line(failure: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------ page
-def build_page(*, root: Path | None = None, base_url: str | None = None,
-               name: str | None = None) -> dict[str, Any]:
+def build_page(
+    *, root: Path | None = None, base_url: str | None = None, name: str | None = None
+) -> dict[str, Any]:
     """Everything the page shows, as plain data.
 
     Args:
@@ -388,7 +422,8 @@ def render_page(page: Mapping[str, Any]) -> str:
     charts = {
         "leaderboard": leaderboard_chart(page["latest"], colors) if page.get("latest") else None,
         "history": history_chart(page["history"], page["primary"], colors)
-        if page.get("history") else None,
+        if page.get("history")
+        else None,
     }
     return _templates().get_template("recommender.html").render(page=page, charts=charts)
 
@@ -398,8 +433,18 @@ def model_colors(page: Mapping[str, Any]) -> dict[str, str]:
     latest = page.get("latest") or {}
     names = {row["model_type"] for row in latest.get("rows", [])}
     names.update(m for point in page.get("history", []) for m in point["scores"])
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-               "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+    palette = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    ]
     return {name: palette[i % len(palette)] for i, name in enumerate(sorted(names))}
 
 
@@ -407,8 +452,10 @@ def model_colors(page: Mapping[str, Any]) -> dict[str, str]:
 def _templates() -> Any:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                      autoescape=select_autoescape(["html"]))
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=select_autoescape(["html"]),
+    )
     env.filters["num"] = format_number
     return env
 
@@ -446,16 +493,24 @@ def leaderboard_chart(latest: Mapping[str, Any], colors: Mapping[str, str]) -> s
         values = [row["metrics"].get(c, float("nan")) for c in columns]
         positions = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(columns))]
         champion = row["role"] == "champion"
-        ax.bar(positions, values, width, label=row["model"], color=colors.get(row["model_type"]),
-               hatch="//" if champion else None, edgecolor="#333333" if champion else None)
+        ax.bar(
+            positions,
+            values,
+            width,
+            label=row["model"],
+            color=colors.get(row["model_type"]),
+            hatch="//" if champion else None,
+            edgecolor="#333333" if champion else None,
+        )
     ax.set_xticks(range(len(columns)), columns)
     ax.set_ylabel("score")
     ax.legend(fontsize=8, ncols=min(len(rows), 3), loc="upper left", bbox_to_anchor=(0, -0.12))
     return _svg(fig)
 
 
-def history_chart(history: list[Mapping[str, Any]], primary: str | None,
-                  colors: Mapping[str, str]) -> str | None:
+def history_chart(
+    history: list[Mapping[str, Any]], primary: str | None, colors: Mapping[str, str]
+) -> str | None:
     """The primary metric of each model over pipeline runs (oldest left), as SVG."""
     if not history or not primary:
         return None
@@ -463,10 +518,14 @@ def history_chart(history: list[Mapping[str, Any]], primary: str | None,
     fig, ax = _figure(7.5, 3.0)
     x = list(range(len(history)))
     for model in models:
-        ax.plot(x, [p["scores"].get(model, float("nan")) for p in history],
-                marker="o", label=model, color=colors.get(model))
-    ax.set_xticks(x, [p["run_key"][-22:] for p in history], rotation=20, ha="right",
-                  fontsize=7)
+        ax.plot(
+            x,
+            [p["scores"].get(model, float("nan")) for p in history],
+            marker="o",
+            label=model,
+            color=colors.get(model),
+        )
+    ax.set_xticks(x, [p["run_key"][-22:] for p in history], rotation=20, ha="right", fontsize=7)
     ax.set_ylabel(primary)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _svg(fig)
@@ -492,7 +551,7 @@ def _svg(fig: Any) -> str:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "recsys"}):
         fig.savefig(buffer, format="svg", bbox_inches="tight")
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 # ------------------------------------------------------------------ file serving
@@ -527,8 +586,9 @@ def plot_bytes(run_id: str, path: str) -> bytes:
 
 
 # ------------------------------------------------------------------------- app
-def create_app(*, authorize: Authorize | None,
-               login_url: Callable[[str], str] | None = None) -> FastAPI:
+def create_app(
+    *, authorize: Authorize | None, login_url: Callable[[str], str] | None = None
+) -> FastAPI:
     """The FastAPI app behind the Recommender page.
 
     Args:
@@ -544,20 +604,30 @@ def create_app(*, authorize: Authorize | None,
     the Great Expectations Data Docs of a run, ``/plots/<run_id>/<path>`` a
     plot a training run logged.
     """
+
     async def guard(request: Request) -> None:
         if authorize is not None:
             await authorize(request)
 
-    app = FastAPI(title="recsys operator page", dependencies=[Depends(guard)],
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="recsys operator page",
+        dependencies=[Depends(guard)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
 
     @app.exception_handler(HTTPException)
     async def refuse(request: Request, exc: HTTPException) -> Response:
         wants_html = "text/html" in request.headers.get("accept", "")
         if exc.status_code == 401 and login_url is not None and wants_html:
             return RedirectResponse(login_url(str(request.url)), status_code=303)
-        return Response(json.dumps({"detail": exc.detail}), status_code=exc.status_code,
-                        media_type="application/json", headers=exc.headers)
+        return Response(
+            json.dumps({"detail": exc.detail}),
+            status_code=exc.status_code,
+            media_type="application/json",
+            headers=exc.headers,
+        )
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
