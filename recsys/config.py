@@ -78,9 +78,56 @@ def model_name() -> str:
     return os.environ.get("RECSYS_MODEL_NAME", "recsys")
 
 
+#: File names that say nothing about the data set: its folder names it instead.
+_GENERIC_STEMS = frozenset({"ratings", "interactions", "data", "u", "events", "train", "raw"})
+
+
+def model_name_for(source: str | Path | None) -> str:
+    """The registered model a run on data ``source`` (a path) trains into: one per data set.
+
+    The deployment's own data (``RECSYS_DATA_PATH``, or no path) trains
+    :func:`model_name`; any other data set trains ``<model_name>-<its name>``
+    (``recsys-other`` for ``other.csv``, ``recsys-ml-100k`` for the MovieLens
+    folder), so a second data set gets its own champion and history instead of
+    being scored against a champion of another catalogue. A run that names its
+    model (``recsys train --model-name``, the DAG's ``model_name``) overrides this.
+    """
+    base = model_name()
+    if not source:
+        return base
+    path = Path(source).expanduser().resolve()
+    if path == Path(data_path()).expanduser().resolve():
+        return base
+    name = path.stem if path.is_file() or path.suffix else path.name
+    if name.lower() in _GENERIC_STEMS:
+        name = path.parent.name
+    return f"{base}-{safe_name(name).lower().strip('-_.') or 'data'}"
+
+
 def experiment_name() -> str:
     """MLflow experiment that holds every training run."""
     return os.environ.get("RECSYS_EXPERIMENT", "recsys")
+
+
+def rating_scale() -> tuple[float, float] | None:
+    """``RECSYS_RATING_SCALE`` (``"1,5"``): the rating scale every batch of this
+    deployment must lie on; ``None`` (unset) checks only that ratings are non-negative.
+
+    Raises:
+        recsys.errors.InputError: the value is not two numbers ``low,high``.
+    """
+    raw = os.environ.get("RECSYS_RATING_SCALE", "").strip()
+    if not raw:
+        return None
+    try:
+        low, high = (float(part) for part in raw.split(","))
+    except ValueError:
+        from recsys.errors import InputError
+
+        raise InputError(
+            f"RECSYS_RATING_SCALE must be two numbers 'low,high' such as '1,5', got {raw!r}"
+        ) from None
+    return low, high
 
 
 def pseudonym_key() -> bytes | None:

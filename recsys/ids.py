@@ -65,6 +65,10 @@ class IdMap:
         """Row indices of ``ids``; unknown ids get ``-1``."""
         return self.users.get_indexer(pd.Index(np.atleast_1d(np.asarray(ids))))
 
+    def match_user_ids(self, ids: object) -> np.ndarray:
+        """``ids`` as the map stores them, where a request's type differs (:func:`match_ids`)."""
+        return match_ids(ids, self.users)
+
     def item_index(self, ids: object) -> np.ndarray:
         """Column indices of ``ids``; unknown ids get ``-1``."""
         return self.items.get_indexer(pd.Index(np.atleast_1d(np.asarray(ids))))
@@ -98,9 +102,9 @@ class IdMap:
         self, interactions: pd.DataFrame, *, time_col: str = TIME_COL
     ) -> sp.csr_matrix | None:
         """User × item CSR of each pair's latest timestamp (float64), or ``None``
-        when ``interactions`` has no ``time_col``. Pairs the map does not know
-        are left out, as in :meth:`to_matrix`."""
-        if time_col not in interactions:
+        when ``interactions`` has no ``time_col`` or no timestamp in it. Pairs
+        the map does not know are left out, as in :meth:`to_matrix`."""
+        if time_col not in interactions or interactions[time_col].isna().all():
             return None
         u = self.user_index(interactions[USER_COL].to_numpy())
         i = self.item_index(interactions[ITEM_COL].to_numpy())
@@ -154,6 +158,30 @@ class IdMap:
         items_sorted = i[keep][order]
         bounds = np.searchsorted(users_sorted, np.arange(self.n_users + 1))
         return [items_sorted[bounds[r] : bounds[r + 1]] for r in range(self.n_users)]
+
+
+def match_ids(ids: object, index: pd.Index) -> np.ndarray:
+    """``ids`` in the type ``index`` holds, where they can be read that way.
+
+    Requests carry ids as their callers typed them: a web client sends
+    ``"42"`` for a data set of integer ids, a data set of string ids gets asked
+    for ``7``. For an integer index, whole-number strings and floats become
+    ints; for a string index, numbers become their text. Anything else (an id
+    of a new user, ``"nobody-123"``) is returned unchanged and stays unknown.
+
+    Returns:
+        An object array, one entry per id, in order.
+    """
+    values = pd.Series(np.atleast_1d(np.asarray(ids, dtype=object)), dtype=object)
+    if index.dtype.kind in "iu":
+        numbers = pd.to_numeric(values, errors="coerce")
+        whole = numbers.notna() & (numbers == numbers.round())
+        out = values.where(~whole, numbers.where(whole, 0).astype(np.int64).astype(object))
+    elif index.dtype.kind in "OSU" or pd.api.types.is_string_dtype(index.dtype):
+        out = values.map(lambda v: v if isinstance(v, str) else str(v))
+    else:
+        out = values
+    return out.to_numpy(dtype=object)
 
 
 def long_frame(

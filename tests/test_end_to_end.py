@@ -52,7 +52,12 @@ def test_training_dag_promotes_a_champion_and_writes_k_per_user(
     run = dag.test(run_conf={"data_path": str(demo_data), "k": K})
     assert run.state == "success"
 
-    champion = MlflowClient(isolated_mlflow).get_model_version_by_alias("recsys", "champion")
+    from recsys import config
+
+    # A run on data other than $RECSYS_DATA_PATH trains that data set's own model.
+    name = config.model_name_for(demo_data)
+    assert name.startswith("recsys-") and name != config.model_name()
+    champion = MlflowClient(isolated_mlflow).get_model_version_by_alias(name, "champion")
     assert champion.tags["recsys.decision.verdict"] == "promote"
 
     run_folder = Path(os.environ["RECSYS_HOME"]) / "runs"

@@ -21,7 +21,9 @@ def _batch(path: Path, rows: list[tuple]) -> Path:
 
 
 @pytest.fixture
-def dirs(tmp_path) -> dict[str, Path]:
+def dirs(tmp_path, monkeypatch) -> dict[str, Path]:
+    # The deployment declares its scale, so a rating of 99 is out of it.
+    monkeypatch.setenv("RECSYS_RATING_SCALE", "1,5")
     paths = {name: tmp_path / name for name in ("landing", "store", "quarantine")}
     paths["landing"].mkdir()
     return paths

@@ -30,6 +30,7 @@ def run(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
         mp.setenv("RECSYS_ARTIFACT_ROOT", (tmp / "artifacts").as_uri())
         mp.setenv("RECSYS_PSEUDONYM_KEY", KEY)
+        mp.setenv("RECSYS_DATA_PATH", str(source))  # the deployment's data: model "recsys"
         summary = run_pipeline(
             PipelineOptions(data_path=str(source), models=("popularity", "itemknn"), k=5), RUN_KEY
         )

@@ -40,6 +40,7 @@ def store(tmp_path_factory):
         mp.setenv("MLFLOW_UI_URL", "http://mlflow.example:5000/")
         data = generate_dataset(120, 60, 3000, seed=3)
         good = write_dataset(data, tmp / "good")
+        mp.setenv("RECSYS_DATA_PATH", str(good))  # the deployment's data: model "recsys"
         run_pipeline(PipelineOptions(data_path=str(good), models=MODELS, k=K), RUN_KEY)
         bad = data.interactions.assign(rating=data.interactions["rating"] + 100)
         bad_path = write_dataset(dataclasses.replace(data, interactions=bad), tmp / "bad")

@@ -156,11 +156,22 @@ def test_ratings_outside_the_declared_scale_are_rejected():
     assert "(min_value=1, max_value=5)" in report.summary()
 
 
-def test_default_rating_scale_is_zero_to_ten():
+def test_without_a_declared_scale_ratings_need_only_be_non_negative():
+    # Implicit counts (plays, clicks, purchases) have no top.
     events = make_interactions()
-    events.loc[0, "rating"] = 10.0
+    events.loc[0, "rating"] = 250_000.0
     assert validate_dataset(Dataset(events), now=NOW).success
-    events.loc[1, "rating"] = 10.5
+    events.loc[1, "rating"] = -0.5
+    failure = only_failure(validate_dataset(Dataset(events), now=NOW))
+    assert (failure.column, failure.unexpected_count) == ("rating", 1)
+
+
+def test_a_scale_declared_by_the_source_or_the_deployment_is_enforced(monkeypatch):
+    events = make_interactions()
+    events.loc[0, "rating"] = 10.5
+    declared = Dataset(events, meta={"rating_scale": [1, 5]})
+    assert only_failure(validate_dataset(declared, now=NOW)).column == "rating"
+    monkeypatch.setenv("RECSYS_RATING_SCALE", "0,10")
     failure = only_failure(validate_dataset(Dataset(events), now=NOW))
     assert (failure.column, failure.unexpected_count) == ("rating", 1)
 

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+#: ``Dataset.meta`` key of the rating scale ``(low, high)`` a source declares (MovieLens: 1-5).
+RATING_SCALE = "rating_scale"
+
 
 @dataclass
 class Dataset:

@@ -35,7 +35,7 @@ from recsys.constants import (
     USER_COL,
     YEAR_COL,
 )
-from recsys.data import Dataset
+from recsys.data import RATING_SCALE, Dataset
 from recsys.errors import InputError, StateError
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ def generate_dataset(
         "n_genres": n_genres,
         "start": start,
         "days": days,
+        RATING_SCALE: (1, 5),
     }
     return Dataset(
         interactions,

@@ -40,7 +40,7 @@ from recsys.constants import (
     USER_COL,
     YEAR_COL,
 )
-from recsys.data import Dataset
+from recsys.data import RATING_SCALE, Dataset
 from recsys.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -376,7 +376,7 @@ def _read_ml100k(path: Path) -> Dataset:
     genres = _ml100k_genres(folder / "u.genre") if (folder / "u.genre").is_file() else None
     items = _ml100k_items(folder / "u.item", genres) if (folder / "u.item").is_file() else None
     users = _ml100k_users(folder / "u.user") if (folder / "u.user").is_file() else None
-    meta = {"path": str(folder), "format": "ml-100k", "genres": genres}
+    meta = {"path": str(folder), "format": "ml-100k", "genres": genres, RATING_SCALE: (1, 5)}
     return Dataset(inter, items, users, name="ml-100k", meta=meta)
 
 
@@ -443,7 +443,11 @@ def _read_ml_latest(path: Path) -> Dataset:
     movies = folder / "movies.csv"
     items = _ml_latest_items(movies) if movies.is_file() else None
     return Dataset(
-        inter, items, None, name="ml-latest", meta={"path": str(folder), "format": "ml-latest"}
+        inter,
+        items,
+        None,
+        name="ml-latest",
+        meta={"path": str(folder), "format": "ml-latest", RATING_SCALE: (0.5, 5)},
     )
 
 
@@ -477,6 +481,7 @@ def _read_ml1m(path: Path) -> Dataset:
         meta={
             "path": str(folder),
             "format": "ml-1m",
+            RATING_SCALE: (1, 5),
             "age": "lower bound of the ML-1M age bracket",
         },
     )

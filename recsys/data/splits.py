@@ -214,6 +214,27 @@ def split_interactions(
     return train, test
 
 
+def protocol_for(
+    df: pd.DataFrame, protocol: str, *, time_col: str = TIME_COL
+) -> tuple[str, str | None]:
+    """The protocol ``df`` can be split with, and why it differs from ``protocol``.
+
+    A time protocol (``temporal``, ``loo``) on data without any timestamp
+    becomes ``random`` (each user's rows split 80/20 at random), so data
+    without time still trains with the defaults.
+
+    Returns:
+        ``(protocol to use, None)`` when ``protocol`` fits the data, else
+        ``("random", a sentence saying what was used instead and why)``.
+    """
+    if protocol in TIME_PROTOCOLS and (time_col not in df or df[time_col].isna().all()):
+        return "random", (
+            f"the data has no timestamps, so the {protocol!r} split (by time) was replaced "
+            "by 'random' (each user's interactions split 80/20 at random)"
+        )
+    return protocol, None
+
+
 def validation_split(
     train: pd.DataFrame, protocol: str, **options: Any
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

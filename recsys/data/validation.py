@@ -49,7 +49,7 @@ from typing import Any
 import pandas as pd
 
 from recsys import config
-from recsys.data import Dataset
+from recsys.data import RATING_SCALE, Dataset
 from recsys.errors import InputError
 from recsys.serialize import json_safe
 
@@ -198,7 +198,10 @@ def validate_dataset(
             passes its logical date, so a rerun gives the same verdict). It
             also caps item years at its year + 1.
         rating_range: the dataset's declared rating scale ``(low, high)``,
-            inclusive; ``None`` uses the suite default ``[0, 10]``.
+            inclusive; ``None`` uses the scale the loader declared in
+            ``dataset.meta["rating_scale"]`` (MovieLens: 1-5), else the
+            deployment's ``RECSYS_RATING_SCALE``, else only non-negative
+            ratings are required (implicit counts have no top).
         max_duplicate_share: largest tolerated share of rows that belong to a
             group of exact duplicate ``(user_id, item_id, timestamp)`` events.
         docs_dir: folder to build Data Docs HTML into (created); ``None``
@@ -213,6 +216,7 @@ def validate_dataset(
             reported, not raised).
     """
     frames = _dataset_frames(dataset)
+    rating_range = rating_range or dataset.meta.get(RATING_SCALE) or config.rating_scale()
     params = _dataset_params(now, rating_range, max_duplicate_share)
     with _Session(docs_dir) as session:
         results = {name: session.run(frame, name, params[name]) for name, frame in frames.items()}
@@ -436,6 +440,12 @@ def _columns_of(kwargs: dict[str, Any]) -> list[str]:
     return [kwargs[key] for key in ("column", "column_A", "column_B") if key in kwargs]
 
 
+#: Range bounds: a null one is an open end; the expectation is skipped only when both are.
+_BOUNDS = ("min_value", "max_value")
+#: Expectation ``meta`` key: columns that must hold some value for it to mean anything.
+SKIP_WHEN_ALL_NULL = "recsys_skip_when_all_null"
+
+
 def _skip_reason(expectation: dict[str, Any], df: pd.DataFrame) -> str | None:
     """Why an (already filled) expectation cannot run on this frame, or None."""
     kind, kwargs = expectation["type"], expectation["kwargs"]
@@ -444,6 +454,13 @@ def _skip_reason(expectation: dict[str, Any], df: pd.DataFrame) -> str | None:
     missing = [col for col in _columns_of(kwargs) if col not in df.columns]
     if missing:
         return f"column(s) {missing} absent"
+    empty = [
+        c
+        for c in (expectation.get("meta") or {}).get(SKIP_WHEN_ALL_NULL, [])
+        if c in df.columns and df[c].isna().all()
+    ]
+    if empty:
+        return f"column(s) {empty} hold no value"
     if kind in _NUMERIC_ONLY and not pd.api.types.is_numeric_dtype(df[kwargs["column"]]):
         return f"column {kwargs['column']!r} is not numeric (dtype {df[kwargs['column']].dtype})"
     return None
@@ -483,8 +500,11 @@ def _plan(
         expectation = copy.deepcopy(raw)
         kwargs = expectation.get("kwargs", {})
         expectation["kwargs"] = _fill(kwargs, params, suite.get("name", "?"))
-        unset = [_placeholder(v) for v in kwargs.values() if _placeholder(v)]
+        unset = [_placeholder(v) for k, v in kwargs.items() if _placeholder(v) and k not in _BOUNDS]
         unset = [name for name in unset if params[name] is None]
+        bounds = [k for k in _BOUNDS if k in kwargs]
+        if bounds and all(expectation["kwargs"][k] is None for k in bounds):
+            unset.append("|".join(_placeholder(kwargs[k]) or k for k in bounds))
         reason = f"parameter(s) {unset} not given" if unset else _skip_reason(expectation, df)
         if reason:
             skipped.append(f"{expectation['type']}({', '.join(_columns_of(kwargs))}): {reason}")

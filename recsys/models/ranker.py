@@ -533,8 +533,8 @@ class _Times:
         pattern.data = np.ones_like(pattern.data)
         T = T.multiply(pattern).tocsr()
         T.eliminate_zeros()
-        users, items = T.nonzero()
-        t = np.asarray(T[users, items]).ravel()
+        coo = T.tocoo()
+        users, items, t = coo.row, coo.col, coo.data
         n_users, n_items = X.shape
         user_first = np.full(n_users, np.nan)
         user_last = np.full(n_users, np.nan)

@@ -16,7 +16,7 @@ import numpy as np
 from recsys.constants import ITEM_COL, USER_COL
 from recsys.data.features import build_feature_tables
 from recsys.data.loaders import load_input
-from recsys.data.splits import describe_split, split_interactions
+from recsys.data.splits import describe_split, protocol_for, split_interactions
 from recsys.errors import InputError
 from recsys.evaluation.beyond import build_catalogue, evaluate_detailed
 from recsys.evaluation.cold_users import evaluate_cold_users
@@ -71,6 +71,10 @@ def run_benchmark(
     dataset = load_input(data_path, data_format, columns)
     inter = dataset.interactions
     options = PROTOCOL_OPTIONS[protocol]
+    used, note = protocol_for(inter, protocol)
+    if note:
+        log.warning("%s", note)
+        protocol, options = used, {}
     train, test = split_interactions(inter, protocol, **options)
     # The same feature tables a DAG run builds, so models that read profiles
     # or item features see the same inputs here as in production.

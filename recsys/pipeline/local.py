@@ -42,6 +42,8 @@ class PipelineOptions:
         max_sequence_length: items kept of each user's interaction sequence.
         rerank_strength: popularity re-ranking of the batch recommendations
             (0 = off; see :func:`recsys.pipeline.steps.recommend_all`).
+        model_name: the registered model to train into; ``None`` = the data's
+            own (:func:`recsys.config.model_name_for`).
     """
 
     data_path: str
@@ -58,6 +60,7 @@ class PipelineOptions:
     gate: dict[str, Any] = field(default_factory=dict)
     max_sequence_length: int = 50
     rerank_strength: float = 0.0
+    model_name: str | None = None
 
 
 def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = None) -> dict:
@@ -74,6 +77,7 @@ def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = 
         data_format=options.data_format,
         columns=options.columns,
         now=now,
+        model_name=options.model_name,
     )
     summary["split"] = prepare_data(run_key, protocol=options.protocol, dedupe=options.dedupe)
     summary["features"] = build_features(run_key, max_len=options.max_sequence_length)

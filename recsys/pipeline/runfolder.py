@@ -126,6 +126,12 @@ class RunFolder:
     def has_model_result(self, model: str) -> bool:
         return (self.model_dir(model) / RESULT).exists()
 
+    def registered_model(self) -> str:
+        """The registered model this run trains into (``input.json``, written by
+        validation); :func:`recsys.config.model_name` for a run from before it was kept."""
+        summary = self.read_json_or_none(INPUT) or {}
+        return summary.get("registered_model") or config.model_name()
+
     # ------------------------------------------------------------------- data
     def dataset(self) -> Any:
         """The validated input as a :class:`recsys.data.Dataset` (pseudonyms when on)."""

@@ -24,11 +24,21 @@ from recsys.serialize import json_safe
 
 log = logging.getLogger(__name__)
 
+#: Run tag naming the registered model a training run belongs to.
+TAG_REGISTERED_MODEL = "recsys.registered_model"
+
 
 def new_interactions(
-    data_path: str, data_format: str | None = None, columns: dict[str, str] | None = None
+    data_path: str,
+    data_format: str | None = None,
+    columns: dict[str, str] | None = None,
+    *,
+    model_name: str | None = None,
 ) -> dict:
-    """Interactions in the input beyond those the current champion was trained on.
+    """Interactions in the input beyond those its model's champion was trained on.
+
+    ``model_name`` defaults to the data's own registered model
+    (:func:`recsys.config.model_name_for`).
 
     Returns:
         ``{"rows": int, "champion_rows": int | None, "new": int}``; with no
@@ -38,7 +48,7 @@ def new_interactions(
     from recsys.data.loaders import input_rows
 
     rows = input_rows(data_path, data_format, columns)
-    champion = registry.get_champion()
+    champion = registry.get_champion(model_name or config.model_name_for(data_path))
     seen = champion["run_tags"].get("recsys.input_rows") if champion else None
     seen = int(seen) if seen is not None else None
     return {"rows": rows, "champion_rows": seen, "new": rows - (seen or 0)}
@@ -52,8 +62,13 @@ def validate_data(
     data_format: str | None = None,
     columns: dict[str, str] | None = None,
     now: float | None = None,
+    model_name: str | None = None,
 ) -> dict:
     """Load and validate the input; on success write it to the run folder.
+
+    The run trains into registered model ``model_name``, by default the data's
+    own (:func:`recsys.config.model_name_for`: one registered model per data
+    set); it is recorded in ``input.json`` and every later step reads it there.
 
     With ``RECSYS_PSEUDONYM_KEY`` set, the copy in the run folder carries
     keyed pseudonyms instead of user ids (interactions and users table alike),
@@ -65,7 +80,8 @@ def validate_data(
     downstream runs on it.
 
     Returns:
-        ``{"rows": int, "users": int, "items": int, "data_docs": str | None}``.
+        ``{"rows": int, "users": int, "items": int, "data_docs": str | None,
+        "registered_model": str, ...}``.
     """
     from recsys.data import validation
     from recsys.data.loaders import load_input, write_dataset
@@ -83,6 +99,7 @@ def validate_data(
     write_dataset(dataset, run.raw)
     inter = dataset.interactions
     summary = {
+        "registered_model": model_name or config.model_name_for(data_path),
         "pseudonymised": config.pseudonym_key() is not None,
         "data_path": str(data_path),
         "rows": int(len(inter)),
@@ -116,20 +133,35 @@ def prepare_data(
 ) -> dict:
     """Clean the validated interactions and split them into train and test.
 
+    A time protocol on data without timestamps falls back to a per-user random
+    split (:func:`recsys.data.splits.protocol_for`); ``protocol`` then says what
+    was used, ``protocol_requested`` what was asked for and ``notes`` why.
+
     Returns:
-        The split description (rows, users, items per part, options, data hash).
+        The split description (rows, users, items per part, options, data hash,
+        protocol, protocol_requested, notes).
     """
     from recsys.data.features import feature_hash
     from recsys.data.prepare import clean_interactions
-    from recsys.data.splits import describe_split, split_interactions
+    from recsys.data.splits import describe_split, protocol_for, split_interactions
 
     run = RunFolder(run_key)
     clean, cleaning = clean_interactions(run.dataset().interactions, dedupe=dedupe)
-    train, test = split_interactions(clean, protocol, **split_options)
+    used, note = protocol_for(clean, protocol)
+    if note:
+        log.warning("%s", note)
+        split_options = {}
+    train, test = split_interactions(clean, used, **split_options)
     train.to_parquet(run.file(rf.TRAIN), index=False)
     test.to_parquet(run.file(rf.TEST), index=False)
-    info = describe_split(train, test, protocol, split_options)
-    info.update(cleaning=cleaning, data_hash=feature_hash(clean)[:16], protocol=protocol)
+    info = describe_split(train, test, used, split_options)
+    info.update(
+        cleaning=cleaning,
+        data_hash=feature_hash(clean)[:16],
+        protocol=used,
+        protocol_requested=protocol,
+        notes=[note] if note else [],
+    )
     run.write_json(rf.SPLIT, info)
     return info
 
@@ -308,7 +340,11 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
         data_hash=data.split["data_hash"],
         run_name=f"{model_name}-{run_key}",
         k=k,
-        tags={"recsys.run_key": run_key, "recsys.input_rows": str(n_rows)},
+        tags={
+            "recsys.run_key": run_key,
+            "recsys.input_rows": str(n_rows),
+            TAG_REGISTERED_MODEL: run.registered_model(),
+        },
         artifacts=model_plots(model, model_dir / "plots"),
         cold_start=chain,
         inputs=feature_inputs(run_key),
@@ -334,6 +370,9 @@ def evaluate_candidates(
 
     Each candidate's result is read from ``models/<name>/result.json``, written
     by :func:`train_model`; a model named here without a result is an error.
+    A champion that cannot serve this run's data (:func:`_incomparable`) is not
+    scored: ``champion["comparable"]`` is ``False`` and ``champion["incomparable"]``
+    says why, for the gate to record.
 
     Returns:
         ``{"best": candidate dict, "champion": {...} | None, "leaderboard": [...]}``
@@ -351,10 +390,12 @@ def evaluate_candidates(
         raise NotFoundError(f"run '{run_key}' has no trained result for: {', '.join(missing)}")
     candidates = [run.model_result(m) for m in models]
     board = sorted(candidates, key=lambda c: c["metrics"].get(primary, float("-inf")), reverse=True)
-    champion = registry.get_champion()
+    name = run.registered_model()
+    champion = registry.get_champion(name)
     if champion is not None:
-        champion = {**champion, "metrics": _score_champion(run, k)}
+        champion = {**champion, **_score_champion(run, name, k)}
     result = {
+        "registered_model": name,
         "primary": primary,
         "best": board[0],
         "champion": champion,
@@ -369,14 +410,20 @@ def evaluate_candidates(
     return result
 
 
-def _score_champion(run: RunFolder, k: int) -> dict[str, float]:
-    """The champion's pyfunc on this run's test users: figures, and per-user rows on disk."""
+def _score_champion(run: RunFolder, name: str, k: int) -> dict[str, Any]:
+    """The champion's pyfunc on this run's test users: ``{"metrics", "comparable"}``,
+    and its per-user rows on disk; or, when it cannot serve this data,
+    ``{"metrics": {}, "comparable": False, "incomparable": why}``."""
     from recsys import registry
     from recsys.evaluation.beyond import evaluate_detailed
 
     test = run.test()
     dataset = run.dataset()
-    model = registry.load_model(registry.champion_uri())
+    model = registry.load_model(registry.champion_uri(name))
+    why = _incomparable(model.unwrap_python_model().served(), run, dataset, test)
+    if why:
+        log.warning("the champion of %s cannot be compared with this run: %s", name, why)
+        return {"metrics": {}, "comparable": False, "incomparable": why}
     recs = model.predict(
         pd.DataFrame({USER_COL: np.sort(test[USER_COL].unique())}), params={"k": k}
     )
@@ -384,7 +431,33 @@ def _score_champion(run: RunFolder, k: int) -> dict[str, float]:
         recs, test, run.train(), k=k, items=dataset.items, users=dataset.users
     )
     detail.per_user.to_parquet(run.file(rf.CHAMPION_PER_USER))
-    return detail.metrics
+    return {"metrics": detail.metrics, "comparable": True}
+
+
+def _incomparable(served: Any, run: RunFolder, dataset: Any, test: pd.DataFrame) -> str | None:
+    """Why the champion cannot be measured on this run's data, or ``None``.
+
+    Its lists can name only items of its own catalogue: items this data does
+    not have cannot be scored. And a champion that knows none of this data's
+    users (another data set, or pseudonyms under a changed key) would be
+    judged on its fallback alone.
+    """
+    catalogue = pd.Index(run.train([ITEM_COL])[ITEM_COL].unique())
+    if dataset.items is not None:
+        catalogue = catalogue.union(pd.Index(dataset.items[ITEM_COL]))
+    foreign = served.id_map.items.difference(catalogue)
+    if len(foreign):
+        return (
+            f"it was trained on another catalogue: {len(foreign)} of its "
+            f"{served.id_map.n_items} items are not in this data (e.g. {list(foreign[:3])})"
+        )
+    users = test[USER_COL].unique()
+    if users.size and (served.id_map.user_index(served.id_map.match_user_ids(users)) < 0).all():
+        return (
+            "it knows none of this data's users (another data set, or user ids "
+            "pseudonymised under a different RECSYS_PSEUDONYM_KEY)"
+        )
+    return None
 
 
 def promote(
@@ -413,11 +486,12 @@ def promote(
         run.model_result(name)
         for name in evaluation.get("candidates", [evaluation["best"]["model"]])
     ]
-    if evaluation.get("champion") is None:
-        decision, judged = _first_champion(run, board, settings)
+    champion = evaluation.get("champion")
+    if champion is None or not champion.get("comparable", True):
+        decision, judged = _first_champion(run, board, settings, champion)
     else:
         judged = board[0]
-        decision = _challenge(run, judged, evaluation["champion"], settings)
+        decision = _challenge(run, judged, champion, settings)
     files = evaluation.get("leaderboard_files") or {}
     if files:
         registry.log_files(
@@ -426,21 +500,31 @@ def promote(
     return _record(run, decision)
 
 
-def _first_champion(run: RunFolder, board: list[dict], settings: Any) -> tuple[Any, dict]:
-    """The best candidate that passes the load check becomes the first champion."""
+def _first_champion(
+    run: RunFolder, board: list[dict], settings: Any, champion: dict | None
+) -> tuple[Any, dict]:
+    """The best candidate that passes the load check becomes the first champion
+    (or replaces a ``champion`` that cannot be compared, saying why)."""
     from recsys import registry
-    from recsys.promotion.gate import decide_gate
+    from recsys.promotion.gate import Incomparable, decide_gate
 
+    name = run.registered_model()
+    incomparable = (
+        Incomparable(int(champion["version"]), champion.get("incomparable", "not comparable"))
+        if champion
+        else None
+    )
     decision = None
     for candidate in board:
-        version = registry.register_model(candidate["run_id"])
+        version = registry.register_model(candidate["run_id"], name)
         decision = decide_gate(
             _evidence(run, candidate, version),
             None,
             _load_check(run, candidate, settings),
             settings,
+            incomparable=incomparable,
         )
-        registry.apply_decision(config.model_name(), version, decision)
+        registry.apply_decision(name, version, decision)
         if decision.promote:
             return decision, candidate
     return decision, board[-1]
@@ -451,9 +535,10 @@ def _challenge(run: RunFolder, candidate: dict, champion: dict, settings: Any) -
     from recsys import registry
     from recsys.promotion.gate import Evidence, decide_gate
 
-    version = registry.register_model(candidate["run_id"])
+    name = run.registered_model()
+    version = registry.register_model(candidate["run_id"], name)
     if version != champion["version"]:
-        registry.mark_challenger(None, version)
+        registry.mark_challenger(name, version)
     held = Evidence(
         label=str(champion.get("model_type")),
         version=champion["version"],
@@ -464,7 +549,7 @@ def _challenge(run: RunFolder, candidate: dict, champion: dict, settings: Any) -
     decision = decide_gate(
         _evidence(run, candidate, version), held, _load_check(run, candidate, settings), settings
     )
-    registry.apply_decision(config.model_name(), version, decision)
+    registry.apply_decision(name, version, decision)
     return decision
 
 
@@ -503,7 +588,7 @@ def _load_check(run: RunFolder, candidate: dict, settings: Any) -> Any:
 def _record(run: RunFolder, decision: Any) -> dict:
     from recsys.promotion.decision import to_markdown
 
-    payload = decision.to_dict()
+    payload = {**decision.to_dict(), "registered_model": run.registered_model()}
     run.write_json(rf.DECISION, payload)
     run.file(rf.DECISION_MD).write_text(to_markdown(decision))
     log.info("promotion decision: %s", decision.reason)
@@ -530,13 +615,14 @@ def recommend_all(run_key: str, *, k: int = 10, rerank_strength: float = 0.0) ->
     from recsys.serving.rerank import rerank_frame
 
     run = RunFolder(run_key)
-    champion = registry.get_champion()
+    name = run.registered_model()
+    champion = registry.get_champion(name)
     if champion is None:
-        raise NotFoundError(f"no model holds the champion alias of '{config.model_name()}'")
+        raise NotFoundError(f"no model holds the champion alias of '{name}'")
     # The run's own copy: pseudonyms already when pseudonymisation is on.
     users = run.dataset().interactions[USER_COL].unique()
     pool = max(k, RERANK_POOL) if rerank_strength > 0 else k
-    recs = registry.recommend_for_users(np.sort(users), k=pool, pseudonymise=False)
+    recs = registry.recommend_for_users(np.sort(users), k=pool, pseudonymise=False, name=name)
     if rerank_strength > 0:
         train = run.train([USER_COL, ITEM_COL])
         popularity = train.groupby(ITEM_COL)[USER_COL].nunique()

@@ -20,8 +20,9 @@ from recsys.serialize import json_safe
 TAG_PREFIX = "recsys.decision."
 
 
-#: How a decision was reached: the gate (with or without a champion), or a person.
-KINDS = ("gate", "first_run", "manual_promote", "rollback")
+#: How a decision was reached: the gate (against a champion, with none, or replacing
+#: one that cannot be compared), or a person.
+KINDS = ("gate", "first_run", "replace_incomparable", "manual_promote", "rollback")
 
 
 class PromotionInputError(InputError):

@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -172,16 +172,40 @@ def check_load(load: Callable[[], Any], user_ids: np.ndarray, *, k: int, budget_
 
 
 # ----------------------------------------------------------------- the verdict
+@dataclass(frozen=True)
+class Incomparable:
+    """A champion the candidate cannot be measured against, and why.
+
+    Attributes:
+        version: the champion's registry version.
+        reason: what makes the comparison meaningless (another catalogue, ids
+            it cannot know such as pseudonyms under a changed key).
+    """
+
+    version: int
+    reason: str
+
+
 def decide_gate(
-    candidate: Evidence, champion: Evidence | None, load: Check, config: GateConfig | None = None
+    candidate: Evidence,
+    champion: Evidence | None,
+    load: Check,
+    config: GateConfig | None = None,
+    *,
+    incomparable: Incomparable | None = None,
 ) -> Decision:
     """The gate's verdict on ``candidate`` against ``champion`` (``None`` = first run).
 
+    A champion that cannot be compared (``incomparable``, with ``champion``
+    ``None``) is judged like no champion at all: the candidate replaces it when
+    it loads and answers, and the decision (kind ``replace_incomparable``)
+    says why the champion could not be scored.
+
     Returns:
         A :class:`Decision` of kind ``gate`` (``first_run`` without a
-        champion) whose ``checks`` hold every verdict and whose ``evidence``
-        holds both models' metrics and intervals, the thresholds and the
-        slice tables.
+        champion, ``replace_incomparable`` with one that cannot be compared)
+        whose ``checks`` hold every verdict and whose ``evidence`` holds both
+        models' metrics and intervals, the thresholds and the slice tables.
 
     Raises:
         GateInputError: the metric is missing or the two share no user.
@@ -191,7 +215,7 @@ def decide_gate(
     if metric not in candidate.per_user.columns:
         raise GateInputError(f"candidate per-user results have no {metric!r} column")
     if champion is None:
-        return _first_run(candidate, load, config)
+        return _first_run(candidate, load, config, incomparable)
     if metric not in champion.per_user.columns:
         raise GateInputError(f"champion per-user results have no {metric!r} column")
     users = candidate.per_user.index.intersection(champion.per_user.index)
@@ -216,14 +240,26 @@ def decide_gate(
     )
 
 
-def _first_run(candidate: Evidence, load: Check, config: GateConfig) -> Decision:
+def _first_run(
+    candidate: Evidence, load: Check, config: GateConfig, incomparable: Incomparable | None
+) -> Decision:
     score = float(candidate.per_user[config.metric].mean())
     evidence = {
         "candidate": _model_evidence(candidate, config.metric),
-        "champion": None,
+        "champion": None if incomparable is None else asdict(incomparable),
         "thresholds": asdict(config),
     }
-    return _decision(candidate, None, score, None, (load,), evidence, config, "first_run")
+    decision = _decision(candidate, None, score, None, (load,), evidence, config, "first_run")
+    if incomparable is None:
+        return decision
+    lead = f"champion v{incomparable.version} cannot be compared: {incomparable.reason}"
+    reason = decision.reason.replace("no champion yet", lead, 1)
+    return replace(
+        decision,
+        reason=reason,
+        kind="replace_incomparable",
+        champion_version=incomparable.version,
+    )
 
 
 def _decision(

@@ -150,6 +150,7 @@ def recommend_for_users(
     model_uri: str | None = None,
     answers: dict[str, Any] | None = None,
     pseudonymise: bool = True,
+    name: str | None = None,
 ) -> pd.DataFrame:
     """Top-``k`` recommendations for ``user_ids`` from the champion (or ``model_uri``).
 
@@ -165,13 +166,15 @@ def recommend_for_users(
         pseudonymise: with ``RECSYS_PSEUDONYM_KEY`` set (models then know
             pseudonyms only), ask the model for each id's pseudonym and answer
             under the id given; ``False`` for ids that are pseudonyms already.
+        name: the registered model whose champion answers (default
+            :func:`recsys.config.model_name`).
 
     Returns:
         The long table ``user_id, item_id, score, rank, served_by``; unknown
         users are served by the cold-start chain (``served_by`` names its path).
     """
     k = check_k(k)
-    model = load_model(model_uri or champion_uri())
+    model = load_model(model_uri or champion_uri(name))
     ids = list(user_ids)
     key = config.pseudonym_key() if pseudonymise else None
     asked = pseudonymise_ids(ids, key) if key else ids

@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.constants import USER_COL
+from recsys.errors import StateError
 from recsys.ids import IdMap
 from recsys.models.base import Recommender
 from recsys.serving.coldstart import ONBOARDING_COLS, ColdStart
@@ -48,6 +49,12 @@ def _pyfunc_class() -> type:
 
         def load_context(self, context: Any) -> None:
             self._served = ServedRecommender.from_artifacts(context.artifacts)
+
+        def served(self) -> ServedRecommender:
+            """The served model behind ``predict`` (after MLflow loaded it)."""
+            if self._served is None:
+                raise StateError("the pyfunc model is not loaded; use mlflow.pyfunc.load_model")
+            return self._served
 
         # A DataFrame hint tells MLflow to rely on the logged signature alone.
         def predict(
@@ -100,7 +107,8 @@ def log_pyfunc(
         # A hint that does not apply: served ids are never missing.
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         signature = infer_signature(example, served.recommend(example, k), params={"k": int(k)})
-        signature.inputs = _with_onboarding_inputs(signature.inputs)
+        signature.inputs = _request_schema()
+        signature.outputs = _any_user_id(signature.outputs)
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=__getattr__("RecsysPyfuncModel")(k=int(k)),
@@ -112,16 +120,28 @@ def log_pyfunc(
     return info.model_uri
 
 
-def _with_onboarding_inputs(inputs: Any) -> Any:
-    """The input schema plus the optional onboarding columns (any type: list or string).
+def _request_schema() -> Any:
+    """What ``predict`` takes: ``user_id`` of any type (the data's ids may be numbers or
+    strings, and a caller's may be either: :class:`ServedRecommender` matches them to
+    the trained ids), and the optional onboarding columns (a list or a string).
 
-    Without them MLflow's schema enforcement would drop those columns before ``predict``.
+    Without the onboarding columns MLflow's schema enforcement would drop them
+    before ``predict``; a typed ``user_id`` would refuse ``"42"`` for a model
+    trained on integer ids, and any string id of a new user.
     """
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     return Schema(
-        list(inputs.inputs) + [ColSpec(AnyType(), name, required=False) for name in ONBOARDING_COLS]
+        [ColSpec(AnyType(), USER_COL, required=True)]
+        + [ColSpec(AnyType(), name, required=False) for name in ONBOARDING_COLS]
     )
+
+
+def _any_user_id(outputs: Any) -> Any:
+    """The answer's schema with ``user_id`` as given by the caller (any type)."""
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    return Schema([ColSpec(AnyType(), c.name) if c.name == USER_COL else c for c in outputs.inputs])
 
 
 def _pip_requirements() -> list[str]:

@@ -112,7 +112,9 @@ class ServedRecommender:
         """Top-``k`` rows per distinct ``user_id`` of ``users``, in input order.
 
         Args:
-            users: ``user_id`` plus, optionally, an onboarding answer for users
+            users: ``user_id`` (of any type: ``"42"`` finds user ``42`` of a
+                model trained on integer ids, see :func:`recsys.ids.match_ids`;
+                answers carry the ids as given) plus, optionally, an onboarding answer for users
                 the model does not know: ``liked_items`` / ``liked_genres``
                 (a list, or one ``|``-separated string), ``age``, ``gender``,
                 ``occupation``; known users ignore them. A repeated id's first row counts.
@@ -145,10 +147,18 @@ class ServedRecommender:
         return self.model.recommend(rows, self.X, k, filter_seen=True)
 
     def _cold(self, users: pd.DataFrame, ids: np.ndarray, k: int) -> pd.DataFrame:
-        """The cold-start chain's lists for the unknown ``ids`` (first request row each)."""
+        """The cold-start chain's lists for the unknown ``ids`` (first request row each).
+
+        The chain looks demographics up under the ids as the data stores them;
+        the answer carries the ids as given.
+        """
         first = users.drop_duplicates(USER_COL)
         requests = first[first[USER_COL].isin(ids)]
-        return self.cold_start.recommend_many(requests, k)
+        stored = self.id_map.match_user_ids(requests[USER_COL].to_numpy())
+        given = dict(zip(stored, requests[USER_COL], strict=True))
+        requests = requests.assign(**{USER_COL: stored}).drop_duplicates(USER_COL)
+        out = self.cold_start.recommend_many(requests, k)
+        return out.assign(**{USER_COL: out[USER_COL].map(given)})
 
 
 def _user_ids(users: pd.DataFrame) -> np.ndarray:
