@@ -45,8 +45,8 @@ def isolated_mlflow(tmp_path, monkeypatch) -> str:
 #: Files that spend minutes waiting on servers or Airflow runs: started first, so
 #: with ``pytest -n 2 --dist loadfile`` they overlap the quick files instead of
 #: running alone at the end.
-_LONG_FILES = ("test_production_stack.py", "test_end_to_end.py", "test_browser.py",
-               "test_ui.py", "test_attention.py")
+_LONG_FILES = ("test_production_stack.py", "test_ui_airflow.py", "test_end_to_end.py",
+               "test_browser.py", "test_ui.py", "test_attention.py")
 
 
 def pytest_collection_modifyitems(config, items):
