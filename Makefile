@@ -1,5 +1,6 @@
-# The two commands a user needs: `make demo` and `make test`.
-# Both create the environment in .venv/ first when it is missing or stale.
+# The two commands a user needs: `make demo` and `make test`; `make ui` and
+# `make ui-stop` start and stop a local Airflow with its UI.
+# They create the environment in .venv/ first when it is missing or stale.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -11,21 +12,33 @@ UV_VERSION := 0.13.9
 # every process roughly doubles the test suite's CPU time.
 unexport PYTHONDONTWRITEBYTECODE
 
-# The embedded default: everything under var/ and mlruns/, no servers.
+# The embedded default: everything under var/ and mlruns/. `make demo` and
+# `make ui` share the Airflow home (SQLite metadata) and the MLflow store, so
+# the UI shows the demo's run.
 export RECSYS_HOME       ?= $(CURDIR)/var
 export RECSYS_DATA_PATH  ?= $(RECSYS_HOME)/data/demo
+export RECSYS_MLRUNS     ?= $(CURDIR)/mlruns
 export AIRFLOW_HOME      ?= $(RECSYS_HOME)/airflow
 export AIRFLOW__CORE__DAGS_FOLDER    ?= $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES  ?= False
 export AIRFLOW__CORE__PARALLELISM    ?= 4
+# A DAG is created unpaused, so its schedule runs and a trigger starts at once;
+# one you pause in the UI stays paused.
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION ?= False
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+# `make ui`: where the Airflow and MLflow UIs listen (make ui AIRFLOW_PORT=8081).
+AIRFLOW_PORT ?= 8080
+MLFLOW_PORT  ?= 5000
+BIND         ?= 127.0.0.1
+UI_STATE     := $(RECSYS_HOME)/ui
 
 DEMO_USERS ?= 2000
 DEMO_ITEMS ?= 1000
 DEMO_INTERACTIONS ?= 200000
 
-.PHONY: venv demo ui test bench bench-table lint clean
+.PHONY: venv demo ui ui-stop test bench bench-table lint clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,16 +63,18 @@ demo: $(STAMP)
 	@echo "the DAG run succeeded"
 	$(BIN)/recsys status
 
-# The Airflow UI with the Recommender page, plus the MLflow UI on port 5000.
+# A whole local Airflow in the background (api-server, scheduler, dag-processor,
+# triggerer; LocalExecutor on the SQLite database of $(AIRFLOW_HOME)) and the
+# MLflow UI. Waits until they answer, then prints the URLs and the login.
+# Pid files and server logs: $(UI_STATE)/.
 ui: $(STAMP)
-	mkdir -p $(RECSYS_HOME)
-	$(BIN)/airflow db migrate > $(RECSYS_HOME)/airflow-migrate.log 2>&1 || \
-	  (cat $(RECSYS_HOME)/airflow-migrate.log; exit 1)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
-	  --port 5000 > $(RECSYS_HOME)/mlflow-ui.log 2>&1 &
-	@echo "Open http://localhost:8080/plugin/recommender and sign in as admin;"
-	@echo "the password is in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
-	$(BIN)/airflow api-server --port 8080
+	@$(BIN)/python scripts/local_airflow.py start --host $(BIND) \
+	  --airflow-port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) \
+	  --state-dir $(UI_STATE) --stop-hint "make ui-stop"
+
+# Stops every server `make ui` started, and every process they started.
+ui-stop:
+	@$(BIN)/python scripts/local_airflow.py stop --state-dir $(UI_STATE)
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
@@ -83,7 +98,7 @@ bench-table: $(STAMP)
 	  --output $(RECSYS_HOME)/bench/$$p.json > $(RECSYS_HOME)/bench/$$p.md || exit 1; \
 	  cat $(RECSYS_HOME)/bench/$$p.md; done
 
-LINTED := recsys dags plugins tests benchmarks
+LINTED := recsys dags plugins tests benchmarks scripts
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)

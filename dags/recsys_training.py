@@ -55,6 +55,17 @@ from recsys.models import available_models
 MODELS = available_models()
 DEFAULT_MODELS = list(DEFAULT_MODEL_NAMES)
 
+#: How the trigger form names each model.
+MODEL_LABELS = {
+    "popularity": "popularity (the most popular unseen items; baseline)",
+    "itemknn": "itemknn (item-based nearest neighbours, cosine)",
+    "als": "als (implicit-feedback matrix factorisation)",
+    "ease": "ease (closed-form item-item autoencoder)",
+    "content": "content (TF-IDF of titles, genres and years)",
+    "ranker": "ranker (XGBoost ranks the other models' candidates)",
+    "attention": "attention (SASRec-style self-attention; takes minutes)",
+}
+
 #: Updated by recsys_ingest when new interactions are accepted.
 INTERACTIONS = Asset("recsys_interactions")
 
@@ -84,31 +95,49 @@ def _run_key() -> str:
     tags=["recsys", "training"],
     doc_md=__doc__,
     params={
+        # A type list holding "null" is what the trigger form shows as optional.
         "data_path": Param(
-            os.environ.get("RECSYS_DATA_PATH", ""),
-            type="string",
+            os.environ.get("RECSYS_DATA_PATH") or None,
+            type=["null", "string"],
             title="Data path",
-            description="File or folder of interactions; empty = $RECSYS_DATA_PATH.",
+            description="File or folder of interactions (MovieLens, CSV, TSV, Parquet, or the "
+            "store recsys_ingest fills). Empty = $RECSYS_DATA_PATH of the workers.",
         ),
         "data_format": Param(
             "auto",
             enum=["auto", "ml-100k", "ml-latest", "ml-1m", "recsys", "csv", "tsv", "parquet"],
             title="Data format",
-            description="auto detects it from the path.",
+            description="How to read the data path; auto detects it from the file names.",
         ),
+        # `examples` at the top level makes the form a multi-select; `items` validates.
         "models": Param(
             DEFAULT_MODELS,
             type="array",
             items={"type": "string", "enum": MODELS},
+            examples=MODELS,
+            values_display=MODEL_LABELS,
+            minItems=1,
+            uniqueItems=True,
             title="Models",
-            description="Which recommenders to train this run.",
+            description="Recommenders to train this run, one task each; the others are skipped.",
         ),
         "protocol": Param(
             "temporal",
             enum=["temporal", "msr", "loo", "stratified", "random"],
             title="Split protocol",
+            description="How the test set is held out: temporal = the latest 20% of all "
+            "events, msr = a random quarter of each item's, loo = each user's "
+            "last one, stratified = a random quarter of each user's, random = "
+            "a random 20% of each user's.",
         ),
-        "k": Param(10, type="integer", minimum=1, maximum=200, title="Top-K"),
+        "k": Param(
+            10,
+            type="integer",
+            minimum=1,
+            maximum=200,
+            title="Top-K",
+            description="Length of every recommendation list, and the K of the metrics.",
+        ),
         "min_new_interactions": Param(
             int(os.environ.get("RECSYS_MIN_NEW_INTERACTIONS", "0")),
             type="integer",
@@ -146,6 +175,7 @@ def _run_key() -> str:
             type="integer",
             minimum=1,
             title="Tuning time budget (s) per model",
+            description="Optuna stops a model's tuning after this many seconds.",
         ),
         "max_sequence_length": Param(
             50,
@@ -153,6 +183,14 @@ def _run_key() -> str:
             minimum=1,
             title="Sequence length",
             description="Latest interactions kept per user in the sequences feature table.",
+        ),
+        "model_name": Param(
+            None,
+            type=["null", "string"],
+            title="Registered model",
+            description="The MLflow registered model this run trains into. Empty = the data's "
+            "own: $RECSYS_MODEL_NAME (recsys) for $RECSYS_DATA_PATH, recsys-<name> for other "
+            "data, so each data set keeps its own champion.",
         ),
     },
 )
@@ -163,7 +201,9 @@ def recsys_training():
 
         params = get_current_context()["params"]
         fmt = None if params["data_format"] == "auto" else params["data_format"]
-        counts = pipeline.new_interactions(params["data_path"] or config.data_path(), fmt)
+        counts = pipeline.new_interactions(
+            params["data_path"] or config.data_path(), fmt, model_name=params["model_name"]
+        )
         logging.getLogger("recsys").info("new interactions since the champion: %s", counts)
         return counts["new"] >= params["min_new_interactions"] and counts["rows"] > 0
 
@@ -181,6 +221,7 @@ def recsys_training():
             params["data_path"] or config.data_path(),
             data_format=fmt,
             now=moment.timestamp(),
+            model_name=params["model_name"],
         )
 
     @task(doc_md="Clean and split the validated interactions.")

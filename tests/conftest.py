@@ -47,6 +47,7 @@ def isolated_mlflow(tmp_path, monkeypatch) -> str:
 #: running alone at the end.
 _LONG_FILES = (
     "test_production_stack.py",
+    "test_ui_airflow.py",
     "test_end_to_end.py",
     "test_browser.py",
     "test_ui.py",

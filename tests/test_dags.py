@@ -86,6 +86,7 @@ def test_training_dag_schedule_retries_and_docs(dagbag):
         "tuning_timeout_s",
         "max_sequence_length",
         "rerank_strength",
+        "model_name",
     }
     assert dag.params["max_sequence_length"] == 50
     assert dag.params["rerank_strength"] == 0.0  # re-ranking is opt-in
@@ -144,3 +145,15 @@ def test_ingest_dag_publishes_the_interactions_asset(dagbag):
     assert graph == {"ingest": {"publish"}, "publish": set()}
     assert [o.name for o in dag.get_task("publish").outlets] == ["recsys_interactions"]
     assert dag.max_active_runs == 1 and all(t.retries == 2 for t in dag.tasks)
+
+
+def test_the_trigger_form_explains_every_param(dagbag):
+    """What Airflow's trigger form renders from each param's schema (Airflow 3.3)."""
+    params = dagbag.dags["recsys_training"].params
+    assert all(params.get_param(name).description for name in params)
+    # A type list with "null" is optional in the form: empty means $RECSYS_DATA_PATH.
+    assert "null" in params.get_param("data_path").schema["type"]
+    # An array with top-level `examples` is a multi-select; `items` still validates.
+    models = params.get_param("models").schema
+    assert models["type"] == "array" and models["examples"] == models["items"]["enum"]
+    assert set(models["values_display"]) == set(models["examples"])
