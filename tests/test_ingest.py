@@ -94,3 +94,19 @@ def test_an_empty_store_is_a_clear_error(tmp_path):
     (tmp_path / ingest.MANIFEST).write_text('{"batches": {}}')
     with pytest.raises(ValueError, match="holds no accepted batch"):
         ingest.read_store(tmp_path)
+
+
+def test_ingesting_into_a_data_folder_keeps_the_data_that_was_there(dirs):
+    """Regression: the embedded default lands batches in the demo's data folder; once a
+    manifest appeared there, training read only the batches and lost the demo's rows."""
+    from recsys.data.generate import generate_dataset
+    from recsys.data.loaders import load_input, write_dataset
+
+    base = generate_dataset(30, 20, 300, seed=1)
+    write_dataset(base, dirs["store"])
+    _batch(dirs["landing"] / "a.csv", [(1, 10, 4.0, 1_700_000_000), (2, 11, 3.0, 1_700_000_100)])
+    assert _run(dirs).new_rows == 2
+    merged = load_input(dirs["store"])
+    assert len(merged.interactions) == len(base.interactions) + 2
+    assert ingest.store_rows(dirs["store"]) == len(base.interactions) + 2
+    assert merged.items is not None and len(merged.items) == len(base.items)

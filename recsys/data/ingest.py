@@ -211,20 +211,52 @@ def is_store(path: str | Path) -> bool:
 
 
 def read_store(store: str | Path) -> Dataset:
-    """Every accepted batch of the store as one data set (batches in manifest order)."""
+    """Every accepted batch of the store as one data set (batches in manifest order).
+
+    A store kept in a folder that already held a data set in the ``recsys``
+    format (the demo's data, a ``recsys generate`` folder) starts from it: its
+    interactions come first and its items and users tables are kept, so
+    ingesting new batches never hides the data that was there.
+    """
     store = Path(store)
     batches = read_manifest(store)["batches"]
-    if not batches:
+    base = _base_dataset(store)
+    if not batches and base is None:
         raise InputError(f"interaction store {store} holds no accepted batch yet")
     ordered = sorted(batches.values(), key=lambda b: (b["arrival"], b["file"]))
     frames = [pd.read_parquet(store / b["file"]) for b in ordered]
+    if base is not None:
+        frames.insert(0, base.interactions)
     return Dataset(
         interactions=pd.concat(frames, ignore_index=True),
-        name=store.name,
-        meta={"path": str(store), "format": "store", "batches": len(frames)},
+        items=base.items if base is not None else None,
+        users=base.users if base is not None else None,
+        name=base.name if base is not None else store.name,
+        meta={
+            **(base.meta if base is not None else {}),
+            "path": str(store),
+            "format": "store",
+            "batches": len(ordered),
+        },
     )
 
 
+def _base_dataset(store: Path) -> Dataset | None:
+    """The ``recsys``-format data set the store's folder held before ingest, if any."""
+    from recsys.data.loaders import INTERACTIONS_FILE, load_dataset
+
+    if not (store / INTERACTIONS_FILE).is_file():
+        return None
+    return load_dataset(store, "recsys")
+
+
 def store_rows(path: str | Path) -> int:
-    """Rows in an interaction store, from its manifest (cheap; reads no data)."""
-    return sum(b["rows"] for b in read_manifest(Path(path))["batches"].values())
+    """Rows in an interaction store, from its manifest and Parquet footers (reads no data)."""
+    import pyarrow.parquet as pq
+
+    from recsys.data.loaders import INTERACTIONS_FILE
+
+    path = Path(path)
+    base = path / INTERACTIONS_FILE
+    rows = pq.read_metadata(base).num_rows if base.is_file() else 0
+    return rows + sum(b["rows"] for b in read_manifest(path)["batches"].values())
