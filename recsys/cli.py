@@ -2,8 +2,10 @@
 
 Sub-commands: ``generate``, ``validate``, ``train``, ``benchmark``,
 ``recommend``, ``status``, ``rollback`` and ``promote`` (a manual override).
-Errors a user can fix (bad data, a wrong path, an unknown model) are printed
-as one readable message with exit status 1 or 2, never as a traceback.
+Exit status: 0 done, 1 the data failed validation or there is nothing to show,
+2 a problem the user can fix (bad data, a wrong path, an unknown model; the
+message says what to change), 3 an unexpected error (a bug: ``-v`` shows the
+traceback). A traceback is never the answer to a user's mistake.
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from recsys.errors import RecsysError
 
 log = logging.getLogger("recsys")
+
+FORMATS = "ml-100k, ml-latest, ml-1m, recsys, csv, tsv, parquet"
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every flag's help ends with its default; descriptions keep their line breaks."""
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -25,14 +35,13 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         "--format",
         dest="data_format",
         default=None,
-        help="name the format instead of detecting it "
-        "(ml-100k, ml-latest, ml-1m, recsys, csv, tsv, parquet)",
+        help=f"the data's format ({FORMATS}); detected from the path when not given",
     )
-    p.add_argument("--user-col", help="user id column of a generic file")
-    p.add_argument("--item-col", help="item id column of a generic file")
-    p.add_argument("--rating-col", help="rating column (optional: implicit feedback)")
-    p.add_argument("--time-col", help="timestamp column (optional)")
-    p.add_argument("--sep", help="field separator of a CSV/TSV file")
+    p.add_argument("--user-col", help="user id column of a delimited or Parquet file")
+    p.add_argument("--item-col", help="item id column of a delimited or Parquet file")
+    p.add_argument("--rating-col", help="rating (or count) column; without one every row counts 1")
+    p.add_argument("--time-col", help="timestamp column (seconds or dates); optional")
+    p.add_argument("--sep", help="field separator of a delimited file (',' for .csv, tab for .tsv)")
 
 
 def _columns(args: argparse.Namespace) -> dict[str, str]:
@@ -41,113 +50,143 @@ def _columns(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from recsys.models import DEFAULT_MODELS
+    from recsys.models import DEFAULT_MODELS, available_models
 
-    parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="recsys", description=__doc__.split("\n\n")[0], formatter_class=_Help
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step's details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("generate", help="write a synthetic data set")
-    p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--items", type=int, default=500)
-    p.add_argument("--interactions", type=int, default=50_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output folder")
+    def command(name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help, description=kw.pop("description", help), formatter_class=_Help, **kw
+        )
 
-    p = sub.add_parser("validate", help="check data against the expectation suites")
-    p.add_argument("path")
+    p = command("generate", "write a synthetic data set (users, items, interactions)")
+    p.add_argument("--users", type=int, default=1000, help="number of users")
+    p.add_argument("--items", type=int, default=500, help="number of items")
+    p.add_argument("--interactions", type=int, default=50_000, help="number of interactions")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--out", required=True, help="output folder (recsys format)")
+
+    p = command("validate", "check data against the expectation suites")
+    p.add_argument("path", help="a data file or folder")
     p.add_argument("--docs", help="write Great Expectations Data Docs to this folder")
     _add_data_options(p)
 
-    p = sub.add_parser("train", help="run the whole pipeline in-process")
-    p.add_argument("path")
+    p = command(
+        "train",
+        "run the whole pipeline in-process (the same steps as the DAG)",
+        description="Validate, split, build features, train every model, evaluate them and "
+        "the champion on one holdout, promote through the gate, write the champion's "
+        "lists.\nPrints what it does as it goes and a short summary at the end.",
+    )
+    p.add_argument("path", help="a data file or folder")
     p.add_argument(
         "--models",
-        default=None,
-        help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated model names, of: {', '.join(available_models())}",
     )
-    p.add_argument("--protocol", default="temporal")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--margin", type=float, default=0.0)
+    p.add_argument(
+        "--protocol",
+        default="temporal",
+        choices=["temporal", "msr", "loo", "stratified", "random"],
+        help="how the test set is held out (data without timestamps falls back to random)",
+    )
+    p.add_argument("--k", type=int, default=10, help="list length, and the K of the metrics")
+    p.add_argument(
+        "--margin", type=float, default=0.0, help="NDCG@K gain needed to replace the champion"
+    )
     p.add_argument(
         "--rerank-strength",
         type=float,
         default=0.0,
-        help="re-rank the written recommendations against popularity, "
-        "0 (off) to 1 (default: %(default)s)",
+        help="re-rank the written lists against popularity, 0 (off) to 1",
     )
-    p.add_argument("--run-key", default=None, help="run folder name (default: a timestamp)")
+    p.add_argument(
+        "--model-name",
+        default=None,
+        help="registered model to train into (default: the data's own: recsys for "
+        "$RECSYS_DATA_PATH, recsys-<name> for other data)",
+    )
+    p.add_argument("--run-key", default=None, help="run folder name (default: cli-<time>)")
+    p.add_argument("--json", action="store_true", help="print the whole summary as JSON")
     _add_data_options(p)
 
-    p = sub.add_parser("benchmark", help="train and evaluate models on one split")
-    p.add_argument("--data", required=True)
-    p.add_argument("--protocol", default="msr", choices=["msr", "temporal", "loo"])
+    p = command("benchmark", "train and evaluate models on one split of the data")
+    p.add_argument("--data", required=True, help="a data file or folder")
     p.add_argument(
-        "--models",
-        default=",".join(DEFAULT_MODELS),
-        help="comma-separated model names (default: %(default)s)",
+        "--protocol", default="msr", choices=["msr", "temporal", "loo"], help="split protocol"
     )
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
+    p.add_argument("--k", type=int, default=10, help="list length, and the K of the metrics")
     p.add_argument("--output", help="write the JSON report here")
     p.add_argument(
-        "--rerank",
-        metavar="MODEL",
-        default=None,
-        help="also report the re-ranking trade-off of this model",
+        "--rerank", metavar="MODEL", default=None, help="also report this model's re-ranking"
     )
     p.add_argument(
         "--rerank-method",
         default="discount",
         choices=["discount", "popularity", "mmr"],
-        help="discount: score / (1 + popularity)^lam; popularity: additive "
-        "penalty; mmr: genre diversity (default: %(default)s)",
+        help="discount: score / (1 + popularity)^lam; popularity: additive penalty; "
+        "mmr: genre diversity",
     )
     p.add_argument(
-        "--rerank-lams",
-        default=None,
-        help="comma-separated knob values in [0, 1] (default: a fixed grid)",
+        "--rerank-lams", default=None, help="comma-separated knob values in [0, 1] (a grid)"
     )
     p.add_argument("--rerank-pool", type=int, default=100, help="candidates re-ranked per user")
     p.add_argument("--rerank-plot", default=None, help="write the trade-off plot (PNG) here")
     p.add_argument("--no-cold-users", action="store_true", help="skip the cold-user section")
     _add_data_options(p)
 
-    p = sub.add_parser("rollback", help="move champion back to previous_champion")
+    p = command("rollback", "move champion back to previous_champion")
     p.add_argument("--reason", default="manual rollback", help="why (recorded)")
+    _add_model_option(p)
 
-    p = sub.add_parser("promote", help="make a registered version the champion by hand")
-    p.add_argument("--version", type=int, required=True)
+    p = command("promote", "make a registered version the champion by hand")
+    p.add_argument("--version", type=int, required=True, help="the version to promote")
     p.add_argument("--reason", required=True, help="why (recorded in the decision)")
+    _add_model_option(p)
 
-    p = sub.add_parser(
+    p = command(
         "recommend",
-        help="top-K for a user from the registry's champion",
-        description="A user the champion does not know is served by the "
-        "cold-start chain; the onboarding options steer it.",
+        "top-K for a user from the registry's champion",
+        description="A user the champion does not know is served by the cold-start "
+        "chain; the onboarding options steer it.",
     )
-    p.add_argument("--user", required=True)
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--user", required=True, help="the user's id, as in the data")
+    p.add_argument("--k", type=int, default=10, help="list length")
     p.add_argument(
-        "--liked-items",
-        default=None,
-        metavar="ID,ID",
-        help="items a new user says they like (onboarding)",
+        "--liked-items", default=None, metavar="ID,ID", help="items a new user says they like"
     )
     p.add_argument(
         "--liked-genres",
         default=None,
         metavar="GENRE,GENRE",
-        help="genres a new user says they like (onboarding)",
+        help="genres a new user says they like",
     )
     p.add_argument("--age", type=int, default=None, help="a new user's age (segment)")
     p.add_argument("--gender", default=None, help="a new user's gender (segment)")
     p.add_argument("--occupation", default=None, help="a new user's occupation (segment)")
+    p.add_argument("--json", action="store_true", help="print the list as JSON records")
+    _add_model_option(p)
 
-    sub.add_parser("status", help="the champion, its metrics and the latest outputs")
+    p = command("status", "the champion, its metrics, the other registered models")
+    _add_model_option(p)
     return parser
 
 
-def _typed_id(raw: str):
+def _add_model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=None,
+        help="registered model (default: recsys, or the model trained most recently when "
+        "recsys has no champion; `recsys status` lists them)",
+    )
+
+
+def _typed_id(raw: str) -> int | str:
     """Interpret an id typed on the command line (ints stay ints)."""
     try:
         return int(raw)
@@ -155,6 +194,7 @@ def _typed_id(raw: str):
         return raw
 
 
+# --------------------------------------------------------------------- commands
 def cmd_generate(args: argparse.Namespace) -> int:
     from recsys.data.generate import generate_dataset
     from recsys.data.loaders import write_dataset
@@ -189,24 +229,65 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from recsys.models import DEFAULT_MODELS
     from recsys.pipeline import PipelineOptions, run_pipeline
 
-    models = tuple(args.models.split(",")) if args.models else DEFAULT_MODELS
     options = PipelineOptions(
         data_path=args.path,
         data_format=args.data_format,
         columns=_columns(args),
-        models=models,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
         protocol=args.protocol,
         k=args.k,
         margin=args.margin,
         rerank_strength=args.rerank_strength,
+        model_name=args.model_name,
     )
     run_key = args.run_key or time.strftime("cli-%Y%m%dT%H%M%S")
     summary = run_pipeline(options, run_key, now=time.time())
-    print(json.dumps(summary, indent=2, default=str))
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(train_summary(summary))
     return 0
+
+
+def train_summary(summary: dict) -> str:
+    """What a person wants after ``recsys train``: models, winner, decision, outputs, next."""
+    from recsys.pipeline import RunFolder
+
+    validation, split = summary["validation"], summary["split"]
+    decision, recs = summary["decision"], summary["recommendations"]
+    name = validation["registered_model"]
+    k = next((m.split("@")[1] for m in summary["leaderboard"][0] if m.startswith("ndcg@")), "10")
+    lines = [
+        f"trained {len(summary['leaderboard'])} models on {validation['data_path']} "
+        f"({validation['rows']:,} interactions, {validation['users']:,} users, "
+        f"{validation['items']:,} items); split: {split['protocol']}",
+    ]
+    lines += [f"  note: {note}" for note in split.get("notes", [])]
+    columns = [f"ndcg@{k}", f"precision@{k}", f"recall@{k}", "coverage", "train_seconds"]
+    lines.append("  " + f"{'model':<12}" + "".join(f"{c:>14}" for c in columns))
+    for row in summary["leaderboard"]:
+        cells = "".join(
+            f"{row.get(c, float('nan')):>14.{1 if c == 'train_seconds' else 4}f}" for c in columns
+        )
+        lines.append(f"  {row['model']:<12}{cells}")
+    verdict = "promoted" if decision["promote"] else "held"
+    why = decision["reason"].split(": ", 1)[-1]
+    lines.append(
+        f"decision: {verdict}: {why}\n"
+        f"registered model: {name} (champion: version "
+        f"{recs['model_version']}; this run's candidate: version {decision['candidate_version']})"
+    )
+    run = RunFolder(summary["run_key"])
+    lines.append(f"recommendations: {recs['path']} ({recs['users']:,} users)")
+    lines.append(f"run folder: {run.path}")
+    model_flag = "" if name == _default_model() else f" --model {name}"
+    lines.append(
+        f"next: recsys recommend{model_flag} --user <id>   ·   recsys status{model_flag}"
+        "   ·   make ui (the Recommender page)"
+    )
+    return "\n".join(lines)
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -251,7 +332,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from recsys import registry
 
-    decision = registry.rollback(reason=args.reason)
+    decision = registry.rollback(_default_model(args.model), reason=args.reason)
     print(
         f"champion is version {decision.candidate_version} again "
         f"(version {decision.champion_version} is previous_champion): {decision.reason}"
@@ -262,23 +343,51 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from recsys import registry
 
-    decision = registry.promote_manually(args.version, args.reason)
+    decision = registry.promote_manually(args.version, args.reason, _default_model(args.model))
     print(f"champion is version {decision.candidate_version}: {decision.reason}")
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from recsys import registry
+    from recsys import config
+    from recsys.data.prepare import pseudonymise_ids
+    from recsys.errors import check_k
+    from recsys.registry.snapshot import current_copy
 
-    answers = {"age": args.age, "gender": args.gender, "occupation": args.occupation}
+    k = check_k(args.k, "--k")
+    name = _default_model(args.model)
+    snapshot, copy = current_copy(name)
+    served = snapshot.served(copy)
+    key = config.pseudonym_key()
+    user = _typed_id(args.user)
+    asked = pseudonymise_ids([user], key)[0] if key else user
+    request = {"user_id": [asked], **{c: [v] for c, v in _answers(args).items()}}
+    import pandas as pd
+
+    recs = served.recommend(pd.DataFrame(request), k).assign(user_id=args.user)
+    titles = snapshot.titles(copy)
+    if titles:
+        recs.insert(2, "title", recs["item_id"].map(titles).fillna(""))
+    if args.json:
+        print(recs.to_json(orient="records"))
+        return 0
+    print(f"{name} version {copy.version} ({copy.model_type}) for user {args.user}:")
+    print(recs.drop(columns=["user_id"]).to_string(index=False))
+    return 0
+
+
+def _answers(args: argparse.Namespace) -> dict[str, Any]:
+    """The onboarding answer typed on the command line, as the served model reads it."""
+    answers: dict[str, Any] = {
+        "age": args.age,
+        "gender": args.gender,
+        "occupation": args.occupation,
+    }
     for column, raw in (("liked_items", args.liked_items), ("liked_genres", args.liked_genres)):
         if raw:
             values = [v.strip() for v in raw.split(",") if v.strip()]
             answers[column] = [_typed_id(v) for v in values] if column == "liked_items" else values
-    answers = {c: v for c, v in answers.items() if v is not None}
-    recs = registry.recommend_for_users([_typed_id(args.user)], k=args.k, answers=answers)
-    print(recs.to_string(index=False))
-    return 0
+    return {c: v for c, v in answers.items() if v is not None}
 
 
 #: Besides the ranking metrics at K, what `recsys status` shows of the champion.
@@ -287,18 +396,16 @@ HEADLINE_METRICS = ("coverage", "novelty", "diversity", "train_seconds")
 
 def cmd_status(args: argparse.Namespace) -> int:
     from recsys import config, registry
+    from recsys.pipeline import RunFolder
 
-    champion = registry.get_champion()
+    name = _default_model(args.model)
+    others = [m for m in registry.list_registered_models() if m["name"] != name]
+    champion = registry.get_champion(name)
     if champion is None:
-        print(
-            f"no champion yet for model '{config.model_name()}'; run `recsys train` "
-            "or the recsys_training DAG"
-        )
+        print(f"no champion yet for model '{name}'; run `recsys train` or the recsys_training DAG")
+        _print_others(others)
         return 1
-    print(
-        f"champion: {config.model_name()} version {champion['version']} "
-        f"({champion.get('model_type')})"
-    )
+    print(f"champion: {name} version {champion['version']} ({champion.get('model_type')})")
     metrics = champion.get("metrics", {})
     headline = {
         n: v
@@ -306,18 +413,39 @@ def cmd_status(args: argparse.Namespace) -> int:
         if n in HEADLINE_METRICS or ("@" in n and "." not in n)
     }
     width = max(map(len, headline), default=0)
-    for name, value in headline.items():
-        print(f"  {name:>{width}}: {value:.4f}")
+    for metric, value in headline.items():
+        print(f"  {metric:>{width}}: {value:.4f}")
     if len(metrics) > len(headline):
         print(f"  (+{len(metrics) - len(headline)} more, slices included, in the MLflow run)")
     runs = sorted(
-        (config.recsys_home() / "runs").glob("*/recommendations.parquet"),
+        (
+            p
+            for p in config.runs_root().glob("*/recommendations.parquet")
+            if RunFolder(p.parent.name).registered_model() == name
+        ),
         key=lambda p: p.stat().st_mtime,
     )
     if runs:
         print(f"latest recommendations: {runs[-1]}")
-    print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {config.tracking_uri()}")
+    _print_others(others)
+    print("the Recommender page and MLflow UI: make ui")
     return 0
+
+
+def _print_others(others: list[dict]) -> None:
+    if others:
+        listed = ", ".join(
+            f"{m['name']} (champion v{m['champion']})" if m["champion"] else m["name"]
+            for m in others
+        )
+        print(f"other registered models: {listed}; pick one with --model NAME")
+
+
+def _default_model(given: str | None = None) -> str:
+    """``--model`` when given, else :func:`recsys.registry.snapshot.default_model`."""
+    from recsys.registry.snapshot import default_model
+
+    return given or default_model()
 
 
 COMMANDS = {
@@ -335,10 +463,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recsys`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(args)
     try:
         return COMMANDS[args.command](args)
     except (RecsysError, FileNotFoundError) as exc:
@@ -346,6 +471,35 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("details", exc_info=True)
         print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"recsys {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug; the user gets one line, -v the traceback
+        log.debug("details", exc_info=True)
+        print(
+            f"recsys {args.command}: unexpected error: {type(exc).__name__}: {exc}\n"
+            "this is a bug in recsys; run again with -v for the traceback and report it",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Verbose: everything. Otherwise warnings, plus each step's progress for ``train``."""
+    level = logging.DEBUG if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose and args.command in ("train", "benchmark"):
+        progress = logging.getLogger("recsys.progress")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
+    if not args.verbose:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        for noisy in ("mlflow", "alembic", "great_expectations", "py.warnings"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        logging.captureWarnings(True)
 
 
 if __name__ == "__main__":

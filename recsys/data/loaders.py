@@ -123,7 +123,10 @@ def load_dataset(
     path = Path(path)
     if not path.exists():
         raise DataFormatError(f"{path}: no such file or folder")
-    fmt = fmt or detect_format(path)
+    generic = sep is not None or any(
+        c is not None for c in (user_col, item_col, rating_col, time_col)
+    )
+    fmt = fmt or _detected(path, generic)
     if fmt not in FORMATS:
         raise DataFormatError(f"{path}: unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     if fmt in ("csv", "tsv", "parquet"):
@@ -168,6 +171,17 @@ def input_rows(
     return len(load_input(data_path, data_format, columns).interactions)
 
 
+def _detected(path: Path, generic: bool) -> str:
+    """The detected format; a file whose name says nothing is delimited text (``csv``,
+    with the caller's ``sep``) when the caller described its columns or separator."""
+    try:
+        return detect_format(path)
+    except DataFormatError:
+        if generic and path.is_file():
+            return "csv"
+        raise
+
+
 def detect_format(path: str | Path) -> str:
     """Name the format of ``path`` from the files it holds or its file name.
 
@@ -187,7 +201,8 @@ def detect_format(path: str | Path) -> str:
         found = sorted(p.name for p in path.iterdir())[:20]
         raise DataFormatError(
             f"{path}: cannot detect the data format of this folder "
-            f"(holds {found}); pass fmt= one of {', '.join(FORMATS)}"
+            f"(holds {found}); name it with --format (data_format in a DAG run): "
+            f"{', '.join(FORMATS)}"
         )
     by_name = {"u.data": "ml-100k", "ratings.dat": "ml-1m"}
     if path.name in by_name:
@@ -204,8 +219,9 @@ def detect_format(path: str | Path) -> str:
     if path.suffix.lower() in by_suffix:
         return by_suffix[path.suffix.lower()]
     raise DataFormatError(
-        f"{path}: cannot detect the data format from the file name; "
-        f"pass fmt= one of {', '.join(FORMATS)}"
+        f"{path}: cannot detect the data format from the file name; name it with --format "
+        f"(data_format in a DAG run): {', '.join(FORMATS)}, or give --sep and the column "
+        "flags to read it as delimited text"
     )
 
 
@@ -334,7 +350,7 @@ def _read_text(
             encoding=encoding,
             keep_default_na=False,
             na_values=[""],
-            engine="c",
+            engine="c" if len(sep) == 1 else "python",
         )
     except pd.errors.EmptyDataError as exc:
         raise DataFormatError(f"{path}: the file is empty") from exc
@@ -562,7 +578,7 @@ def _read_table(path: Path, fmt: str, columns: dict[str, str | None], sep: str |
     names = {key: name or key for key, name in columns.items()}
     required = [names[USER_COL], names[ITEM_COL]]
     required += [names[key] for key in (RATING_COL, TIME_COL) if columns[key] is not None]
-    _require_columns(raw, required, path)
+    _require_columns(raw, required, path, _COLUMN_FLAGS)
     ratings = raw[names[RATING_COL]] if names[RATING_COL] in raw else None
     times = raw[names[TIME_COL]] if names[TIME_COL] in raw else None
     inter = _interactions(raw[names[USER_COL]], raw[names[ITEM_COL]], ratings, times)
@@ -576,13 +592,21 @@ def _read_table(path: Path, fmt: str, columns: dict[str, str | None], sep: str |
     return Dataset(inter, None, None, name=path.stem, meta=meta)
 
 
-def _require_columns(frame: pd.DataFrame, required: list[str], path: Path) -> None:
+def _require_columns(frame: pd.DataFrame, required: list[str], path: Path, hint: str = "") -> None:
     missing = [name for name in required if name not in frame.columns]
     if missing:
         raise DataFormatError(
             f"{path}: missing column(s) {missing}; "
-            f"the columns are {[str(c) for c in frame.columns]}"
+            f"the columns are {[str(c) for c in frame.columns]}{hint}"
         )
+
+
+#: What a user of a generic table can do about a missing column.
+_COLUMN_FLAGS = (
+    "; name yours with --user-col, --item-col, --rating-col and --time-col "
+    "(user_col, item_col, rating_col, time_col in Python), or --sep if the file is not "
+    "split by the separator its extension suggests"
+)
 
 
 _READERS = {

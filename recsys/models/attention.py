@@ -36,6 +36,7 @@ import scipy.sparse as sp
 
 from recsys.errors import InputError
 from recsys.models.base import FitContext, Recommender
+from recsys.progress import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class SelfAttentionRecommender(Recommender):
         )
         rng = np.random.default_rng(int(self.random_state))
         lengths = (targets >= 0).sum(axis=1)
+        epochs = Ticker("attention: epochs", int(self.epochs))
         for epoch in range(int(self.epochs)):
             total, count = 0.0, 0
             for batch in _length_batches(lengths, int(self.batch_size), rng):
@@ -153,7 +155,12 @@ class SelfAttentionRecommender(Recommender):
                     args.append(self.profile_[window_users[batch]])
                 loss_sum, n = step(*args)
                 total, count = total + float(loss_sum), count + int(n)
-            if monitor.end_epoch(epoch, total / max(count, 1), self.network_):
+            stop = monitor.end_epoch(epoch, total / max(count, 1), self.network_)
+            epochs.tick(
+                note=f"loss {total / max(count, 1):.4f}, best {VAL_METRIC} "
+                f"{monitor.best:.4f}" + (" (early stop)" if stop else "")
+            )
+            if stop:
                 break
         monitor.restore_best(self.network_)
 

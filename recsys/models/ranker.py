@@ -34,6 +34,7 @@ import scipy.sparse as sp
 from recsys.constants import GENRES_COL, YEAR_COL
 from recsys.errors import InputError
 from recsys.models.base import FitContext, Recommender, top_k
+from recsys.progress import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +234,22 @@ class XGBRankerRecommender(Recommender):
         self.item_genres_ = _item_genres(context, X.shape[1])
         self.segment_codes_ = _segment_codes(context, X.shape[0], tuple(self.segments))
         sequences = _sequences(X, context)
-        parts = [self._fold_rows(X, context, sequences, f) for f in range(int(self.n_folds))]
+        folds_done = Ticker("ranker: candidate folds built", int(self.n_folds), every_s=0)
+        parts = []
+        for f in range(int(self.n_folds)):
+            parts.append(self._fold_rows(X, context, sequences, f))
+            folds_done.tick(note=f"{parts[-1][0].shape[0]:,} candidate rows")
         feats, y, users = (np.concatenate(p) for p in zip(*parts, strict=True))
         folds = np.repeat(np.arange(len(parts)), [p[2].size for p in parts])
         self._fit_booster(feats, y, users, folds * X.shape[0] + users)
         self._fit_stage(X, context, sequences)
-        log.info("ranker fitted: %s, best %s", self.feature_importances_, self.best_params_)
+        top = sorted(self.feature_importances_, key=self.feature_importances_.get)[-3:][::-1]
+        log.info(
+            "ranker fitted: %d bags, best %s, top features %s",
+            len(self.boosters_),
+            self.best_params_,
+            top,
+        )
 
     def _check_params(self) -> None:
         if not self.generators:
@@ -356,6 +367,8 @@ class XGBRankerRecommender(Recommender):
             k: v for k, v in self.validation_[best].items() if k not in ("n_rounds", "ndcg@10")
         }
         self.boosters_ = [self.boosters_[best]]
+        bags = Ticker("ranker: boosters trained", int(self.n_bags), every_s=0)
+        bags.tick(note=f"{self.boosters_[0].num_boosted_rounds()} rounds")
         for bag in range(1, int(self.n_bags)):
             dfit, dval = self._carve(xgb, feats, y, users, groups, seed + bag)
             booster, score = self._early_stopped(xgb, self.best_params_, dfit, dval, seed + bag)
@@ -363,6 +376,7 @@ class XGBRankerRecommender(Recommender):
             self.validation_.append(
                 {"bag": bag, "n_rounds": booster.num_boosted_rounds(), "ndcg@10": score}
             )
+            bags.tick(note=f"{booster.num_boosted_rounds()} rounds, validation NDCG@10 {score:.4f}")
         self.n_rounds_ = [b.num_boosted_rounds() for b in self.boosters_]
         gains = [b.get_score(importance_type="total_gain") for b in self.boosters_]
         self.feature_importances_ = {

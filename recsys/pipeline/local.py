@@ -19,6 +19,7 @@ from recsys.pipeline.steps import (
     tune_model,
     validate_data,
 )
+from recsys.progress import step
 
 
 @dataclass
@@ -71,30 +72,37 @@ def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = 
         "decision", "recommendations"}``: each step's own summary.
     """
     summary: dict[str, Any] = {"run_key": run_key}
-    summary["validation"] = validate_data(
-        run_key,
-        options.data_path,
-        data_format=options.data_format,
-        columns=options.columns,
-        now=now,
-        model_name=options.model_name,
-    )
-    summary["split"] = prepare_data(run_key, protocol=options.protocol, dedupe=options.dedupe)
-    summary["features"] = build_features(run_key, max_len=options.max_sequence_length)
-    for name in options.models:
-        tuned = tune_model(
+    with step(f"validate {options.data_path}"):
+        summary["validation"] = validate_data(
             run_key,
-            name,
-            n_trials=options.tuning_trials,
-            timeout_s=options.tuning_timeout_s,
-            k=options.k,
+            options.data_path,
+            data_format=options.data_format,
+            columns=options.columns,
+            now=now,
+            model_name=options.model_name,
         )
-        params = {**tuned["params"], **options.model_params.get(name, {})}
-        train_model(run_key, name, params=params or None, k=options.k)
-    evaluation = evaluate_candidates(run_key, options.models, k=options.k)
+    with step(f"prepare ({options.protocol} split)"):
+        summary["split"] = prepare_data(run_key, protocol=options.protocol, dedupe=options.dedupe)
+    with step("build_features"):
+        summary["features"] = build_features(run_key, max_len=options.max_sequence_length)
+    for i, name in enumerate(options.models, 1):
+        with step(f"train {name} ({i}/{len(options.models)})"):
+            tuned = tune_model(
+                run_key,
+                name,
+                n_trials=options.tuning_trials,
+                timeout_s=options.tuning_timeout_s,
+                k=options.k,
+            )
+            params = {**tuned["params"], **options.model_params.get(name, {})}
+            train_model(run_key, name, params=params or None, k=options.k)
+    with step("evaluate candidates and the champion"):
+        evaluation = evaluate_candidates(run_key, options.models, k=options.k)
     summary["leaderboard"] = evaluation["leaderboard"]
-    summary["decision"] = promote(run_key, evaluation, margin=options.margin, gate=options.gate)
-    summary["recommendations"] = recommend_all(
-        run_key, k=options.k, rerank_strength=options.rerank_strength
-    )
+    with step("promote"):
+        summary["decision"] = promote(run_key, evaluation, margin=options.margin, gate=options.gate)
+    with step("recommend for every user"):
+        summary["recommendations"] = recommend_all(
+            run_key, k=options.k, rerank_strength=options.rerank_strength
+        )
     return summary

@@ -20,6 +20,7 @@ from recsys.constants import ITEM_COL, USER_COL
 from recsys.errors import InputError, NotFoundError
 from recsys.pipeline import runfolder as rf
 from recsys.pipeline.runfolder import RunFolder
+from recsys.progress import log as progress
 from recsys.serialize import json_safe
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def prepare_data(
     clean, cleaning = clean_interactions(run.dataset().interactions, dedupe=dedupe)
     used, note = protocol_for(clean, protocol)
     if note:
-        log.warning("%s", note)
+        progress.warning("%s", note)
         split_options = {}
     train, test = split_interactions(clean, used, **split_options)
     train.to_parquet(run.file(rf.TRAIN), index=False)

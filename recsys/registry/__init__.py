@@ -56,6 +56,7 @@ from recsys.registry.runs import (
 from recsys.registry.views import (
     get_run_summary,
     get_version_summary,
+    list_registered_models,
     list_run_artifacts,
     list_training_runs,
     read_run_artifact,
@@ -83,6 +84,7 @@ __all__ = [
     "get_champion",
     "get_run_summary",
     "get_version_summary",
+    "list_registered_models",
     "list_run_artifacts",
     "list_training_runs",
     "load_model",

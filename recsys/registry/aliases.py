@@ -9,7 +9,9 @@ on the version it concerns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -63,7 +65,8 @@ def register_model(run_id_or_model_uri: str, name: str | None = None) -> int:
         if existing:
             return min(int(v.version) for v in existing)
     uri = _model_uri_of(run_id_or_model_uri)
-    version = mlflow.register_model(uri, name)
+    with contextlib.redirect_stderr(io.StringIO()):  # its own "Successfully registered" lines
+        version = mlflow.register_model(uri, name)
     run_tags = client().get_run(version.run_id).data.tags if version.run_id else {}
     copied = {t: run_tags[t] for t in (TAG_MODEL_TYPE, TAG_DATA_HASH) if t in run_tags}
     set_version_tags(name, int(version.version), copied)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import tempfile
 import warnings
@@ -114,9 +115,12 @@ def setup(experiment: str | None = None) -> str:
     Returns:
         The experiment id.
     """
+    # Download progress bars are noise in task logs and CLI output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    _quiet_mlflow()
     uri = config.tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -133,6 +137,23 @@ def setup(experiment: str | None = None) -> str:
     if found.lifecycle_stage == "deleted":
         mlflow_client.restore_experiment(found.experiment_id)
     return found.experiment_id
+
+
+class _DropKnownNoise(logging.Filter):
+    """MLflow's warnings that say nothing to a recsys user: the served model is
+    pickled by design, and its two-row input example is validated in milliseconds."""
+
+    NOISE = ("serialized using CloudPickle", "Validating input example")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in self.NOISE)
+
+
+def _quiet_mlflow() -> None:
+    for name in ("mlflow.pyfunc", "mlflow.models.model"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnownNoise) for f in target.filters):
+            target.addFilter(_DropKnownNoise())
 
 
 def client() -> Any:

@@ -100,3 +100,22 @@ def read_run_artifact(run_id: str, path: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="recsys-artifact-") as tmp:
         local = client().download_artifacts(run_id, path, tmp)
         return Path(local).read_bytes()
+
+
+def list_registered_models() -> list[dict[str, Any]]:
+    """Every registered model, most recently updated first.
+
+    Returns:
+        ``[{"name", "champion" (version or None), "updated" (epoch ms)}]``;
+        empty when the store has none. Nothing is created.
+    """
+    found = client().search_registered_models(max_results=1000)
+    models = [
+        {
+            "name": m.name,
+            "champion": int(m.aliases["champion"]) if "champion" in (m.aliases or {}) else None,
+            "updated": m.last_updated_timestamp,
+        }
+        for m in found
+    ]
+    return sorted(models, key=lambda m: m["updated"] or 0, reverse=True)

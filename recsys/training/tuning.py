@@ -24,6 +24,7 @@ from recsys.data.splits import validation_split
 from recsys.errors import InputError
 from recsys.evaluation.holdout import evaluate_model
 from recsys.models import make_model, model_class
+from recsys.progress import Ticker
 from recsys.training.data import build_training_data
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,13 @@ def _run_study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.optimize(objective, n_trials=n_trials, timeout=timeout_s)
+    trials_done = Ticker(f"tuning {name}: trials", n_trials)
+    study.optimize(
+        objective,
+        n_trials=n_trials,
+        timeout=timeout_s,
+        callbacks=[lambda study, trial: trials_done.tick()],
+    )
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     trials = [
         {
