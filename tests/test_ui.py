@@ -422,6 +422,17 @@ def test_history_is_on_the_served_basis_with_the_champion_of_the_day(page):
     champion = RunFolder(RUN_2).read_json("evaluation.json")["champion"]["metrics"][PRIMARY]
     assert second["champion"] == champion
     assert second["best_model"] == page["champion"]["model_type"]
+    assert second["best_score"] == max(second["scores"].values())
+
+
+def test_history_table_shows_each_run_best_score(page, html):
+    point = page["history"][-1]
+    row = (
+        f"<td>{point['run_key']}</td><td>{point['started_at']}</td>"
+        f'<td class="left">{point["best_model"]}</td>'
+        f"<td>{words.format_number(point['best_score'])}</td>"
+    )
+    assert row in html
 
 
 # -------------------------------------------------------------- validation

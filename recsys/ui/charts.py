@@ -108,6 +108,8 @@ def _bars(ax: Any, labels: list[str], values: list[float], colors: list[str], ro
     ax.set_yticks(positions, labels)
     ax.invert_yaxis()
     ax.set_xlim(0, top * 1.3)
+    if top <= 1:  # a share: no tick past 1
+        ax.set_xticks([t for t in ax.get_xticks() if 0 <= t <= 1.0001])
     ax.tick_params(axis="x", labelsize=7)
     ax.grid(axis="x", alpha=0.3)
 
@@ -150,6 +152,9 @@ def slices_chart(rows: Sequence[Mapping[str, Any]], metric: str | None) -> str |
                         fontsize=8,
                         color="white" if dark else "#1d2733",
                     )
+        for i in range(1, len(groups)):
+            if SLICE.match(groups[i])["slicing"] != SLICE.match(groups[i - 1])["slicing"]:
+                ax.axhline(i - 0.5, color="white", linewidth=3)
         ax.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=20, ha="right")
         ax.set_yticks(range(len(groups)), [metric_label(g) for g in groups])
         ax.tick_params(length=0)

@@ -144,8 +144,8 @@ def failure_line(failure: Mapping[str, Any]) -> str:
     where = f"[{failure.get('suite')}] {failure.get('column') or '(table)'}"
     count = failure.get("unexpected_count")
     rows = f": {count} rows" if count is not None else ""
-    examples = failure.get("examples") or []
-    tail = f"; e.g. {' | '.join(map(example_text, examples[:3]))}" if examples else ""
+    examples = list(dict.fromkeys(map(example_text, failure.get("examples") or [])))
+    tail = f"; e.g. {' | '.join(examples[:3])}" if examples else ""
     return f"{where} {failure.get('description', failure.get('expectation'))}{rows}{tail}"
 
 
@@ -233,7 +233,7 @@ def _suite(name: str, suite: Mapping[str, Any], key: bytes | None) -> dict[str, 
             {
                 **f,
                 "rule": expectation_words(str(f.get("expectation"))),
-                "examples": [example_text(e) for e in f.get("examples") or []],
+                "examples": list(dict.fromkeys(map(example_text, f.get("examples") or []))),
             }
             for f in failures
         ],

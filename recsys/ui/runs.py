@@ -298,7 +298,7 @@ def metric_history(
     Returns:
         ``[{"run_key", "started_at", "scores": {model: value}, "basis":
         {model: "served" | "warm"}, "champion" (the champion of the day on
-        that run's users, or ``None``), "best_model", "bestscore_of"}]``; runs
+        that run's users, or ``None``), "best_model", "best_score"}]``; runs
         with no figure for ``primary`` are left out.
     """
     history = []
@@ -325,7 +325,7 @@ def metric_history(
                 "basis": basis,
                 "champion": (champion.get("metrics") or {}).get(primary),
                 "best_model": best,
-                "bestscore_of": scores[best],
+                "best_score": scores[best],
             }
         )
     return history
