@@ -7,9 +7,12 @@ the session cookie (or a bearer token) that Airflow's auth manager accepts,
 and the user must be allowed to see the website. A browser that is not
 logged in is sent to Airflow's login page and comes back afterwards.
 
-Only glue lives here; the page itself is built in ``recsys/ui.py``. Airflow's
-API modules are imported when a request arrives, not when the plugin loads,
-because every task process loads plugins too.
+Only glue lives here; the page itself is built in :mod:`recsys.ui` (one
+registered model at a time, ``?model=NAME`` picks another), which also sets
+the page's Content-Security-Policy: no script, nothing from another origin,
+framed only by the same origin, which is how the external view below shows
+it. Airflow's API modules are imported when a request arrives, not when the
+plugin loads, because every task process loads plugins too.
 """
 
 from __future__ import annotations

@@ -435,7 +435,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _print_others(others: list[dict]) -> None:
     if others:
         listed = ", ".join(
-            f"{m['name']} (champion v{m['champion']})" if m["champion"] else m["name"]
+            f"{m['name']} (champion v{m['champion_version']})"
+            if m["champion_version"]
+            else m["name"]
             for m in others
         )
         print(f"other registered models: {listed}; pick one with --model NAME")

@@ -2,10 +2,16 @@
 
 The server runs as its own process group on a free port, with SQLite metadata,
 the project's plugins/ folder and SimpleAuthManager holding one known user.
-A pipeline run (in-process, two fast models) fills MLflow and the run folder
-while the server starts. The browser logs in through Airflow's own login page,
-opens the page, checks champion, leaderboard and validation status, and saves
-screenshots to ``$RECSYS_SCREENSHOTS`` (default ``<RECSYS_HOME>/screenshots``).
+While the server starts, pipeline runs (in-process, two fast models) fill
+MLflow and the run folders: two runs of ``recsys`` (a champion, then a held
+challenger), one of a second registered model ``recsys-other``, and a batch
+whose user id and rating are markup, rejected by validation. The browser
+runs offline (every request that leaves the server is refused and recorded),
+logs in through Airflow's own login page, checks the champion, challenger,
+worded decisions, column order and charts, switches models with the picker,
+opens the malicious batch's Data Docs (a ``dialog`` handler proves nothing
+ran), checks a 404 and the page framed in Airflow's UI, and saves screenshots
+to ``$RECSYS_SCREENSHOTS`` (default ``<RECSYS_HOME>/screenshots``).
 """
 
 from __future__ import annotations
@@ -98,18 +104,43 @@ def _stop(server: subprocess.Popen) -> None:
         server.wait(timeout=10)
 
 
-def _run_pipeline(env: dict[str, str], data_dir: Path) -> None:
-    """One training run in this process, against the server's stores."""
+OTHER_MODEL = "recsys-other"
+EVIL_ID = "<img src=x onerror=alert(1)>"
+EVIL_RATING = "<script>alert(2)</script>"
+
+
+def _run_pipelines(env: dict[str, str], data_dir: Path) -> None:
+    """Two runs of ``recsys``, one of ``recsys-other`` and a malicious rejected batch,
+    in this process, against the server's stores."""
+    import pandas as pd
+
     from recsys.data.generate import generate_dataset
     from recsys.data.loaders import write_dataset
-    from recsys.pipeline import PipelineOptions, run_pipeline
+    from recsys.data.validation import DataValidationError
+    from recsys.pipeline import PipelineOptions, run_pipeline, validate_data
 
     keys = ("RECSYS_HOME", "MLFLOW_TRACKING_URI", "RECSYS_ARTIFACT_ROOT")
     with pytest.MonkeyPatch.context() as mp:
         for key in keys:
             mp.setenv(key, env[key])
-        path = write_dataset(generate_dataset(120, 60, 3000, seed=5), data_dir)
-        run_pipeline(PipelineOptions(data_path=str(path), models=MODELS, k=5), "browser-run-1")
+        mp.delenv("RECSYS_MODEL_NAME", raising=False)
+        path = write_dataset(generate_dataset(120, 60, 3000, seed=5), data_dir / "main")
+        mp.setenv("RECSYS_DATA_PATH", str(path))  # the deployment's data: model "recsys"
+        for run_key in ("browser-run-1", "browser-run-2"):
+            run_pipeline(PipelineOptions(data_path=str(path), models=MODELS, k=5), run_key)
+        other = write_dataset(generate_dataset(100, 50, 2500, seed=8), data_dir / "other")
+        options = PipelineOptions(data_path=str(other), models=MODELS, k=5, model_name=OTHER_MODEL)
+        run_pipeline(options, "other-run-1")
+        rows = [
+            {"user_id": str(u), "item_id": str(i), "rating": "4", "timestamp": 1000 + u + i}
+            for u in range(5)
+            for i in range(5)
+        ]
+        rows += [{"user_id": EVIL_ID, "item_id": "1", "rating": "4", "timestamp": 5}] * 3
+        rows[1]["rating"] = EVIL_RATING
+        pd.DataFrame(rows).to_csv(data_dir / "xss.csv", index=False)
+        with pytest.raises(DataValidationError):
+            validate_data("xss-batch", str(data_dir / "xss.csv"), data_format="csv")
 
 
 def _screenshot_dir() -> Path:
@@ -145,40 +176,114 @@ def test_recommender_page_behind_airflow_login(tmp_path):
             start_new_session=True,
         )
     try:
-        _run_pipeline(env, tmp_path / "data")
+        _run_pipelines(env, tmp_path / "data")
         base = f"http://127.0.0.1:{port}"
         _wait_until_up(f"{base}/api/v2/monitor/health", server, log, timeout=120)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
-                _check_page(browser.new_page(viewport={"width": 1280, "height": 900}), base)
+                context = browser.new_context(viewport={"width": 1280, "height": 900})
+                tried = _offline(context, base)
+                _check_page(context, base)
+                assert tried == [], f"the page reached outside the server: {tried}"
             finally:
                 browser.close()
     finally:
         _stop(server)
 
 
-def _check_page(page, base: str) -> None:
-    """Log in via the redirect, check the page, then the same page framed in Airflow's UI."""
+def _offline(context, base: str) -> list[str]:
+    """Refuse every request that leaves the server; the list collects what was tried."""
+    tried: list[str] = []
+
+    def route(route):
+        if route.request.url.startswith(base):
+            route.continue_()
+        else:
+            tried.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", route)
+    return tried
+
+
+def _check_page(context, base: str) -> None:
+    """Log in via the redirect, check the page, the picker, the Data Docs, then the framed page."""
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    violations: list[str] = []
+    page.on(
+        "console", lambda m: violations.append(m.text) if "Content Security" in m.text else None
+    )
     page.goto(f"{base}/recsys/")
     assert "/auth/login" in page.url, "an anonymous visitor must be sent to Airflow's login"
     page.fill("input[name=username]", USER)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base}/recsys/", timeout=30_000)
+    response = page.reload()
+    assert "script-src 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
 
-    champion = page.locator("#champion").inner_text()
-    assert "recsys v1" in champion and "promote" in champion
+    champion = page.locator("#champion-card").inner_text()
+    assert "recsys v1" in champion
+    assert "First champion: version 1 had no earlier model to compare with" in champion
+    assert "Load check: passed" in champion
+    challenger = page.locator("#challenger-card").inner_text()
+    assert "recsys v2" in challenger and "Held: version 2 did not beat version 1" in challenger
+    headers = page.locator("#leaderboard-table thead th").all_inner_texts()
+    assert headers[:8] == [
+        "model",
+        "role",
+        "NDCG@5",
+        "precision@5",
+        "recall@5",
+        "MAP@5",
+        "hit rate@5",
+        "MRR@5",
+    ]
     board = page.locator("#leaderboard-table").inner_text()
-    for model in MODELS:
-        assert model in board
+    assert "champion v1" in board and all(model in board for model in MODELS)
+    assert "browser-run-2" in page.locator("#leaderboard").inner_text()
+    assert "other-run-1" not in page.content()
     validation = page.locator("#validation-table").inner_text()
-    assert "browser-run-1" in validation and "passed" in validation
-    assert "interactions: pass" in validation
+    assert "browser-run-1" in validation and "rejected batch" in validation
+    assert page.locator("#metrics-chart svg").count() == 1
+    assert page.locator("#slices-chart svg").count() == 1
     assert page.locator("#history svg").count() == 1
 
     folder = _screenshot_dir()
     page.screenshot(path=str(folder / "recommender-page.png"), full_page=True)
+
+    page.select_option("select#model", OTHER_MODEL)
+    page.click(".picker button[type=submit]")
+    page.wait_for_url(f"**/recsys/?model={OTHER_MODEL}")
+    assert "other-run-1" in page.locator("#leaderboard").inner_text()
+    assert "browser-run" not in page.locator("#leaderboard").inner_text()
+    assert f"{OTHER_MODEL} v1" in page.locator("#champion-card").inner_text()
+    page.screenshot(path=str(folder / "recommender-other-model.png"), full_page=True)
+    page.locator('#model-links a[href="?model=recsys"]').click()
+    page.wait_for_url("**/recsys/?model=recsys")
+    assert "browser-run-2" in page.locator("#leaderboard").inner_text()
+    page.locator("#validation-table tr", has_text="xss-batch").get_by_role("link").click()
+    page.wait_for_url("**/data-docs/xss-batch/")
+    report = page.locator("body").inner_text()
+    assert EVIL_RATING in report and f"user_id={EVIL_ID}" in report
+    page.screenshot(path=str(folder / "data-docs-report.png"), full_page=True)
+    with page.expect_navigation() as navigation:
+        page.get_by_role("link", name="validation of interactions").click()
+    assert "sandbox" in navigation.value.headers["content-security-policy"]
+    gx = page.locator("body").inner_text()
+    assert EVIL_RATING in gx and EVIL_ID in gx and "Unsuccessful Expectations" in gx
+    page.screenshot(path=str(folder / "data-docs-gx-page.png"), full_page=True)
+    assert page.locator("img").count() == 0 and page.locator("script").count() == 0
+    assert dialogs == [], f"markup from the batch ran: {dialogs}"
+    assert violations == [], f"the page tried something its policy forbids: {violations}"
+
+    missing = page.goto(f"{base}/recsys/plots/{'0' * 32}/plots/x.png")
+    assert missing.status == 404 and "no such run" in page.content()
+    assert "script-src 'none'" in missing.headers["content-security-policy"]
 
     page.goto(f"{base}/plugin/recommender")
     page.get_by_role("link", name="Recommender").or_(

@@ -178,7 +178,8 @@ def models_with_a_champion() -> list[str]:
         log.debug("cannot list champions cheaply", exc_info=True)
     from recsys.registry.views import list_registered_models
 
-    return [m["name"] for m in list_registered_models() if m["champion"] is not None]
+    models = sorted(list_registered_models(), key=lambda m: m["last_updated"] or 0, reverse=True)
+    return [m["name"] for m in models if m["champion_version"] is not None]
 
 
 def default_model() -> str:

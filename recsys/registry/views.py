@@ -91,8 +91,18 @@ def get_version_summary(name: str, version: int | str) -> dict[str, Any] | None:
 
 
 def list_run_artifacts(run_id: str, folder: str) -> list[str]:
-    """Paths of the files directly inside artifact ``folder`` of a run (empty when none)."""
-    return [f.path for f in client().list_artifacts(run_id, folder) if not f.is_dir]
+    """Paths of the files directly inside artifact ``folder`` of a run.
+
+    Empty when the folder is missing, and when MLflow does not know ``run_id``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return [f.path for f in client().list_artifacts(run_id, folder) if not f.is_dir]
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return []
+        raise
 
 
 def read_run_artifact(run_id: str, path: str) -> bytes:
@@ -102,20 +112,65 @@ def read_run_artifact(run_id: str, path: str) -> bytes:
         return Path(local).read_bytes()
 
 
-def list_registered_models() -> list[dict[str, Any]]:
-    """Every registered model, most recently updated first.
+#: Run tag naming the registered model a training run was logged for.
+TAG_REGISTERED_MODEL = "recsys.registered_model"
+#: Run tag of tuning studies and their trials (not training runs).
+TAG_TUNING = "recsys.tuning"
+
+
+def list_registered_models(max_results: int = 200) -> list[dict[str, Any]]:
+    """Every registered model, sorted by name, as plain dicts.
 
     Returns:
-        ``[{"name", "champion" (version or None), "updated" (epoch ms)}]``;
-        empty when the store has none. Nothing is created.
+        ``[{"name", "aliases" (alias → version), "champion_version" (int or
+        ``None``), "challenger_version", "last_updated" (epoch ms or ``None``)}]``;
+        empty when the registry holds no model. Nothing is created.
     """
-    found = client().search_registered_models(max_results=1000)
-    models = [
-        {
-            "name": m.name,
-            "champion": int(m.aliases["champion"]) if "champion" in (m.aliases or {}) else None,
-            "updated": m.last_updated_timestamp,
-        }
-        for m in found
+    models = client().search_registered_models(max_results=max_results)
+    out = []
+    for model in models:
+        aliases = {alias: int(v) for alias, v in (getattr(model, "aliases", None) or {}).items()}
+        out.append(
+            {
+                "name": model.name,
+                "aliases": aliases,
+                "champion_version": aliases.get("champion"),
+                "challenger_version": aliases.get("challenger"),
+                "last_updated": model.last_updated_timestamp,
+            }
+        )
+    return sorted(out, key=lambda m: m["name"])
+
+
+def registered_model_of(run: dict[str, Any], default: str | None = None) -> str:
+    """The registered model a training run belongs to: its ``recsys.registered_model``
+    tag, else ``default`` (runs logged before the tag existed), else
+    :func:`recsys.config.model_name`."""
+    return run["tags"].get(TAG_REGISTERED_MODEL) or default or config.model_name()
+
+
+def list_model_runs(name: str, max_results: int = 500) -> list[dict[str, Any]]:
+    """Training runs of registered model ``name``, newest first (see :func:`get_run_summary`).
+
+    A run belongs to ``name`` when its ``recsys.registered_model`` tag says so,
+    or when it has no such tag and ``name`` is :func:`recsys.config.model_name`.
+    Tuning studies and their trials are left out. ``max_results`` bounds the
+    runs read from the experiment before they are filtered.
+    """
+    return [
+        run
+        for run in list_training_runs(max_results)
+        if TAG_TUNING not in run["tags"] and registered_model_of(run) == name
     ]
-    return sorted(models, key=lambda m: m["updated"] or 0, reverse=True)
+
+
+def read_run_json(run_id: str, path: str) -> Any | None:
+    """A JSON artifact of a run, or ``None`` when the run or file is missing or unreadable."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return json.loads(read_run_artifact(run_id, path))
+    except (MlflowException, OSError, ValueError):
+        return None
