@@ -267,7 +267,8 @@ def train_summary(summary: dict) -> str:
     lines += [f"  note: {note}" for note in split.get("notes", [])]
     columns = [f"ndcg@{k}", f"precision@{k}", f"recall@{k}", "coverage", "train_seconds"]
     lines.append("  " + f"{'model':<12}" + "".join(f"{c:>14}" for c in columns))
-    for row in summary["leaderboard"]:
+    for entry in summary["leaderboard"]:
+        row = {**entry, **(entry.get("served") or {})}  # every test user, as served
         cells = "".join(
             f"{row.get(c, float('nan')):>14.{1 if c == 'train_seconds' else 4}f}" for c in columns
         )
@@ -486,13 +487,28 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
+class _ToStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged (not when created)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _configure_logging(args: argparse.Namespace) -> None:
     """Verbose: everything. Otherwise warnings, plus each step's progress for ``train``."""
     level = logging.DEBUG if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    progress = logging.getLogger("recsys.progress")
+    for handler in [h for h in progress.handlers if isinstance(h, _ToStderr)]:
+        progress.removeHandler(handler)
+    progress.propagate = True
     if not args.verbose and args.command in ("train", "benchmark"):
-        progress = logging.getLogger("recsys.progress")
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _ToStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         progress.addHandler(handler)
         progress.setLevel(logging.INFO)

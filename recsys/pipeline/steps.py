@@ -390,7 +390,12 @@ def evaluate_candidates(
     if missing:
         raise NotFoundError(f"run '{run_key}' has no trained result for: {', '.join(missing)}")
     candidates = [run.model_result(m) for m in models]
-    board = sorted(candidates, key=lambda c: c["metrics"].get(primary, float("-inf")), reverse=True)
+    # Ranked on the served basis (every test user, as the gate and the champion are scored).
+    board = sorted(
+        candidates,
+        key=lambda c: c.get("served", c["metrics"]).get(primary, float("-inf")),
+        reverse=True,
+    )
     name = run.registered_model()
     champion = registry.get_champion(name)
     if champion is not None:
@@ -402,7 +407,8 @@ def evaluate_candidates(
         "champion": champion,
         "candidates": [c["model"] for c in board],
         "leaderboard": [
-            {"model": c["model"], "run_id": c["run_id"], **c["metrics"]} for c in board
+            {"model": c["model"], "run_id": c["run_id"], **c["metrics"], "served": c.get("served")}
+            for c in board
         ],
     }
     result["leaderboard_files"] = write_leaderboard(run, board, champion, primary)

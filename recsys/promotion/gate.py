@@ -246,9 +246,11 @@ def _first_run(
     score = float(candidate.per_user[config.metric].mean())
     evidence = {
         "candidate": _model_evidence(candidate, config.metric),
-        "champion": None if incomparable is None else asdict(incomparable),
+        "champion": None,
         "thresholds": asdict(config),
     }
+    if incomparable is not None:
+        evidence["incomparable_champion"] = asdict(incomparable)
     decision = _decision(candidate, None, score, None, (load,), evidence, config, "first_run")
     if incomparable is None:
         return decision

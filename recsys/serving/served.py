@@ -114,10 +114,11 @@ class ServedRecommender:
         Args:
             users: ``user_id`` (of any type: ``"42"`` finds user ``42`` of a
                 model trained on integer ids, see :func:`recsys.ids.match_ids`;
-                answers carry the ids as given) plus, optionally, an onboarding answer for users
-                the model does not know: ``liked_items`` / ``liked_genres``
-                (a list, or one ``|``-separated string), ``age``, ``gender``,
-                ``occupation``; known users ignore them. A repeated id's first row counts.
+                answers carry the ids as given) plus, optionally, an onboarding
+                answer for users the model does not know: ``liked_items`` /
+                ``liked_genres`` (a list, or one ``|``-separated string),
+                ``age``, ``gender``, ``occupation``; known users ignore them.
+                A repeated id's first row counts.
             k: list length.
 
         Returns:
@@ -129,7 +130,7 @@ class ServedRecommender:
         """
         ids = _user_ids(users)
         k = check_k(k)
-        idx = self.id_map.user_index(ids)
+        idx = self.id_map.user_index(self.id_map.match_user_ids(ids))
         known = idx >= 0
         items, scores = self._known_lists(idx[known], k)
         parts = [
