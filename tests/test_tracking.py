@@ -8,8 +8,8 @@ registry tests isolate themselves with their own registered-model names.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
