@@ -55,13 +55,8 @@ demo: $(STAMP)
 	    --interactions $(DEMO_INTERACTIONS) --out $(RECSYS_DATA_PATH)
 	$(BIN)/airflow db migrate > $(RECSYS_HOME)/airflow-migrate.log 2>&1 || \
 	  (cat $(RECSYS_HOME)/airflow-migrate.log; exit 1)
-	@echo "running the recsys_training DAG (airflow dags test); its log: $(RECSYS_HOME)/demo-dag.log"
-	@$(BIN)/airflow dags test recsys_training > $(RECSYS_HOME)/demo-dag.log 2>&1 || \
-	  (tail -n 60 $(RECSYS_HOME)/demo-dag.log; echo "the DAG run failed; the whole log is in $(RECSYS_HOME)/demo-dag.log"; exit 1)
-	@grep -q "DagRun Finished.*state=success" $(RECSYS_HOME)/demo-dag.log || \
-	  (tail -n 60 $(RECSYS_HOME)/demo-dag.log; echo "the DAG run did not succeed; the whole log is in $(RECSYS_HOME)/demo-dag.log"; exit 1)
-	@echo "the DAG run succeeded"
-	$(BIN)/recsys status
+	@$(BIN)/python scripts/demo_run.py $(RECSYS_HOME)/demo-dag.log recsys_training
+	@$(BIN)/recsys status
 
 # A whole local Airflow in the background (api-server, scheduler, dag-processor,
 # triggerer; LocalExecutor on the SQLite database of $(AIRFLOW_HOME)) and the

@@ -352,6 +352,7 @@ class XGBRankerRecommender(Recommender):
             )
         seed = int(self.random_state or 0)
         self.validation_, self.boosters_ = [], []
+        bags = Ticker("ranker: boosters trained", int(self.n_bags), every_s=0)
         dfit, dval = self._carve(xgb, feats, y, users, groups, seed)
         for setting in _grid(self.param_grid or DEFAULT_GRID):
             booster, score = self._early_stopped(xgb, setting, dfit, dval, seed)
@@ -367,7 +368,6 @@ class XGBRankerRecommender(Recommender):
             k: v for k, v in self.validation_[best].items() if k not in ("n_rounds", "ndcg@10")
         }
         self.boosters_ = [self.boosters_[best]]
-        bags = Ticker("ranker: boosters trained", int(self.n_bags), every_s=0)
         bags.tick(note=f"{self.boosters_[0].num_boosted_rounds()} rounds")
         for bag in range(1, int(self.n_bags)):
             dfit, dval = self._carve(xgb, feats, y, users, groups, seed + bag)

@@ -9,6 +9,7 @@ same outputs, and nothing here reads the wall clock for what it computes.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -303,10 +304,12 @@ def tune_model(
 def train_model(run_key: str, model_name: str, *, params: dict | None = None, k: int = 10) -> dict:
     """Train one model, evaluate it on the test split and log it as an MLflow run.
 
-    The run's feature tables (:func:`build_features`), when present, are fed to
-    the model through its fit context and logged as the MLflow run's dataset
-    inputs (context ``features``; see :class:`recsys.registry.InputTable` for
-    how their content hash becomes the digest).
+    The model's hyper-parameters are what :func:`tune_model` found for it in
+    this run (``models/<name>/tuned.json``, when it ran), overridden by
+    ``params``. The run's feature tables (:func:`build_features`), when present,
+    are fed to the model through its fit context and logged as the MLflow run's
+    dataset inputs (context ``features``; see :class:`recsys.registry.InputTable`
+    for how their content hash becomes the digest).
 
     Returns:
         ``{"model": name, "run_id": str, "model_uri": str, "metrics": {...},
@@ -322,14 +325,39 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     )
 
     run = RunFolder(run_key)
+    tuned = run.read_json_or_none(f"{rf.MODELS}/{model_name}/{rf.TUNED}") or {}
+    params = {**tuned.get("params", {}), **(params or {})} or None
+    clock = time.perf_counter()
     data = load_training_data(run_key)
     n_rows = run.read_json(rf.INPUT)["rows"]
+    progress.info(
+        "%s: fitting on %s users x %s items (%s interactions)",
+        model_name,
+        f"{data.X.shape[0]:,}",
+        f"{data.X.shape[1]:,}",
+        f"{data.X.nnz:,}",
+    )
     model, metrics, seconds = fit_and_evaluate(model_name, data, params=params, k=k)
+    progress.info(
+        "%s: fitted in %.1fs; warm test users scored (NDCG@%d %.4f)",
+        model_name,
+        seconds,
+        k,
+        metrics.get(f"ndcg@{k}", float("nan")),
+    )
     model_dir = model.save(run.model_dir(model_name))
     chain = cold_start_chain(data)
+    served_at = time.perf_counter()
     detail = served_evaluation(model, data, k=k, cold_start=chain)
     detail.per_user.to_parquet(model_dir / rf.PER_USER)
+    progress.info(
+        "%s: %s test users scored as served, with slices, in %.1fs",
+        model_name,
+        f"{len(detail.per_user):,}",
+        time.perf_counter() - served_at,
+    )
     metrics = {**metrics, **beyond_figures(detail.metrics), "train_seconds": seconds}
+    logged_at = time.perf_counter()
     registry.setup()
     info = registry.log_model_run(
         model,
@@ -350,7 +378,13 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
         cold_start=chain,
         inputs=feature_inputs(run_key),
     )
-    log.info("trained %s: %s", model_name, metrics)
+    progress.info(
+        "%s: logged to MLflow run %s in %.1fs (%.1fs in all)",
+        model_name,
+        info.run_id,
+        time.perf_counter() - logged_at,
+        time.perf_counter() - clock,
+    )
     result = json_safe(
         {
             "model": model_name,
