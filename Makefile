@@ -38,7 +38,7 @@ DEMO_USERS ?= 2000
 DEMO_ITEMS ?= 1000
 DEMO_INTERACTIONS ?= 200000
 
-.PHONY: venv demo ui ui-stop test bench bench-table lint clean
+.PHONY: venv demo ui ui-stop test bench bench-table bench-scale lint clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,6 +84,14 @@ BENCH_MODELS ?= popularity,itemknn,als,ease,content,ranker,attention
 bench: $(STAMP)
 	$(BIN)/pytest -q -m slow
 	$(MAKE) bench-table
+
+# Cost of one training run as the data grows (0.2M to 10M synthetic interactions):
+# every step in its own process, wall time and peak memory, with the load average.
+SCALE_SIZES ?= 0.2,1,3,10
+
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale.py --sizes $(SCALE_SIZES) --out $(RECSYS_HOME)/bench/scale
+	cat $(RECSYS_HOME)/bench/scale/scale.md
 
 bench-table: $(STAMP)
 	mkdir -p $(RECSYS_HOME)/bench

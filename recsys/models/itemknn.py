@@ -52,20 +52,24 @@ class ItemKNNRecommender(Recommender):
         if self.shrinkage < 0:
             raise InputError(f"shrinkage must be >= 0, got {self.shrinkage}")
         items = X.T.tocsr().astype(np.float64)
-        cooc = (items @ items.T).tocsr()
-        norms = np.sqrt(cooc.diagonal())
-        self.similarity_ = self._prune(cooc, norms)
+        norms = np.sqrt(np.asarray(items.multiply(items).sum(axis=1)).ravel())
+        self.similarity_ = self._prune(items, X.astype(np.float64).tocsr(), norms)
         log.debug("itemknn: %d similarities kept", self.similarity_.nnz)
 
-    def _prune(self, cooc: sp.csr_matrix, norms: np.ndarray) -> sp.csr_matrix:
-        """Shrunk cosine, top ``k_neighbours`` per row, computed in dense row blocks."""
-        n = cooc.shape[0]
+    def _prune(self, items: sp.csr_matrix, X: sp.csr_matrix, norms: np.ndarray) -> sp.csr_matrix:
+        """Shrunk cosine, top ``k_neighbours`` per row, in dense row blocks.
+
+        Each block's co-occurrences are computed on their own (items of the
+        block × every item), so memory stays one block whatever the catalogue:
+        the whole co-occurrence matrix is never held.
+        """
+        n = items.shape[0]
         keep = min(int(self.k_neighbours), n - 1)
         block = max(1, _BLOCK_CELLS // n)
         parts = []
         for start in range(0, n, block):
             rows = np.arange(start, min(start + block, n))
-            sim = cooc[rows].toarray()
+            sim = (items[rows] @ X).toarray()
             sim /= np.outer(norms[rows], norms) + self.shrinkage + 1e-12
             sim[np.arange(rows.size), rows] = 0.0
             parts.append(_keep_top(sim, keep))

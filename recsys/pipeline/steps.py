@@ -148,6 +148,7 @@ def prepare_data(
     from recsys.data.splits import describe_split, protocol_for, split_interactions
 
     run = RunFolder(run_key)
+    run.file(rf.COLD_START).unlink(missing_ok=True)  # fitted on the split this step replaces
     clean, cleaning = clean_interactions(run.dataset().interactions, dedupe=dedupe)
     used, note = protocol_for(clean, protocol)
     if note:
@@ -317,12 +318,7 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     """
     from recsys import registry
     from recsys.pipeline.reports import model_plots
-    from recsys.training.fit import (
-        beyond_figures,
-        cold_start_chain,
-        fit_and_evaluate,
-        served_evaluation,
-    )
+    from recsys.training.fit import beyond_figures, fit_model, score_once
 
     run = RunFolder(run_key)
     tuned = run.read_json_or_none(f"{rf.MODELS}/{model_name}/{rf.TUNED}") or {}
@@ -337,26 +333,29 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
         f"{data.X.shape[1]:,}",
         f"{data.X.nnz:,}",
     )
-    model, metrics, seconds = fit_and_evaluate(model_name, data, params=params, k=k)
-    progress.info(
-        "%s: fitted in %.1fs; warm test users scored (NDCG@%d %.4f)",
-        model_name,
-        seconds,
-        k,
-        metrics.get(f"ndcg@{k}", float("nan")),
-    )
+    model, seconds = fit_model(model_name, data, params=params)
+    progress.info("%s: fitted in %.1fs", model_name, seconds)
     model_dir = model.save(run.model_dir(model_name))
-    chain = cold_start_chain(data)
+    chain = _shared_cold_start(run, data)
     served_at = time.perf_counter()
-    detail = served_evaluation(model, data, k=k, cold_start=chain)
+    metrics, detail = score_once(model, data, k=k, cold_start=chain)
     detail.per_user.to_parquet(model_dir / rf.PER_USER)
+    score_seconds = time.perf_counter() - served_at
     progress.info(
-        "%s: %s test users scored as served, with slices, in %.1fs",
+        "%s: %s test users scored as served, with slices, in %.1fs (NDCG@%d %.4f on those "
+        "with history)",
         model_name,
         f"{len(detail.per_user):,}",
-        time.perf_counter() - served_at,
+        score_seconds,
+        k,
+        metrics[f"ndcg@{k}"],
     )
-    metrics = {**metrics, **beyond_figures(detail.metrics), "train_seconds": seconds}
+    metrics = {
+        **metrics,
+        **beyond_figures(detail.metrics),
+        "train_seconds": seconds,
+        "score_seconds": score_seconds,
+    }
     logged_at = time.perf_counter()
     registry.setup()
     info = registry.log_model_run(
@@ -396,6 +395,24 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     )
     run.write_json(f"{rf.MODELS}/{model_name}/{rf.RESULT}", result)
     return result
+
+
+def _shared_cold_start(run: RunFolder, data: Any) -> Any:
+    """The run's cold-start chain, fitted by the first model that needs it and kept in
+    the run folder for the others (it depends on the training split alone)."""
+    import os
+    import pickle
+
+    from recsys.training.fit import cold_start_chain
+
+    path = run.file(rf.COLD_START)
+    if path.is_file():
+        return pickle.loads(path.read_bytes())
+    chain = cold_start_chain(data)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_bytes(pickle.dumps(chain, protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(partial, path)  # a task beside this one may have written it too: same content
+    return chain
 
 
 def evaluate_candidates(
