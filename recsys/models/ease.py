@@ -30,8 +30,9 @@ class EASERecommender(Recommender):
         l2: the ridge penalty λ on ``B``.
         binary: use ``X > 0`` (1 per interaction) instead of the weights, both
             to fit and to score.
-        max_items: most items the Gram matrix holds (20,000 items need about
-            4.8 GB while fitting); ``None`` = every item.
+        max_items: most items the Gram matrix holds (10,000 items need about
+            1.2 GB and half a minute on 2 cores while fitting; 20,000 four times
+            the memory and eight times the time); ``None`` = every item.
 
     Attributes:
         weights_: dense ``(n_head, n_head)`` float32 matrix ``B`` of the head items.
@@ -44,7 +45,7 @@ class EASERecommender(Recommender):
     search_space: ClassVar[dict[str, Any]] = {"l2": ("float", 10.0, 5000.0, True)}
 
     def __init__(
-        self, l2: float = 500.0, binary: bool = True, max_items: int | None = 20_000
+        self, l2: float = 500.0, binary: bool = True, max_items: int | None = 10_000
     ) -> None:
         self.l2 = l2
         self.binary = binary
@@ -62,7 +63,7 @@ class EASERecommender(Recommender):
         Xh = X[:, self.head_] if self.tail_scores_ is not None else X
         gram = (Xh.T @ Xh).toarray().astype(np.float32)
         gram[np.diag_indices_from(gram)] += self.l2
-        P = np.linalg.inv(gram)
+        P = _spd_inverse(gram)
         del gram
         P /= -np.diag(P)[np.newaxis, :]
         P[np.diag_indices_from(P)] = 0.0
@@ -112,6 +113,28 @@ _TAIL_FLOOR = np.float32(-1e4)
 #: Bytes EASE holds at its peak per Gram cell: the float32 Gram matrix and its
 #: inverse side by side, plus LAPACK's workspace.
 _PEAK_BYTES_PER_CELL = 12
+
+
+def _spd_inverse(gram: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite matrix, in place where LAPACK allows.
+
+    Cholesky (``potrf``) then the inverse from it (``potri``): two thirds of
+    ``n³`` operations, a third of a general inverse's, which matters at 10,000
+    items and more.
+    """
+    from scipy.linalg import lapack
+
+    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (gram,))
+    factor, info = potrf(gram, lower=True, overwrite_a=True, clean=False)
+    if info != 0:
+        raise InputError(
+            f"ease: the Gram matrix is not positive definite (LAPACK {info}); raise l2"
+        )
+    inverse, info = potri(factor, lower=True, overwrite_c=True)
+    if info != 0:
+        raise InputError(f"ease: the Gram matrix cannot be inverted (LAPACK {info}); raise l2")
+    lower = np.tril(inverse)
+    return lower + np.tril(lower, -1).T
 
 
 def _check_memory(n_items: int) -> None:

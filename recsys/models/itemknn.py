@@ -85,9 +85,12 @@ def _keep_top(sim: np.ndarray, keep: int) -> sp.csr_matrix:
     """Sparse copy of ``sim`` with only each row's ``keep`` largest entries."""
     if keep <= 0:
         return sp.csr_matrix(sim.shape)
-    if keep < sim.shape[1]:
-        cut = np.argpartition(-sim, keep - 1, axis=1)[:, :keep]
-        mask = np.zeros(sim.shape, dtype=bool)
-        np.put_along_axis(mask, cut, True, axis=1)
-        sim = np.where(mask, sim, 0.0)
-    return sp.csr_matrix(sim)
+    if keep >= sim.shape[1]:
+        return sp.csr_matrix(sim)
+    n_rows, n = sim.shape
+    cut = np.argpartition(sim, n - keep, axis=1)[:, n - keep :]
+    values = np.take_along_axis(sim, cut, axis=1)
+    rows = np.repeat(np.arange(n_rows), keep)
+    top = sp.csr_matrix((values.ravel(), (rows, cut.ravel())), shape=sim.shape)
+    top.eliminate_zeros()
+    return top
