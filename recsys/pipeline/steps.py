@@ -177,7 +177,9 @@ def build_features(run_key: str, *, max_len: int = 50) -> dict:
     TF-IDF content vectors (:func:`recsys.data.features.build_feature_tables`);
     checks every table against its suite in ``expectations/`` before writing
     any. Outputs of an earlier attempt of the same run are removed first, so
-    a failure leaves no feature table behind for training to pick up.
+    a failure leaves no feature table behind for training to pick up. Last,
+    the run's cold-start chain is fitted once (``cold_start.pkl``) for every
+    model of the run to serve unknown users with.
 
     Returns:
         ``{"max_len": int, "tables": {name: {"path", "rows", "columns",
@@ -203,6 +205,9 @@ def build_features(run_key: str, *, max_len: int = 50) -> dict:
         "tables": {name: _table_summary(run, name, path) for name, path in paths.items()},
     }
     run.write_json(rf.FEATURES_JSON, summary)
+    started = time.perf_counter()
+    _shared_cold_start(run, load_training_data(run_key))
+    progress.info("cold-start chain of the run fitted in %.1fs", time.perf_counter() - started)
     return summary
 
 
