@@ -109,6 +109,9 @@ _LATE = 0.2
 #: Margins (days) around a user's active period for ``item_window_share_*``.
 _WINDOWS = (7, 60)
 _DAY = 86_400.0
+#: Dense score cells (users × items) each generator holds at once while the
+#: ranker builds its training rows.
+_BLOCK_CELLS = 1 << 24
 
 
 def parse_generator(entry: str) -> tuple[str, str]:
@@ -215,7 +218,7 @@ class XGBRankerRecommender(Recommender):
         segments: tuple[str, ...] = DEFAULT_SEGMENTS,
         n_jobs: int = 2,
         random_state: int | None = 42,
-        max_users: int | None = 20_000,
+        max_users: int | None = 5_000,
         large_data: int = 1_000_000,
     ) -> None:
         self.generators = generators
@@ -350,8 +353,17 @@ class XGBRankerRecommender(Recommender):
     def _training_rows(
         self, users: np.ndarray, early: sp.csr_matrix, labels: sp.csr_matrix
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Features, 0/1 labels and user of each candidate row (users with a hit only)."""
-        feats, r, c = self._features(users, early)
+        """Features, 0/1 labels and user of each candidate row (users with a hit only).
+
+        Users are featurised in blocks, so the generators' dense score rows
+        never exceed :data:`_BLOCK_CELLS` cells each, whatever the users.
+        """
+        block = max(64, _BLOCK_CELLS // max(early.shape[1], 1))
+        starts = range(0, max(users.size, 1), block)
+        chunks = [(s, *self._features(users[s : s + block], early)) for s in starts]
+        feats = np.concatenate([f for _, f, _, _ in chunks])
+        r = np.concatenate([rows + s for s, _, rows, _ in chunks])
+        c = np.concatenate([cols for _, _, _, cols in chunks])
         pairs = np.column_stack([users[r], c])
         y = np.asarray(labels[pairs[:, 0], pairs[:, 1]]).ravel() > 0
         hit_users = np.unique(pairs[y, 0])
