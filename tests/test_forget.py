@@ -284,3 +284,32 @@ def test_forgetting_again_removes_nothing_more_and_says_so(world, forgotten):
     assert again["counts"]["store"]["removed"] == 0
     assert again["counts"]["demographics"]["removed"] == 0
     assert again["counts"]["recommendations"]["removed"] == 0
+
+
+def test_recsys_forget_prints_the_counts_before_and_after(world, forgotten, capsys):
+    from recsys.cli import main
+
+    store = ingest.read_store(world["store"]).interactions
+    someone = int(store[USER_COL].value_counts().index[-1])
+    theirs = int((store[USER_COL] == someone).sum())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECSYS_HOME", str(world["home"]))
+        mp.setenv("RECSYS_DATA_PATH", str(world["store"]))
+        mp.delenv("RECSYS_REDIS_URL", raising=False)
+        assert main(["forget", "--user", str(someone), "--reason", "asked"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "interaction store" in x)
+    assert line.split() == [
+        "interaction",
+        "store",
+        "before",
+        f"{len(store):,}",
+        "removed",
+        f"{theirs:,}",
+        "after",
+        f"{len(store) - theirs:,}",
+        *line.split()[8:],
+    ]
+    assert "demographics" in out and "removed      1" in out
+    assert "cold-start path" in out and "audit:" in out
+    assert len(ingest.read_store(world["store"]).interactions) == len(store) - theirs

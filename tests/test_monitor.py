@@ -145,3 +145,12 @@ def test_a_champion_that_still_knows_a_forgotten_user_is_retrained(replay):
     step = replay["steps"]["after-an-erasure"]
     assert step["retrain"]
     assert step["reason"] == "the champion still knows 1 forgotten user(s)"
+
+
+def test_recsys_monitor_says_what_it_measured_and_decided(replay, capsys):
+    from recsys.cli import main
+
+    assert main(["monitor"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("recsys: measured 0 new batch(es) against champion version 1")
+    assert out[1].startswith("  (no new batch): ")
