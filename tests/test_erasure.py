@@ -131,6 +131,7 @@ def test_a_pseudonymous_deployment_erases_pseudonyms_in_run_folders_and_ids_in_t
     monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("RECSYS_PSEUDONYM_KEY", key)
     monkeypatch.delenv("RECSYS_REDIS_URL", raising=False)  # no cache named: may be absent
+    monkeypatch.setattr("recsys.config.DEFAULT_REDIS_URL", "redis://127.0.0.1:1/0")
     victim, other = pseudonymise_ids([VICTIM, 1], key)
     run = tmp_path / "home" / "runs" / "r1"
     run.mkdir(parents=True)
@@ -148,6 +149,7 @@ def test_a_pseudonymous_deployment_erases_pseudonyms_in_run_folders_and_ids_in_t
     }
     assert entry["counts"]["store"]["removed"] == 5
     assert entry["pseudonymised"] is True
+    assert entry["counts"]["cache"] == {"reachable": False, "deleted": 0}
     assert entry["reason"] == "asked: [user]"
     text = (tmp_path / "home" / "privacy" / "audit.jsonl").read_text()
     assert victim not in text and f": {VICTIM}" not in text

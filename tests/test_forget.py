@@ -295,7 +295,8 @@ def test_recsys_forget_prints_the_counts_before_and_after(world, forgotten, caps
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RECSYS_HOME", str(world["home"]))
         mp.setenv("RECSYS_DATA_PATH", str(world["store"]))
-        mp.delenv("RECSYS_REDIS_URL", raising=False)
+        mp.delenv("RECSYS_REDIS_URL", raising=False)  # and nothing listens at the default
+        mp.setattr("recsys.config.DEFAULT_REDIS_URL", "redis://127.0.0.1:1/0")
         assert main(["forget", "--user", str(someone), "--reason", "asked"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if "interaction store" in x)
@@ -311,5 +312,6 @@ def test_recsys_forget_prints_the_counts_before_and_after(world, forgotten, caps
         *line.split()[8:],
     ]
     assert "demographics" in out and "removed      1" in out
+    assert "no cache reachable (RECSYS_REDIS_URL is not set)" in out
     assert "cold-start path" in out and "audit:" in out
     assert len(ingest.read_store(world["store"]).interactions) == len(store) - theirs

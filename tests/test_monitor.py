@@ -50,6 +50,7 @@ def replay(tmp_path_factory):
         mp.setenv("RECSYS_DATA_PATH", str(store))
         mp.delenv("RECSYS_PSEUDONYM_KEY", raising=False)
         mp.delenv("RECSYS_REDIS_URL", raising=False)
+        mp.setattr("recsys.config.DEFAULT_REDIS_URL", "redis://127.0.0.1:1/0")  # no cache
         for key in [k for k in os.environ if k.startswith("RECSYS_MONITOR_")]:
             mp.delenv(key)
         run_pipeline(PipelineOptions(data_path=str(store), models=MODELS, k=K), "champion-run")
