@@ -512,6 +512,17 @@ def forget_summary(user: str, entry: dict) -> str:
         f"  {'other run-folder copies':<22} removed {other['removed']:,} rows "
         f"({other['files']} file(s))"
     )
+    landed = counts.get("landed_copies") or {}
+    if landed:
+        skipped = (
+            f"; {landed['skipped']} file(s) not rewritable, see the log"
+            if landed["skipped"]
+            else ""
+        )
+        lines.append(
+            f"  {'landed batch copies':<22} removed {landed['removed']:,} rows "
+            f"({landed['files']} file(s){skipped})"
+        )
     cache = counts.get("cache") or {}
     lines.append(
         f"  {'serving cache':<22} "

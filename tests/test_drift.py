@@ -102,9 +102,9 @@ def test_prequential_scores_the_batch_of_known_users_without_their_training_item
     """Hand-computed: popularity ranks item 3 (20 users), 0 (10), 1 (5), 2 (none)."""
     import scipy.sparse as sp
 
+    from recsys.data.forgotten import ForgottenUsers
     from recsys.ids import IdMap
     from recsys.models import make_model
-    from recsys.serving.forget import ForgottenUsers
     from recsys.serving.served import ServedRecommender
 
     pairs = [(u, 3) for u in range(20)] + [(u, 0) for u in range(10)] + [(u, 1) for u in range(5)]

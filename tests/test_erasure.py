@@ -170,9 +170,9 @@ def test_forget_refuses_data_it_cannot_rewrite_before_changing_anything(tmp_path
 def _served(tmp_path, users: list[int]):
     import scipy.sparse as sp
 
+    from recsys.data.forgotten import ForgottenUsers
     from recsys.ids import IdMap
     from recsys.models import make_model
-    from recsys.serving.forget import ForgottenUsers
     from recsys.serving.served import ServedRecommender
 
     id_map = IdMap(pd.Index(users, name=USER_COL), pd.Index(range(10), name=ITEM_COL))
@@ -196,7 +196,7 @@ def test_the_served_model_answers_a_forgotten_user_as_unknown_from_the_next_requ
 
 
 def test_the_forgotten_list_holds_salted_hashes_only(tmp_path, monkeypatch):
-    from recsys.serving.forget import ForgottenUsers
+    from recsys.data.forgotten import ForgottenUsers
 
     monkeypatch.delenv("RECSYS_FORGET_SALT", raising=False)
     forgotten = ForgottenUsers(tmp_path / "privacy")
@@ -244,3 +244,40 @@ def test_a_cache_that_was_named_but_is_down_is_an_error(tmp_path):
         purge_cached_lists(["1"], url="redis://:secret@127.0.0.1:1/0")
     except CacheError as exc:
         assert "secret" not in str(exc)
+
+
+def test_copies_of_landed_batches_lose_the_user_and_foreign_tables_are_counted(
+    store, tmp_path, monkeypatch
+):
+    from recsys.pipeline.privacy import forget_user
+
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RECSYS_LANDING", str(tmp_path / "landing"))
+    monkeypatch.delenv("RECSYS_PSEUDONYM_KEY", raising=False)
+    monkeypatch.delenv("RECSYS_REDIS_URL", raising=False)
+    monkeypatch.setattr("recsys.config.DEFAULT_REDIS_URL", "redis://127.0.0.1:1/0")
+    held = tmp_path / "home" / "quarantine" / "bad" / "batch"
+    held.mkdir(parents=True)
+    (held / "rows.tsv").write_text(f"user_id\titem_id\trating\n{VICTIM}\t1\t 99\n7\t2\tx\n")
+    (held / "foreign.csv").write_text(f"uid,iid\n{VICTIM},1\n")
+    done = tmp_path / "landing" / "_ingested"
+
+    entry = forget_user(VICTIM, data_path=store, now=NOW)
+
+    assert entry["counts"]["landed_copies"] == {"removed": 3 + 1, "files": 3, "skipped": 1}
+    # a.csv (1 row) and c.csv (2 rows) lost the victim; the quarantined TSV kept its raw text.
+    assert pd.read_csv(done / "a.csv")[USER_COL].tolist() == [1, 3]
+    assert pd.read_csv(done / "c.csv")[USER_COL].tolist() == [5, 6]
+    assert (held / "rows.tsv").read_text() == "user_id\titem_id\trating\n7\t2\tx\n"
+    assert (held / "foreign.csv").read_text() == f"uid,iid\n{VICTIM},1\n"  # left, and counted
+
+
+def test_drop_forgotten_leaves_out_listed_users_rows(tmp_path):
+    from recsys.data.forgotten import ForgottenUsers, drop_forgotten
+
+    forgotten = ForgottenUsers(tmp_path / "privacy")
+    frame = _rows([1, VICTIM, 2, VICTIM], 0)
+    assert drop_forgotten(frame, forgotten) == (frame, 0)
+    forgotten.add(str(VICTIM), at=NOW)
+    kept, removed = drop_forgotten(frame, forgotten)
+    assert removed == 2 and kept[USER_COL].tolist() == [1, 2]

@@ -219,6 +219,17 @@ def test_the_champion_answers_the_forgotten_user_through_the_cold_start_path(wor
     assert (after[USER_COL] == victim).sum() == K
 
 
+def test_recsys_recommend_answers_the_forgotten_user_from_the_local_copy_as_a_stranger(
+    world, forgotten, capsys
+):
+    from recsys.cli import main
+
+    for user, expected in ((forgotten["victim"], {"global"}), (forgotten["other"], {"model"})):
+        assert main(["recommend", "--user", str(user), "--k", str(K), "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert len(answer) == K and {row["served_by"] for row in answer} == expected
+
+
 def test_the_audit_entry_exists_and_holds_no_id(world, forgotten):
     victim = forgotten["victim"]
     text = (world["home"] / "privacy" / "audit.jsonl").read_text()

@@ -128,6 +128,73 @@ def erase_from_tree(root: Path, ids: Iterable[object], column: str = USER_COL) -
     return [d for d in done if d.removed]
 
 
+#: Delimited text files :func:`erase_from_files` rewrites, and their separators.
+DELIMITED = {".csv": ",", ".txt": ",", ".tsv": "\t"}
+
+
+@dataclass(frozen=True)
+class CopiesErasure:
+    """What :func:`erase_from_files` did: files rewritten, and files it could not read
+    as a table with the id column (left as they are)."""
+
+    rewritten: list[FileErasure]
+    skipped: list[Path]
+
+    @property
+    def removed(self) -> int:
+        return sum(f.removed for f in self.rewritten)
+
+
+def erase_delimited_rows(
+    path: Path, ids: Iterable[object], column: str = USER_COL, sep: str = ","
+) -> FileErasure | None:
+    """:func:`erase_rows` for a CSV/TSV file: every value is read as text and written
+    back as text, so only the removed rows change; ``None`` without ``column``."""
+    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    if column not in frame.columns:
+        return None
+    hit = matches(frame[column].str.strip(), ids).to_numpy()
+    if hit.any():
+        kept = frame[~hit]
+        replace_atomically(path, lambda tmp: kept.to_csv(tmp, sep=sep, index=False))
+    return FileErasure(path, len(frame), int(hit.sum()))
+
+
+def erase_from_files(root: Path, ids: Iterable[object], column: str = USER_COL) -> CopiesErasure:
+    """Erase ``ids`` from every Parquet, CSV or TSV table under ``root`` (copies of
+    landed batches: the landing folder's processed files, the quarantine).
+
+    A file that is no such table, or has no ``column`` (a batch landed with
+    other column names), is listed in ``skipped``, untouched.
+    """
+    root, ids = Path(root), list(ids)
+    rewritten: list[FileErasure] = []
+    skipped: list[Path] = []
+    if not root.is_dir():
+        return CopiesErasure(rewritten, skipped)
+    for leftover in root.rglob(f"*{PARTIAL_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".parquet":
+                found = (
+                    erase_rows(path, ids, column) if _hits(path, ids, column) is not None else None
+                )
+            elif suffix in DELIMITED:
+                found = erase_delimited_rows(path, ids, column, DELIMITED[suffix])
+            else:
+                continue
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            log.warning("cannot read %s as a table (%s); left as it is", path, exc)
+            found = None
+        if found is None:
+            skipped.append(path)
+        elif found.removed:
+            rewritten.append(found)
+    return CopiesErasure(rewritten, skipped)
+
+
 def count_rows(paths: Iterable[Path], ids: Iterable[object], column: str = USER_COL) -> int:
     """Rows of ``ids`` in the Parquet files ``paths`` (files without ``column`` hold none)."""
     ids = list(ids)

@@ -311,19 +311,28 @@ def erase_users(store: str | Path, user_ids: list[object]) -> dict:
 
 def _record_erasure(store: Path, manifest: dict, rows_before: int) -> None:
     """Each batch's rows as its file holds them now; ``erased_rows`` grows by the difference
-    (which includes what an interrupted earlier attempt removed from batch files)."""
+    (which includes what an interrupted earlier attempt removed from batch files).
+
+    The manifest is read again just before it is written, so a batch another
+    process accepted meanwhile keeps its entry (that batch was not erased:
+    erase again once ingest is done; issue 14's store lock should cover both).
+    """
     import pyarrow.parquet as pq
 
     from recsys.data.loaders import INTERACTIONS_FILE
 
-    for entry in manifest["batches"].values():
-        entry["rows"] = pq.read_metadata(store / entry["file"]).num_rows
+    rows = {
+        bid: pq.read_metadata(store / entry["file"]).num_rows
+        for bid, entry in manifest["batches"].items()
+    }
     base = store / INTERACTIONS_FILE
-    after = (pq.read_metadata(base).num_rows if base.is_file() else 0) + sum(
-        b["rows"] for b in manifest["batches"].values()
-    )
-    manifest["erased_rows"] = int(manifest.get("erased_rows", 0)) + rows_before - after
-    _write_atomic(store / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+    after = (pq.read_metadata(base).num_rows if base.is_file() else 0) + sum(rows.values())
+    current = read_manifest(store)
+    for bid, count in rows.items():
+        if bid in current["batches"]:
+            current["batches"][bid]["rows"] = count
+    current["erased_rows"] = int(current.get("erased_rows", 0)) + rows_before - after
+    _write_atomic(store / MANIFEST, json.dumps(current, indent=2, sort_keys=True))
 
 
 def erased_rows(store: str | Path) -> int:

@@ -3,7 +3,7 @@
 :func:`forget_user` is what ``recsys forget`` and the ``recsys_forget`` DAG
 call. In this order:
 
-1. the user goes on the forgotten-users list (:mod:`recsys.serving.forget`),
+1. the user goes on the forgotten-users list (:mod:`recsys.data.forgotten`),
    so the champion stops serving them a personalised list at once: the
    cold-start chain answers them, without their stored demographics;
 2. their rows leave the interaction store: every batch file, and the
@@ -12,7 +12,8 @@ call. In this order:
    (:func:`recsys.data.ingest.erase_users`);
 3. their rows leave every run folder: the batch recommendations, the
    validated copy, the splits, the feature tables and the per-user scores
-   (ids there are pseudonyms when pseudonymisation is on);
+   (ids there are pseudonyms when pseudonymisation is on), and the copies of
+   landed batches (the landing folder's processed files, the quarantine);
 4. their entries leave the serving cache (Redis, every model and version);
 5. an audit entry is appended to ``<RECSYS_HOME>/privacy/audit.jsonl``: the
    subject (a salted hash, never the id), when, why, and what was removed.
@@ -65,16 +66,17 @@ def forget_user(
     Returns:
         The audit entry: ``subject``, ``at``, ``reason``, ``pseudonymised`` and
         ``counts`` (``before``/``removed``/``after`` per place: ``store``,
-        ``demographics``, ``recommendations``, ``run_folders``, plus
-        ``cache`` keys deleted). It never holds the id.
+        ``demographics``, ``recommendations``; rows removed from the other
+        ``run_folders`` files and the ``landed_copies``; ``cache`` keys
+        deleted). It never holds the id.
 
     Raises:
         recsys.serving.forget.CacheError: ``RECSYS_REDIS_URL`` names a cache
             that cannot be reached (everything else is done by then; run
             the request again once it is back).
     """
+    from recsys.data.forgotten import default_list
     from recsys.data.prepare import pseudonymise_ids
-    from recsys.serving.forget import default_list
 
     store = _store_path(data_path)
     key = config.pseudonym_key()
@@ -82,7 +84,11 @@ def forget_user(
     at = time.time() if now is None else float(now)
     subject = default_list().add(stored, at=at)
     log.info("forgetting subject %s", subject)
-    counts = {**_erase_store(user_id, store), **_erase_run_folders(stored)}
+    counts = {
+        **_erase_store(user_id, store),
+        **_erase_run_folders(stored),
+        "landed_copies": _erase_landed_copies(user_id),
+    }
     entry = {
         "subject": subject,
         "at": at,
@@ -150,6 +156,27 @@ def _erase_run_folders(stored: object) -> dict[str, Any]:
     }
 
 
+def _erase_landed_copies(user_id: object) -> dict[str, Any]:
+    """The user's rows out of the copies of landed batches: the landing folder's
+    processed files and the quarantine (raw ids there: they precede pseudonymisation).
+
+    Files recsys cannot read as a table with a ``user_id`` column are counted
+    in ``skipped`` and left as they are: erase those at the source.
+    """
+    from recsys.data import erasure
+    from recsys.data.ingest import DONE
+
+    removed, files, skipped = 0, 0, 0
+    for root in (config.landing_path() / DONE, config.recsys_home() / "quarantine"):
+        done = erasure.erase_from_files(root, [user_id])
+        removed += done.removed
+        files += len(done.rewritten)
+        skipped += len(done.skipped)
+        for path in done.skipped:
+            log.warning("%s may hold the user's rows but is no table recsys can rewrite", path)
+    return {"removed": removed, "files": files, "skipped": skipped}
+
+
 def _rows(paths: list[Path]) -> int:
     import pyarrow.parquet as pq
 
@@ -193,6 +220,6 @@ def read_audit() -> list[dict[str, Any]]:
 def forgotten_known_by(user_ids: Any) -> int:
     """How many of ``user_ids`` (a model's users, as it stores them) are forgotten:
     a champion knowing any of them was trained before their erasure."""
-    from recsys.serving.forget import default_list
+    from recsys.data.forgotten import default_list
 
     return int(default_list().mask(list(user_ids)).sum())

@@ -18,11 +18,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.constants import ITEM_COL, RANK_COL, SCORE_COL, SERVED_BY_COL, USER_COL
+from recsys.data.forgotten import ForgottenUsers, default_list
 from recsys.errors import InputError, check_k
 from recsys.ids import IdMap, long_frame
 from recsys.models.base import Recommender, check_matrix, load_saved
 from recsys.serving.coldstart import ColdStart, fit_cold_start_from_matrix
-from recsys.serving.forget import ForgottenUsers, default_list
 
 #: ``served_by`` of a list the model itself produced (cold users name their chain path).
 SERVED_BY_MODEL = "model"
@@ -43,7 +43,7 @@ class ServedRecommender:
 
     Known users get the model's top-K with their training items removed
     (``served_by`` = ``model``); users not in the id map, and users on the
-    forgotten-users list (:mod:`recsys.serving.forget`: a forget request named
+    forgotten-users list (:mod:`recsys.data.forgotten`: a forget request named
     them after this model was trained), go down the cold-start
     chain (:mod:`recsys.serving.coldstart`): ``onboarding`` when the request carries a
     ``liked_items``/``liked_genres`` answer, ``segment:<kind>`` when their
@@ -58,7 +58,7 @@ class ServedRecommender:
         cold_start: the fitted chain; ``None`` fits one from ``train_matrix``
             when first needed (an unknown user, or :meth:`save`).
         forgotten: the forgotten-users list to honour; ``None`` = the
-            deployment's (:func:`recsys.serving.forget.default_list`), read
+            deployment's (:func:`recsys.data.forgotten.default_list`), read
             at every request so a forget request takes effect at once.
     """
 
