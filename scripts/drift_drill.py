@@ -8,7 +8,9 @@
    the DAGs run them: twenty unshifted batches, a popularity shift; the
    decision says retrain, so the pipeline retrains (a new champion); five
    more unshifted batches, a new-item surge, a second surge inside the cooldown.
-3. One user is forgotten; the counts before and after are printed.
+3. One user is forgotten; the counts before and after are printed, how the
+   champion served them before and after, and the next training run shows
+   that its model does not know them.
 4. The Recommender page is rendered to ``<home>/recommender.html`` (and, with
    ``--screenshot``, photographed by headless Chromium).
 
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("RECSYS_PSEUDONYM_KEY", None)
     replay(home)
     forget_one(home)
+    retrain_without(home)
     html = render(home)
     print(f"page: {html}")
     if args.screenshot:
@@ -98,14 +101,75 @@ def replay(home: Path) -> None:
 
 
 def forget_one(home: Path) -> None:
+    """Forget the most active user; with a Redis at the default address, under a key
+    prefix of the drill's own, three cached lists of theirs and one of another user's."""
+    import uuid
+
     from recsys.cli import forget_summary
     from recsys.data import ingest
     from recsys.pipeline import forget_user
 
     store = ingest.read_store(home / "data").interactions
-    user = int(store["user_id"].value_counts().index[0])
-    entry = forget_user(user, reason=f"user {user} asked to be forgotten", now=T0 + 40 * HOUR)
+    ranked = store["user_id"].value_counts().index
+    user, other = int(ranked[0]), int(ranked[1])
+    prefix = f"recsys-drill-{uuid.uuid4().hex[:8]}:recs"
+    client = _redis()
+    keys = [f"{prefix}:recsys:{v}:{user}" for v in (1, 2, 3)] + [f"{prefix}:recsys:3:{other}"]
+    for key in keys if client else []:
+        client.set(key, "[cached list]", ex=600)
+    served_before = _served_by(user)
+    entry = forget_user(
+        user, reason=f"user {user} asked to be forgotten", now=T0 + 40 * HOUR, cache_prefix=prefix
+    )
     print(forget_summary(str(user), entry))
+    print(f"the champion served user {user} by: {served_before} before, {_served_by(user)} after")
+    print(f"rows of user {user} left in the store: {_rows_of(home, user)}")
+    if client:
+        left = [k for k in keys if client.exists(k)]
+        print(f"cache keys left under the drill's prefix: {left}")
+        client.delete(*keys)
+
+
+def _served_by(user: int) -> str:
+    from recsys import registry
+
+    return ", ".join(sorted(set(registry.recommend_for_users([user], k=10)["served_by"])))
+
+
+def _rows_of(home: Path, user: int) -> int:
+    from recsys.data import ingest
+
+    return int((ingest.read_store(home / "data").interactions["user_id"] == user).sum())
+
+
+def retrain_without(home: Path) -> None:
+    """The next training run, and whether the model it trained knows the forgotten user."""
+    from recsys import registry
+    from recsys.data.forgotten import default_list
+    from recsys.pipeline import PipelineOptions, run_pipeline
+
+    options = PipelineOptions(data_path=str(home / "data"), models=MODELS, k=10)
+    summary = run_pipeline(options, "drill-after-erasure")
+    version = summary["decision"]["candidate_version"]
+    model = registry.load_model(f"models:/recsys/{version}").unwrap_python_model().served()
+    known = int(default_list().mask(list(model.id_map.users)).sum())
+    print(
+        f"next training run: version {version} trained on {model.id_map.n_users} users, "
+        f"{known} of them forgotten; decision: {summary['decision']['reason'][:80]}"
+    )
+
+
+def _redis():
+    import redis
+
+    from recsys import config
+
+    client = redis.Redis.from_url(config.redis_url()[0], socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        return None
+    return client
 
 
 def render(home: Path) -> Path:
