@@ -254,17 +254,18 @@ def recsys_training():
         )
 
     def train_task(name: str):
-        @task(task_id=f"train_{name}", doc_md=f"Fit `{name}` and log it as an MLflow run.")
-        def train(tuned: list[dict]) -> dict:
+        @task(
+            task_id=f"train_{name}",
+            doc_md=f"Fit `{name}` with its tuned parameters (from the run folder) and log it "
+            "as an MLflow run.",
+        )
+        def train() -> dict:
             from recsys import pipeline
 
             params = get_current_context()["params"]
             if name not in params["models"]:
                 raise AirflowSkipException(f"{name} is not among this run's models")
-            found = [t["params"] for t in tuned if t["model"] == name]
-            return pipeline.train_model(
-                _run_key(), name, params=(found or [None])[0] or None, k=params["k"]
-            )
+            return pipeline.train_model(_run_key(), name, k=params["k"])
 
         return train
 
@@ -298,7 +299,10 @@ def recsys_training():
     check_new_data() >> validated
     features = build_features(prepare(validated))
     tuned = tune.partial(features=features).expand(model_name=MODELS)
-    trained = [train_task(name)(tuned) for name in MODELS]
+    # Each train task reads its own tuned parameters from the run folder, so none
+    # has to page through every mapped tune result over XCom.
+    trained = [train_task(name)() for name in MODELS]
+    tuned >> trained
     evaluation = evaluate()
     trained >> evaluation
     recommend(promote(evaluation))

@@ -385,14 +385,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     k = check_k(args.k, "--k")
     name = _default_model(args.model)
     snapshot, copy = current_copy(name)
-    served = snapshot.served(copy)
     key = config.pseudonym_key()
     user = _typed_id(args.user)
     asked = pseudonymise_ids([user], key)[0] if key else user
-    request = {"user_id": [asked], **{c: [v] for c, v in _answers(args).items()}}
-    import pandas as pd
-
-    recs = served.recommend(pd.DataFrame(request), k).assign(user_id=args.user)
+    recs = _answer(snapshot, copy, asked, _answers(args), k).assign(user_id=args.user)
     titles = snapshot.titles(copy)
     if titles:
         recs.insert(2, "title", recs["item_id"].map(titles).fillna(""))
@@ -402,6 +398,27 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     print(f"{name} version {copy.version} ({copy.model_type}) for user {args.user}:")
     print(recs.drop(columns=["user_id"]).to_string(index=False))
     return 0
+
+
+def _answer(snapshot: Any, copy: Any, user: Any, answers: dict, k: int) -> Any:
+    """The cheapest correct answer: the champion's batch list when it holds the user
+    (``served_by`` = ``batch``), the cold-start chain for a user the batch never saw,
+    the model itself only when neither can answer (e.g. ``k`` beyond the batch's)."""
+    import pandas as pd
+
+    from recsys.constants import RANK_COL, SERVED_BY_COL, USER_COL
+
+    lists = snapshot.batch_lists(copy)
+    if lists is not None:
+        mine = lists[lists[USER_COL].astype(str) == str(user)]
+        if len(mine) >= k:
+            top = mine.nsmallest(k, RANK_COL).drop(columns=["model_version"], errors="ignore")
+            return top.assign(**{SERVED_BY_COL: "batch"}).reset_index(drop=True)
+        if mine.empty:
+            request = pd.DataFrame({USER_COL: [user], **{c: [v] for c, v in answers.items()}})
+            return snapshot.cold_start(copy).recommend_many(request, k)
+    request = pd.DataFrame({USER_COL: [user], **{c: [v] for c, v in answers.items()}})
+    return snapshot.served(copy).recommend(request, k)
 
 
 def _answers(args: argparse.Namespace) -> dict[str, Any]:

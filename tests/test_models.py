@@ -178,3 +178,31 @@ def test_recommend_rejects_non_positive_k():
     model = make_model("popularity").fit(X_SMALL)
     with pytest.raises(ValueError, match="^k must be a positive integer, got 0$"):
         model.recommend(0, X_SMALL, k=0)
+
+
+def test_ease_models_the_most_popular_max_items_and_ranks_the_tail_below_them():
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix((rng.random((30, 12)) < 0.4).astype(np.float32))
+    popular = np.argsort(-np.asarray(X.sum(axis=0)).ravel(), kind="stable")[:5]
+    model = make_model("ease", max_items=5).fit(X)
+    assert sorted(model.head_) == sorted(popular) and model.weights_.shape == (5, 5)
+    items, _ = model.recommend(np.arange(30), X, k=12)
+    for row, seen in zip(items, np.split(X.indices, X.indptr[1:-1]), strict=True):
+        ranked = [i for i in row if i >= 0]
+        head_first = [i in set(model.head_) for i in ranked]
+        assert head_first == sorted(head_first, reverse=True)  # no tail item above a head one
+        assert not set(ranked) & set(seen)
+
+
+def test_ease_refuses_a_gram_matrix_the_machine_cannot_hold(monkeypatch):
+    import psutil
+
+    from recsys.errors import InputError
+
+    class Tight:
+        available = 1_000_000  # 1 MB free
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tight())
+    X = sp.random(50, 600, density=0.05, format="csr", dtype=np.float32, random_state=0)
+    with pytest.raises(InputError, match=r"lower its max_items .*'ease': \{'max_items': \d+"):
+        make_model("ease").fit(X)

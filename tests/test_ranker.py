@@ -312,3 +312,16 @@ def test_segment_lifts_reach_the_features_when_users_are_known(fitted):
     )
     feats, _, _ = known._features(np.arange(3), X)  # noqa: SLF001
     assert np.isfinite(feats[:, col]).all()
+
+
+def test_at_scale_the_ranker_learns_from_one_fold_and_a_sample_of_users(caplog):
+    X, ctx = blocks(n_users=60)
+    with caplog.at_level("INFO", logger="recsys.progress"):
+        model = XGBRankerRecommender(**{**TINY, "n_folds": 3}, large_data=10, max_users=12)
+        model.fit(X, ctx)
+    said = caplog.text
+    assert "learning from 1 of its 3 folds" in said
+    assert "learning from a sample of 12 of the" in said
+    assert "ranker: candidate folds built 1/1" in said
+    items, _ = model.recommend(np.arange(6), X, k=3)
+    assert (items >= 0).all()

@@ -250,7 +250,8 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ``-1`` (their score stays ``-inf``). Cost is linear in the number of items
     per row (one partition and a few masks), plus sorting the ``k`` winners.
     """
-    scores = np.where(np.isnan(scores), -np.inf, scores)
+    if np.isnan(scores).any():
+        scores = np.where(np.isnan(scores), -np.inf, scores)
     n_rows, n_items = scores.shape
     k = min(k, n_items)
     if k < 1 or n_rows == 0:
@@ -268,9 +269,22 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _select_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Boolean mask with exactly ``k`` True per row: the best scores, lowest index on ties."""
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+    """Boolean mask with exactly ``k`` True per row: the best scores, lowest index on ties.
+
+    Only the rows with more ties at the cut-off than slots left pay for the
+    tie-break (a running count along the row); the others keep every item at
+    the cut. Scores with many equal values (content models, popularity) make
+    such rows common, so the count runs in int32 on those rows alone.
+    """
+    n_items = scores.shape[1]
+    kth = np.partition(scores, n_items - k, axis=1)[:, n_items - k : n_items - k + 1]
     above = scores > kth
     at_cut = scores == kth
     room = k - above.sum(axis=1, keepdims=True)
-    return above | (at_cut & (np.cumsum(at_cut, axis=1) <= room))
+    chosen = above | at_cut
+    tied = (at_cut.sum(axis=1, keepdims=True) > room).ravel()
+    if tied.any():
+        ties = at_cut[tied]
+        keep = np.cumsum(ties, axis=1, dtype=np.int32) <= room[tied]
+        chosen[tied] = above[tied] | (ties & keep)
+    return chosen

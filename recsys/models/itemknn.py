@@ -52,20 +52,24 @@ class ItemKNNRecommender(Recommender):
         if self.shrinkage < 0:
             raise InputError(f"shrinkage must be >= 0, got {self.shrinkage}")
         items = X.T.tocsr().astype(np.float64)
-        cooc = (items @ items.T).tocsr()
-        norms = np.sqrt(cooc.diagonal())
-        self.similarity_ = self._prune(cooc, norms)
+        norms = np.sqrt(np.asarray(items.multiply(items).sum(axis=1)).ravel())
+        self.similarity_ = self._prune(items, X.astype(np.float64).tocsr(), norms)
         log.debug("itemknn: %d similarities kept", self.similarity_.nnz)
 
-    def _prune(self, cooc: sp.csr_matrix, norms: np.ndarray) -> sp.csr_matrix:
-        """Shrunk cosine, top ``k_neighbours`` per row, computed in dense row blocks."""
-        n = cooc.shape[0]
+    def _prune(self, items: sp.csr_matrix, X: sp.csr_matrix, norms: np.ndarray) -> sp.csr_matrix:
+        """Shrunk cosine, top ``k_neighbours`` per row, in dense row blocks.
+
+        Each block's co-occurrences are computed on their own (items of the
+        block × every item), so memory stays one block whatever the catalogue:
+        the whole co-occurrence matrix is never held.
+        """
+        n = items.shape[0]
         keep = min(int(self.k_neighbours), n - 1)
         block = max(1, _BLOCK_CELLS // n)
         parts = []
         for start in range(0, n, block):
             rows = np.arange(start, min(start + block, n))
-            sim = cooc[rows].toarray()
+            sim = (items[rows] @ X).toarray()
             sim /= np.outer(norms[rows], norms) + self.shrinkage + 1e-12
             sim[np.arange(rows.size), rows] = 0.0
             parts.append(_keep_top(sim, keep))
@@ -81,9 +85,12 @@ def _keep_top(sim: np.ndarray, keep: int) -> sp.csr_matrix:
     """Sparse copy of ``sim`` with only each row's ``keep`` largest entries."""
     if keep <= 0:
         return sp.csr_matrix(sim.shape)
-    if keep < sim.shape[1]:
-        cut = np.argpartition(-sim, keep - 1, axis=1)[:, :keep]
-        mask = np.zeros(sim.shape, dtype=bool)
-        np.put_along_axis(mask, cut, True, axis=1)
-        sim = np.where(mask, sim, 0.0)
-    return sp.csr_matrix(sim)
+    if keep >= sim.shape[1]:
+        return sp.csr_matrix(sim)
+    n_rows, n = sim.shape
+    cut = np.argpartition(sim, n - keep, axis=1)[:, n - keep :]
+    values = np.take_along_axis(sim, cut, axis=1)
+    rows = np.repeat(np.arange(n_rows), keep)
+    top = sp.csr_matrix((values.ravel(), (rows, cut.ravel())), shape=sim.shape)
+    top.eliminate_zeros()
+    return top

@@ -35,6 +35,7 @@ from recsys.constants import GENRES_COL, YEAR_COL
 from recsys.errors import InputError
 from recsys.models.base import FitContext, Recommender, top_k
 from recsys.progress import Ticker
+from recsys.progress import log as progress
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,8 @@ class XGBRankerRecommender(Recommender):
         n_folds: with ``holdout="random"``, deal each user's items into this
             many folds and learn from every fold in turn (generators refitted
             without it), so every training interaction serves once as a label.
+            Above ``large_data`` training interactions only the first fold is
+            learnt from (each fold costs a refit of every generator).
         n_bags: boosters averaged for scoring. Each learns from a different
             random ``1 - val_share`` of the labelled users and stops early on
             the rest; the first bag's carve also picks the XGBoost setting.
@@ -175,6 +178,11 @@ class XGBRankerRecommender(Recommender):
         n_jobs: XGBoost threads.
         random_state: seed of the validation carve, XGBoost and the generators
             that take one.
+        max_users: most labelled users whose candidates the booster learns from;
+            a seeded sample of them beyond it (logged), so the ranker's cost
+            stops growing with the users; ``None`` = all.
+        large_data: training interactions above which only one fold is learnt
+            from (see ``n_folds``).
 
     Attributes:
         generators_: the generators refitted on all of ``X``.
@@ -207,6 +215,8 @@ class XGBRankerRecommender(Recommender):
         segments: tuple[str, ...] = DEFAULT_SEGMENTS,
         n_jobs: int = 2,
         random_state: int | None = 42,
+        max_users: int | None = 20_000,
+        large_data: int = 1_000_000,
     ) -> None:
         self.generators = generators
         self.generator_params = generator_params
@@ -222,6 +232,8 @@ class XGBRankerRecommender(Recommender):
         self.segments = segments
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.max_users = max_users
+        self.large_data = large_data
 
     def figures(self) -> dict[str, Any]:
         """The features' importances (total gain, averaged over the bags)."""
@@ -234,9 +246,19 @@ class XGBRankerRecommender(Recommender):
         self.item_genres_ = _item_genres(context, X.shape[1])
         self.segment_codes_ = _segment_codes(context, X.shape[0], tuple(self.segments))
         sequences = _sequences(X, context)
-        folds_done = Ticker("ranker: candidate folds built", int(self.n_folds), every_s=0)
+        used = int(self.n_folds)
+        if X.nnz > int(self.large_data) and used > 1:
+            used = 1
+            progress.info(
+                "ranker: %s training interactions is more than large_data (%s): "
+                "learning from 1 of its %d folds",
+                f"{X.nnz:,}",
+                f"{int(self.large_data):,}",
+                int(self.n_folds),
+            )
+        folds_done = Ticker("ranker: candidate folds built", used, every_s=0)
         parts = []
-        for f in range(int(self.n_folds)):
+        for f in range(used):
             parts.append(self._fold_rows(X, context, sequences, f))
             folds_done.tick(note=f"{parts[-1][0].shape[0]:,} candidate rows")
         feats, y, users = (np.concatenate(p) for p in zip(*parts, strict=True))
@@ -315,6 +337,14 @@ class XGBRankerRecommender(Recommender):
         early_ctx = replace(context, sequences=_trim_sequences(sequences, labels))
         self._fit_stage(early, early_ctx, early_ctx.sequences)
         users = np.flatnonzero(np.diff(labels.indptr) > 0)
+        if self.max_users is not None and users.size > int(self.max_users):
+            rng = np.random.default_rng(None if self.random_state is None else self.random_state)
+            users = np.sort(rng.choice(users, int(self.max_users), replace=False))
+            progress.info(
+                "ranker: learning from a sample of %s of the %s labelled users (max_users)",
+                f"{users.size:,}",
+                f"{int(np.count_nonzero(np.diff(labels.indptr))):,}",
+            )
         return self._training_rows(users, early, labels)
 
     def _training_rows(
@@ -352,6 +382,7 @@ class XGBRankerRecommender(Recommender):
             )
         seed = int(self.random_state or 0)
         self.validation_, self.boosters_ = [], []
+        bags = Ticker("ranker: boosters trained", int(self.n_bags), every_s=0)
         dfit, dval = self._carve(xgb, feats, y, users, groups, seed)
         for setting in _grid(self.param_grid or DEFAULT_GRID):
             booster, score = self._early_stopped(xgb, setting, dfit, dval, seed)
@@ -367,7 +398,6 @@ class XGBRankerRecommender(Recommender):
             k: v for k, v in self.validation_[best].items() if k not in ("n_rounds", "ndcg@10")
         }
         self.boosters_ = [self.boosters_[best]]
-        bags = Ticker("ranker: boosters trained", int(self.n_bags), every_s=0)
         bags.tick(note=f"{self.boosters_[0].num_boosted_rounds()} rounds")
         for bag in range(1, int(self.n_bags)):
             dfit, dval = self._carve(xgb, feats, y, users, groups, seed + bag)

@@ -87,15 +87,14 @@ def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = 
         summary["features"] = build_features(run_key, max_len=options.max_sequence_length)
     for i, name in enumerate(options.models, 1):
         with step(f"train {name} ({i}/{len(options.models)})"):
-            tuned = tune_model(
+            tune_model(
                 run_key,
                 name,
                 n_trials=options.tuning_trials,
                 timeout_s=options.tuning_timeout_s,
                 k=options.k,
             )
-            params = {**tuned["params"], **options.model_params.get(name, {})}
-            train_model(run_key, name, params=params or None, k=options.k)
+            train_model(run_key, name, params=options.model_params.get(name), k=options.k)
     with step("evaluate candidates and the champion"):
         evaluation = evaluate_candidates(run_key, options.models, k=options.k)
     summary["leaderboard"] = evaluation["leaderboard"]

@@ -9,6 +9,7 @@ Layout of ``<RECSYS_HOME>/runs/<run key>/``::
     train.parquet test.parquet split.json
     features/             feature tables of the training split (Parquet)
     features.json         each feature table's rows, columns and content hash
+    cold_start.pkl        the cold-start chain every model of the run serves with
     models/<name>/        each fitted model, its result.json, per_user.parquet
                           (per-user metrics and groups), tuned.json and plots/
     evaluation.json       leaderboard: every candidate and the champion
@@ -52,6 +53,7 @@ LEADERBOARD_TABLE = "leaderboard.md"
 LEADERBOARD_CHART = "leaderboard.png"
 DECISION = "decision.json"
 DECISION_MD = "decision.md"
+COLD_START = "cold_start.pkl"
 RECOMMENDATIONS = "recommendations.parquet"
 RELATED_ITEMS = "related_items.parquet"
 

@@ -9,6 +9,7 @@ same outputs, and nothing here reads the wall clock for what it computes.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,7 @@ def prepare_data(
     from recsys.data.splits import describe_split, protocol_for, split_interactions
 
     run = RunFolder(run_key)
+    run.file(rf.COLD_START).unlink(missing_ok=True)  # fitted on the split this step replaces
     clean, cleaning = clean_interactions(run.dataset().interactions, dedupe=dedupe)
     used, note = protocol_for(clean, protocol)
     if note:
@@ -324,10 +326,12 @@ def tune_model(
 def train_model(run_key: str, model_name: str, *, params: dict | None = None, k: int = 10) -> dict:
     """Train one model, evaluate it on the test split and log it as an MLflow run.
 
-    The run's feature tables (:func:`build_features`), when present, are fed to
-    the model through its fit context and logged as the MLflow run's dataset
-    inputs (context ``features``; see :class:`recsys.registry.InputTable` for
-    how their content hash becomes the digest).
+    The model's hyper-parameters are what :func:`tune_model` found for it in
+    this run (``models/<name>/tuned.json``, when it ran), overridden by
+    ``params``. The run's feature tables (:func:`build_features`), when present,
+    are fed to the model through its fit context and logged as the MLflow run's
+    dataset inputs (context ``features``; see :class:`recsys.registry.InputTable`
+    for how their content hash becomes the digest).
 
     Returns:
         ``{"model": name, "run_id": str, "model_uri": str, "metrics": {...},
@@ -335,23 +339,46 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     """
     from recsys import registry
     from recsys.pipeline.reports import model_plots
-    from recsys.training.fit import (
-        beyond_figures,
-        cold_start_chain,
-        fit_and_evaluate,
-        served_evaluation,
-    )
+    from recsys.training.fit import beyond_figures, fit_model, score_once
 
     run = RunFolder(run_key)
+    tuned = run.read_json_or_none(f"{rf.MODELS}/{model_name}/{rf.TUNED}") or {}
+    params = {**tuned.get("params", {}), **(params or {})} or None
+    clock = time.perf_counter()
     data = load_training_data(run_key)
     read = run.read_json(rf.INPUT)
     n_rows = read["rows"]
-    model, metrics, seconds = fit_and_evaluate(model_name, data, params=params, k=k)
+    progress.info(
+        "%s: fitting on %s users x %s items (%s interactions)",
+        model_name,
+        f"{data.X.shape[0]:,}",
+        f"{data.X.shape[1]:,}",
+        f"{data.X.nnz:,}",
+    )
+    model, seconds = fit_model(model_name, data, params=params)
+    progress.info("%s: fitted in %.1fs", model_name, seconds)
     model_dir = model.save(run.model_dir(model_name))
-    chain = cold_start_chain(data)
-    detail = served_evaluation(model, data, k=k, cold_start=chain)
+    chain = _shared_cold_start(run, data)
+    served_at = time.perf_counter()
+    metrics, detail = score_once(model, data, k=k, cold_start=chain)
     detail.per_user.to_parquet(model_dir / rf.PER_USER)
-    metrics = {**metrics, **beyond_figures(detail.metrics), "train_seconds": seconds}
+    score_seconds = time.perf_counter() - served_at
+    progress.info(
+        "%s: %s test users scored as served, with slices, in %.1fs (NDCG@%d %.4f on those "
+        "with history)",
+        model_name,
+        f"{len(detail.per_user):,}",
+        score_seconds,
+        k,
+        metrics[f"ndcg@{k}"],
+    )
+    metrics = {
+        **metrics,
+        **beyond_figures(detail.metrics),
+        "train_seconds": seconds,
+        "score_seconds": score_seconds,
+    }
+    logged_at = time.perf_counter()
     registry.setup()
     info = registry.log_model_run(
         model,
@@ -373,7 +400,13 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
         cold_start=chain,
         inputs=feature_inputs(run_key),
     )
-    log.info("trained %s: %s", model_name, metrics)
+    progress.info(
+        "%s: logged to MLflow run %s in %.1fs (%.1fs in all)",
+        model_name,
+        info.run_id,
+        time.perf_counter() - logged_at,
+        time.perf_counter() - clock,
+    )
     result = json_safe(
         {
             "model": model_name,
@@ -385,6 +418,24 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     )
     run.write_json(f"{rf.MODELS}/{model_name}/{rf.RESULT}", result)
     return result
+
+
+def _shared_cold_start(run: RunFolder, data: Any) -> Any:
+    """The run's cold-start chain, fitted by the first model that needs it and kept in
+    the run folder for the others (it depends on the training split alone)."""
+    import os
+    import pickle
+
+    from recsys.training.fit import cold_start_chain
+
+    path = run.file(rf.COLD_START)
+    if path.is_file():
+        return pickle.loads(path.read_bytes())
+    chain = cold_start_chain(data)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_bytes(pickle.dumps(chain, protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(partial, path)  # a task beside this one may have written it too: same content
+    return chain
 
 
 def evaluate_candidates(

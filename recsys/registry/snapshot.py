@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION_FILE = "champion.json"
 TITLES_FILE = "titles.parquet"
+BATCH_FILE = "batch.parquet"
 _ALIAS_SQL = "SELECT version FROM registered_model_aliases WHERE name = {p} AND alias = {p}"
 _CHAMPIONS_SQL = (
     "SELECT a.name FROM registered_model_aliases a JOIN registered_models m ON a.name = m.name "
@@ -136,6 +137,31 @@ class Snapshot:
         if copy is None:
             raise NotFoundError(f"no local copy of {self.name!r}; refresh it first")
         return ServedRecommender.from_artifacts(_artifact_paths(copy.path))
+
+    def batch_lists(self, copy: Copy | None = None) -> Any | None:
+        """The champion's batch top-K lists (``recommendations.parquet`` of the newest
+        run folder whose lists this version wrote), copied beside it once; ``None``
+        when no run wrote lists with this version (a manual promotion, say)."""
+        import pandas as pd
+
+        copy = copy or self.current()
+        if copy is None:
+            return None
+        kept = copy.path / BATCH_FILE
+        if not kept.is_file():
+            source = _batch_file_of(self.name, copy.version)
+            if source is None:
+                return None
+            shutil.copyfile(source, kept)
+        return pd.read_parquet(kept)
+
+    def cold_start(self, copy: Copy | None = None) -> Any:
+        """The champion's cold-start chain alone (no model loaded)."""
+        import pickle
+
+        copy = copy or self.current()
+        paths = _artifact_paths(copy.path)
+        return pickle.loads(Path(paths["cold_start"]).read_bytes())
 
     def titles(self, copy: Copy | None = None) -> dict[Any, str]:
         """Item id → title of the champion's catalogue (empty when the data has none)."""
@@ -253,6 +279,23 @@ def _artifact_paths(model_dir: Path) -> dict[str, str]:
     spec = yaml.safe_load((model_dir / "MLmodel").read_text())
     artifacts = spec["flavors"]["python_function"]["artifacts"]
     return {key: str(model_dir / value["path"]) for key, value in artifacts.items()}
+
+
+def _batch_file_of(name: str, version: int) -> Path | None:
+    """The newest run's ``recommendations.parquet`` written by ``name`` version ``version``."""
+    import pyarrow.parquet as pq
+
+    found = []
+    for path in config.runs_root().glob("*/recommendations.parquet"):
+        summary = path.parent / "input.json"
+        try:
+            owner = json.loads(summary.read_text()).get("registered_model") or config.model_name()
+            versions = pq.read_table(path, columns=["model_version"]).column(0).unique()
+        except (OSError, ValueError, KeyError):
+            continue
+        if owner == name and [str(v) for v in versions.to_pylist()] == [str(version)]:
+            found.append(path)
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def _copy_titles(run_key: str | None, target: Path) -> None:

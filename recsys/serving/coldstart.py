@@ -512,15 +512,16 @@ def _segments(
     return lookup, pops
 
 
+#: Co-liked neighbours each item keeps for onboarding answers (the whole item-item
+#: cosine matrix of a large catalogue would not fit in memory).
+ITEM_NEIGHBOURS = 300
+
+
 def _item_cosine(X: sp.csr_matrix) -> sp.csr_matrix:
-    cooc = (X.T @ X).tocsr().astype(np.float64)
-    norms = np.sqrt(cooc.diagonal())
-    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    S = sp.diags(inv) @ cooc @ sp.diags(inv)
-    S.setdiag(0)
-    S = sp.csr_matrix(S)
-    S.eliminate_zeros()
-    return S
+    """Item-item cosine of the training interactions, each item's top neighbours only."""
+    from recsys.models.itemknn import ItemKNNRecommender
+
+    return ItemKNNRecommender(k_neighbours=ITEM_NEIGHBOURS).fit(X).similarity_
 
 
 def _content(items: pd.DataFrame | None, id_map: IdMap) -> sp.csr_matrix | None:

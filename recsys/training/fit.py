@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.constants import USER_COL
+from recsys.constants import ITEM_COL, RANK_COL, USER_COL
 from recsys.evaluation.beyond import BEYOND_METRICS, DetailedEvaluation, evaluate_detailed
 from recsys.evaluation.holdout import evaluate_model
+from recsys.evaluation.metrics import PER_USER_METRICS
 from recsys.models import make_model
 from recsys.models.base import Recommender
 from recsys.serving.coldstart import ColdStart, fit_cold_start
@@ -34,6 +35,54 @@ def fit_and_evaluate(
     return model, metrics, seconds
 
 
+def fit_model(
+    name: str, data: TrainingData, *, params: dict | None = None
+) -> tuple[Recommender, float]:
+    """Fit registered model ``name`` on ``data.X``; returns ``(model, train_seconds)``."""
+    model = make_model(name, **(params or {}))
+    start = time.perf_counter()
+    model.fit(data.X, data.context)
+    return model, time.perf_counter() - start
+
+
+def score_once(
+    model: Recommender, data: TrainingData, *, k: int = 10, cold_start: ColdStart | None = None
+) -> tuple[dict[str, float], DetailedEvaluation]:
+    """Every test user scored once, as served, and both views of it.
+
+    Returns:
+        ``(warm, detail)``: the figures of :func:`recsys.evaluation.holdout.evaluate_model`
+        (the test users with training history; the same values, read off the
+        served lists, whose known users the model itself answers) and the
+        :func:`served_evaluation` of every test user.
+    """
+    lists = _served_lists(model, data, k, cold_start)
+    detail = detailed_evaluation(lists, data.train, data.test, data.context, k)
+    return warm_figures(detail, lists, data, k), detail
+
+
+def warm_figures(
+    detail: DetailedEvaluation, lists: pd.DataFrame, data: TrainingData, k: int
+) -> dict[str, float]:
+    """The warm-user figures of a served evaluation of ``lists`` (see :func:`score_once`)."""
+    rows = data.id_map.user_index(data.test[USER_COL].unique())
+    has_history = np.zeros(len(rows), dtype=bool)
+    known = rows >= 0
+    has_history[known] = np.diff(data.X.indptr)[rows[known]] > 0
+    warm = pd.Index(data.test[USER_COL].unique()[has_history])
+    per_user = detail.per_user[detail.per_user.index.isin(warm)]
+    figures = {f"{m}@{k}": float(per_user[f"{m}@{k}"].mean()) for m in PER_USER_METRICS}
+    top = lists[lists[USER_COL].isin(warm) & (lists[RANK_COL] <= k)]
+    pairs = data.test[[USER_COL, ITEM_COL]].drop_duplicates()
+    figures.update(
+        coverage=float(top[ITEM_COL].nunique() / data.id_map.n_items),
+        n_users_evaluated=float(len(warm)),
+        n_cold_users=float(pairs[USER_COL].nunique() - len(warm)),
+        n_unknown_item_rows=float((data.id_map.item_index(pairs[ITEM_COL].to_numpy()) < 0).sum()),
+    )
+    return figures
+
+
 def cold_start_chain(data: TrainingData) -> ColdStart:
     """The fallback chain served models use for users they have never seen."""
     return fit_cold_start(data.train, data.context.items, data.context.users, id_map=data.id_map)
@@ -49,9 +98,16 @@ def served_evaluation(
         The figures the gate and the leaderboard compare, on the same users as
         the champion's.
     """
-    served = ServedRecommender(model, data.id_map, data.X, cold_start=cold_start)
-    recs = served.recommend(pd.DataFrame({USER_COL: np.sort(data.test[USER_COL].unique())}), k)
+    recs = _served_lists(model, data, k, cold_start)
     return detailed_evaluation(recs, data.train, data.test, data.context, k)
+
+
+def _served_lists(
+    model: Recommender, data: TrainingData, k: int, cold_start: ColdStart | None
+) -> pd.DataFrame:
+    """The served model's top-``k`` of every test user (the long table)."""
+    served = ServedRecommender(model, data.id_map, data.X, cold_start=cold_start)
+    return served.recommend(pd.DataFrame({USER_COL: np.sort(data.test[USER_COL].unique())}), k)
 
 
 def detailed_evaluation(
