@@ -403,12 +403,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def _answer(snapshot: Any, copy: Any, user: Any, answers: dict, k: int) -> Any:
     """The cheapest correct answer: the champion's batch list when it holds the user
     (``served_by`` = ``batch``), the cold-start chain for a user the batch never saw,
-    the model itself only when neither can answer (e.g. ``k`` beyond the batch's)."""
+    the model itself only when neither can answer (e.g. ``k`` beyond the batch's) or
+    the user was forgotten (the served model answers them as a stranger, without the
+    demographics the chain would look up under their id)."""
     import pandas as pd
 
     from recsys.constants import RANK_COL, SERVED_BY_COL, USER_COL
+    from recsys.data.forgotten import default_list
 
-    lists = snapshot.batch_lists(copy)
+    lists = None if default_list().mask([user])[0] else snapshot.batch_lists(copy)
     if lists is not None:
         mine = lists[lists[USER_COL].astype(str) == str(user)]
         if len(mine) >= k:
@@ -525,9 +528,11 @@ def forget_summary(user: str, entry: dict) -> str:
             f"after {c['after']:>9,}{files}"
         )
     other = counts["run_folders"]
+    segments = other.get("cold_start_segments", 0)
     lines.append(
         f"  {'other run-folder copies':<22} removed {other['removed']:,} rows "
-        f"({other['files']} file(s))"
+        f"({other['files']} file(s)); {segments} cold-start segment entr"
+        f"{'y' if segments == 1 else 'ies'}"
     )
     landed = counts.get("landed_copies") or {}
     if landed:

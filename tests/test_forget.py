@@ -116,8 +116,13 @@ def forgotten(world):
         mp.setenv("RECSYS_DATA_PATH", str(world["store"]))
         mp.setenv("RECSYS_REDIS_URL", REDIS_URL)
         mp.delenv("RECSYS_PSEUDONYM_KEY", raising=False)
+        from recsys.cli import main
+
+        # `recsys recommend` keeps a copy of the batch lists beside the champion's local copy.
+        assert main(["recommend", "--user", str(other), "--json"]) == 0
         before = {
             "store": ingest.read_store(world["store"]),
+            "segments": _segment_entries(world["home"], victim),
             "recs": pd.read_parquet(RunFolder(RUN_1).file("recommendations.parquet")),
             "served": registry.recommend_for_users([victim, other], k=K),
         }
@@ -138,6 +143,20 @@ def forgotten(world):
         }
     for key in keys["victim"] + keys["others"]:
         client.delete(key)
+
+
+def _segment_entries(home, user) -> int:
+    """Entries of ``user`` in the ``user_segments`` of every pickled chain under ``home``."""
+    import pickle
+
+    return sum(
+        sum(
+            str(u) == str(user)
+            for seg in pickle.loads(p.read_bytes()).user_segments.values()
+            for u in seg
+        )
+        for p in home.rglob("cold_start.pkl")
+    )
 
 
 def test_the_users_rows_leave_every_store_partition_and_no_other_row_does(world, forgotten):
@@ -184,7 +203,8 @@ def test_the_latest_batch_recommendations_lose_the_user_only(world, forgotten):
     assert theirs == K
     assert len(new) == len(old) - K
     assert forgotten["victim"] not in set(new[USER_COL])
-    assert forgotten["entry"]["counts"]["recommendations"]["removed"] == K
+    # K from the run's lists, K from the serving copy of the same lists.
+    assert forgotten["entry"]["counts"]["recommendations"]["removed"] == 2 * K
 
 
 def test_every_run_folder_copy_of_the_user_is_erased(world, forgotten):
@@ -193,6 +213,22 @@ def test_every_run_folder_copy_of_the_user_is_erased(world, forgotten):
     folder = world["home"] / "runs" / RUN_1
     assert count_rows(sorted(folder.rglob("*.parquet")), [forgotten["victim"]]) == 0
     assert forgotten["entry"]["counts"]["run_folders"]["removed"] > 0
+
+
+def test_the_serving_copy_of_the_batch_lists_loses_the_user_too(world, forgotten):
+    (copy,) = (world["home"] / "serving").glob("*/*/batch.parquet")
+    lists = pd.read_parquet(copy)
+    assert forgotten["victim"] not in set(lists[USER_COL])
+    assert forgotten["other"] in set(lists[USER_COL])
+    # Both the run's recommendations and the serving copy held K rows of theirs.
+    assert forgotten["entry"]["counts"]["recommendations"]["files"] == 2
+
+
+def test_their_demographic_segment_leaves_every_pickled_cold_start_chain(world, forgotten):
+    assert forgotten["before"]["segments"] > 0
+    assert _segment_entries(world["home"], forgotten["victim"]) == 0
+    removed = forgotten["entry"]["counts"]["run_folders"]["cold_start_segments"]
+    assert removed == forgotten["before"]["segments"]
 
 
 def test_the_serving_cache_entries_of_the_user_are_deleted_across_versions(forgotten):
@@ -224,7 +260,7 @@ def test_recsys_recommend_answers_the_forgotten_user_from_the_local_copy_as_a_st
 ):
     from recsys.cli import main
 
-    for user, expected in ((forgotten["victim"], {"global"}), (forgotten["other"], {"model"})):
+    for user, expected in ((forgotten["victim"], {"global"}), (forgotten["other"], {"batch"})):
         assert main(["recommend", "--user", str(user), "--k", str(K), "--json"]) == 0
         answer = json.loads(capsys.readouterr().out)
         assert len(answer) == K and {row["served_by"] for row in answer} == expected

@@ -10,10 +10,12 @@ call. In this order:
    interactions and users (demographics) tables of the data set the store's
    folder started from, each file rewritten atomically
    (:func:`recsys.data.ingest.erase_users`);
-3. their rows leave every run folder: the batch recommendations, the
-   validated copy, the splits, the feature tables and the per-user scores
-   (ids there are pseudonyms when pseudonymisation is on), and the copies of
-   landed batches (the landing folder's processed files, the quarantine);
+3. their rows leave every run folder: the batch recommendations (and the
+   serving copies' batch lists), the validated copy, the splits, the feature
+   tables and the per-user scores (ids there are pseudonyms when
+   pseudonymisation is on), and the copies of landed batches (the landing
+   folder's processed files, the quarantine); their segment leaves every
+   pickled cold-start chain on disk (run folders, serving copies);
 4. their entries leave the serving cache (Redis, every model and version);
 5. an audit entry is appended to ``<RECSYS_HOME>/privacy/audit.jsonl``: the
    subject (a salted hash, never the id), when, why, and what was removed.
@@ -132,28 +134,59 @@ def _erase_store(user_id: object, path: Path) -> dict[str, Any]:
 
 
 def _erase_run_folders(stored: object) -> dict[str, Any]:
-    """The user's rows out of every run folder; the batch recommendations counted apart."""
+    """The user's rows out of every run folder and of the serving copies' batch lists
+    (counted together as ``recommendations``), and their segment out of every fitted
+    cold-start chain kept beside them."""
     from recsys.data import erasure
     from recsys.pipeline import runfolder as rf
+    from recsys.registry.snapshot import BATCH_FILE, serving_root
 
     root = config.runs_root()
-    recs = sorted(root.glob(f"*/{rf.RECOMMENDATIONS}"))
+    copies = sorted(serving_root().glob(f"*/*/{BATCH_FILE}"))
+    recs = sorted(root.glob(f"*/{rf.RECOMMENDATIONS}")) + copies
     recs_before = _rows(recs)
     removed = erasure.erase_from_tree(root, [stored])
-    from_recs = sum(r.removed for r in removed if r.path.name == rf.RECOMMENDATIONS)
-    others = [r for r in removed if r.path.name != rf.RECOMMENDATIONS]
+    removed += [done for done in (erasure.erase_rows(p, [stored]) for p in copies) if done.removed]
+    lists = [r for r in removed if r.path.name in (rf.RECOMMENDATIONS, BATCH_FILE)]
+    others = [r for r in removed if r not in lists]
+    from_recs = sum(r.removed for r in lists)
     return {
         "recommendations": {
             "before": recs_before,
             "removed": from_recs,
             "after": recs_before - from_recs,
-            "files": sum(1 for r in removed if r.path.name == rf.RECOMMENDATIONS),
+            "files": len(lists),
         },
         "run_folders": {
             "removed": sum(r.removed for r in others),
             "files": len(others),
+            "cold_start_segments": _strip_segments(stored, [root, serving_root()]),
         },
     }
+
+
+def _strip_segments(stored: object, roots: list[Path]) -> int:
+    """Remove the user from the ``user_segments`` look-up of every pickled cold-start
+    chain under ``roots`` (the run folders' shared chain, the serving copies'); the
+    chain's popularity figures are aggregates and stay. Returns entries removed."""
+    import pickle
+
+    from recsys.data.erasure import replace_atomically
+
+    total = 0
+    for path in sorted(p for root in roots if root.is_dir() for p in root.rglob("cold_start.pkl")):
+        chain = pickle.loads(path.read_bytes())
+        segments = getattr(chain, "user_segments", None) or {}
+        hits = {kind: [u for u in seg if str(u) == str(stored)] for kind, seg in segments.items()}
+        found = sum(len(h) for h in hits.values())
+        if not found:
+            continue
+        for kind, users in hits.items():
+            for user in users:
+                del segments[kind][user]
+        replace_atomically(path, lambda tmp, c=chain: tmp.write_bytes(pickle.dumps(c)))
+        total += found
+    return total
 
 
 def _erase_landed_copies(user_id: object) -> dict[str, Any]:
