@@ -118,7 +118,7 @@ def test_a_popularity_shift_triggers_retraining_on_popularity_and_decay(replay):
     assert "item popularity PSI" in step["reason"] and "> 0.2" in step["reason"]
     assert "prequential hit rate drop" in step["reason"]
     measured = replay["measurements"][20]["metrics"]
-    assert measured["item_psi"] > 0.2 and measured["hit_rate_drop"] > 0.3
+    assert measured["item_psi"] > 0.2 and measured["hit_rate_drop"] > 0.35
 
 
 def test_a_new_item_surge_inside_the_cooldown_is_deferred(replay):

@@ -47,7 +47,10 @@ class RetrainPolicy:
         unknown_item_share: share on items without a training interaction (a new-item surge).
         rating_js: Jensen–Shannon distance of the rating distributions.
         hit_rate_drop: relative fall of the prequential hit rate below the baseline.
-        ndcg_drop: relative fall of the prequential NDCG below the baseline.
+        ndcg_drop: relative fall of the prequential NDCG below the baseline (NDCG of
+            a few items per user is the noisier of the two: on unshifted batches of
+            ~300 known users the synthetic replay sees hit-rate drops within ±0.3 and
+            NDCG drops within ±0.4; smaller batches need larger limits).
         cooldown_hours: at least this long between two triggered retrainings.
     """
 
@@ -56,8 +59,8 @@ class RetrainPolicy:
     unknown_user_share: float = 0.5
     unknown_item_share: float = 0.1
     rating_js: float = 0.15
-    hit_rate_drop: float = 0.3
-    ndcg_drop: float = 0.3
+    hit_rate_drop: float = 0.35
+    ndcg_drop: float = 0.4
     cooldown_hours: float = 6.0
 
     @classmethod
