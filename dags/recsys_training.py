@@ -10,9 +10,9 @@ the best candidate passes the promotion gate (gain of at least **margin**, a
 bootstrap interval above zero, coverage and slice guardrails, a load check),
 and writes the champion's top-K for every user.
 
-It runs daily and whenever `recsys_ingest` accepts new interactions, and
-skips itself when fewer than **min_new_interactions** arrived since the
-champion was trained.
+It runs whenever `recsys_monitor` finds that drift, decay or an erasure calls
+for it (the `recsys_retrain` Asset), and daily as a fallback; it skips itself
+when fewer than **min_new_interactions** arrived since the champion was trained.
 
 | task | does |
 |---|---|
@@ -66,15 +66,15 @@ MODEL_LABELS = {
     "attention": "attention (SASRec-style self-attention; takes minutes)",
 }
 
-#: Updated by recsys_ingest when new interactions are accepted.
-INTERACTIONS = Asset("recsys_interactions")
+#: Updated by recsys_monitor when drift, decay or an erasure calls for retraining.
+RETRAIN = Asset("recsys_retrain")
 
-#: Runs when new data lands, and on a cron as a fallback.
+#: Runs when the evidence says so, and on a cron as a fallback.
 SCHEDULE = AssetOrTimeSchedule(
     timetable=CronTriggerTimetable(
         os.environ.get("RECSYS_TRAINING_SCHEDULE", "@daily"), timezone="UTC"
     ),
-    assets=[INTERACTIONS],
+    assets=[RETRAIN],
 )
 
 

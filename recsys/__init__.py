@@ -6,14 +6,17 @@ this list, plus the top-level modules ``config``, ``constants``, ``errors``,
 ``ids`` and ``serialize``):
 
 - ``data``: loaders, the synthetic generator, ingest, validation (Great
-  Expectations), cleaning, splits, feature tables;
+  Expectations), cleaning, splits, feature tables, erasure and the
+  forgotten-users list;
 - ``models``: the model contract (``base``) and one file per model;
-- ``serving``: the served model, the cold-start chain, re-ranking;
-- ``evaluation``: metrics, holdout scoring, beyond-accuracy and slices, cold users;
+- ``serving``: the served model, the cold-start chain, re-ranking, the cache purge;
+- ``evaluation``: metrics, holdout scoring, beyond-accuracy and slices, cold
+  users, drift and decay;
 - ``training``: the data every model is fitted on, fitting, tuning (Optuna);
-- ``promotion``: the gate and its decision records;
+- ``promotion``: the gate and its decision records, the retraining policy;
 - ``registry``: MLflow runs, the pyfunc, aliases, read-only views;
-- ``pipeline``: the steps every task calls, the run folder, reports, benchmark;
+- ``pipeline``: the steps every task calls, the run folder, reports, benchmark,
+  monitoring, erasure;
 - ``cli`` and ``ui``: the ``recsys`` command and the Airflow page.
 """
 

@@ -1,7 +1,8 @@
 """The ``recsys`` command: the pipeline without Airflow.
 
 Sub-commands: ``generate``, ``validate``, ``train``, ``benchmark``,
-``recommend``, ``status``, ``rollback`` and ``promote`` (a manual override).
+``recommend``, ``status``, ``rollback``, ``promote`` (a manual override),
+``forget`` (the right to erasure) and ``monitor`` (drift, decay, retraining).
 Exit status: 0 done, 1 the data failed validation or there is nothing to show,
 2 a problem the user can fix (bad data, a wrong path, an unknown model; the
 message says what to change), 3 an unexpected error (a bug: ``-v`` shows the
@@ -174,7 +175,33 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("status", "the champion, its metrics, the other registered models")
     _add_model_option(p)
+    _add_privacy_commands(command)
     return parser
+
+
+def _add_privacy_commands(command: Any) -> None:
+    p = command(
+        "forget",
+        "erase a user: store, demographics, run folders, serving cache; audit it",
+        description="The right to erasure. The champion answers the user through the "
+        "cold-start path from the next request on; the next training run leaves them out.",
+    )
+    p.add_argument("--user", required=True, help="the user's id, as in the data")
+    p.add_argument("--reason", default=None, help="why (recorded; the id is redacted there)")
+    p.add_argument("--data", default=None, help="the interaction store (default $RECSYS_DATA_PATH)")
+    p.add_argument("--json", action="store_true", help="print the audit entry as JSON")
+
+    p = command(
+        "monitor",
+        "measure drift and decay of new batches; decide whether to retrain",
+        description="What the recsys_monitor DAG does: each batch of the store the champion "
+        "has not seen is measured against its training data, then the retraining policy "
+        "decides (thresholds: RECSYS_MONITOR_* variables).",
+    )
+    p.add_argument("--data", default=None, help="the interaction store (default $RECSYS_DATA_PATH)")
+    p.add_argument("--k", type=int, default=10, help="the K of the prequential hit rate and NDCG")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_model_option(p)
 
 
 def _add_model_option(p: argparse.ArgumentParser) -> None:
@@ -376,12 +403,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def _answer(snapshot: Any, copy: Any, user: Any, answers: dict, k: int) -> Any:
     """The cheapest correct answer: the champion's batch list when it holds the user
     (``served_by`` = ``batch``), the cold-start chain for a user the batch never saw,
-    the model itself only when neither can answer (e.g. ``k`` beyond the batch's)."""
+    the model itself only when neither can answer (e.g. ``k`` beyond the batch's) or
+    the user was forgotten (the served model answers them as a stranger, without the
+    demographics the chain would look up under their id)."""
     import pandas as pd
 
     from recsys.constants import RANK_COL, SERVED_BY_COL, USER_COL
+    from recsys.data.forgotten import default_list
 
-    lists = snapshot.batch_lists(copy)
+    lists = None if default_list().mask([user])[0] else snapshot.batch_lists(copy)
     if lists is not None:
         mine = lists[lists[USER_COL].astype(str) == str(user)]
         if len(mine) >= k:
@@ -468,6 +498,89 @@ def _default_model(given: str | None = None) -> str:
     return given or default_model()
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from recsys.pipeline.privacy import AUDIT_FILE, forget_user
+
+    entry = forget_user(_typed_id(args.user), reason=args.reason, data_path=args.data)
+    if args.json:
+        print(json.dumps(entry, indent=2))
+        return 0
+    print(forget_summary(args.user, entry))
+    from recsys import config
+
+    print(f"audit: {config.privacy_dir() / AUDIT_FILE}")
+    return 0
+
+
+def forget_summary(user: str, entry: dict) -> str:
+    """Counts before and after, per place, of one erasure."""
+    counts = entry["counts"]
+    lines = [f"forgot user {user} (recorded as subject {entry['subject']}):"]
+    for key, label in (
+        ("store", "interaction store"),
+        ("demographics", "demographics"),
+        ("recommendations", "batch recommendations"),
+    ):
+        c = counts[key]
+        files = f"  ({c['files']} file(s) rewritten)" if c.get("files") else ""
+        lines.append(
+            f"  {label:<22} before {c['before']:>9,}  removed {c['removed']:>6,}  "
+            f"after {c['after']:>9,}{files}"
+        )
+    other = counts["run_folders"]
+    segments = other.get("cold_start_segments", 0)
+    lines.append(
+        f"  {'other run-folder copies':<22} removed {other['removed']:,} rows "
+        f"({other['files']} file(s)); {segments} cold-start segment entr"
+        f"{'y' if segments == 1 else 'ies'}"
+    )
+    landed = counts.get("landed_copies") or {}
+    if landed:
+        skipped = (
+            f"; {landed['skipped']} file(s) not rewritable, see the log"
+            if landed["skipped"]
+            else ""
+        )
+        lines.append(
+            f"  {'landed batch copies':<22} removed {landed['removed']:,} rows "
+            f"({landed['files']} file(s){skipped})"
+        )
+    cache = counts.get("cache") or {}
+    lines.append(
+        f"  {'serving cache':<22} "
+        + (
+            f"{cache['deleted']} entr{'y' if cache['deleted'] == 1 else 'ies'} deleted"
+            if cache.get("reachable")
+            else "no cache reachable (RECSYS_REDIS_URL is not set): nothing to delete"
+        )
+    )
+    lines.append(
+        "the champion answers this user through the cold-start path from now on; "
+        "the next training run leaves them out"
+    )
+    return "\n".join(lines)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from recsys.errors import check_k
+    from recsys.pipeline.monitor import monitor
+
+    result = monitor(
+        data_path=args.data, model_name=args.model, now=time.time(), k=check_k(args.k, "--k")
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    version = result["champion_version"]
+    print(
+        f"{result['registered_model']}: measured {len(result['measured'])} new batch(es)"
+        + (f" against champion version {version}" if version else " (no champion yet)")
+    )
+    for d in result["decisions"]:
+        print(f"  {d['batch'] or '(no new batch)'}: {d['action']}: {d['reason']}")
+    return 0
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "validate": cmd_validate,
@@ -477,6 +590,8 @@ COMMANDS = {
     "status": cmd_status,
     "rollback": cmd_rollback,
     "promote": cmd_promote,
+    "forget": cmd_forget,
+    "monitor": cmd_monitor,
 }
 
 

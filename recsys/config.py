@@ -135,3 +135,58 @@ def pseudonym_key() -> bytes | None:
     HMAC) before anything of a run is stored; ``None`` when unset or empty."""
     key = os.environ.get("RECSYS_PSEUDONYM_KEY", "")
     return key.encode() if key else None
+
+
+def privacy_dir() -> Path:
+    """Where erasure keeps its records: the forgotten-users list, the audit log and the
+    salt of their hashes (``<RECSYS_HOME>/privacy``)."""
+    return recsys_home() / "privacy"
+
+
+def forget_salt() -> bytes | None:
+    """``RECSYS_FORGET_SALT``: the secret the forgotten-users list and the erasure audit
+    hash ids with; ``None`` (unset) keeps a random one in :func:`privacy_dir`."""
+    salt = os.environ.get("RECSYS_FORGET_SALT", "")
+    return salt.encode() if salt else None
+
+
+#: The serving cache of the embedded default (the HTTP service's Redis).
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_url() -> tuple[str, bool]:
+    """The serving cache's Redis: ``(RECSYS_REDIS_URL or the default, whether it was set)``.
+
+    A deployment that names its cache must reach it; the default may be absent
+    (a laptop runs no cache).
+    """
+    url = os.environ.get("RECSYS_REDIS_URL", "")
+    return (url, True) if url else (DEFAULT_REDIS_URL, False)
+
+
+def monitor_dir() -> Path:
+    """Drift and decay measurements and retraining decisions (``<RECSYS_HOME>/monitor``)."""
+    return recsys_home() / "monitor"
+
+
+#: ``RECSYS_MONITOR_<NAME>`` overrides field ``<name>`` of
+#: :class:`recsys.promotion.retrain.RetrainPolicy` (e.g. ``RECSYS_MONITOR_COOLDOWN_HOURS=12``).
+MONITOR_ENV_PREFIX = "RECSYS_MONITOR_"
+
+
+def monitor_overrides() -> dict[str, float]:
+    """The retraining policy's settings given as ``RECSYS_MONITOR_*`` variables (numbers).
+
+    Raises:
+        recsys.errors.InputError: a value that is not a number.
+    """
+    found = {}
+    for key, raw in os.environ.items():
+        if key.startswith(MONITOR_ENV_PREFIX) and raw.strip():
+            try:
+                found[key.removeprefix(MONITOR_ENV_PREFIX).lower()] = float(raw)
+            except ValueError:
+                from recsys.errors import InputError
+
+                raise InputError(f"{key} must be a number, got {raw!r}") from None
+    return found

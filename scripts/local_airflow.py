@@ -51,7 +51,7 @@ BIN = Path(sys.executable).parent
 #: Started once the api-server answers: they hand task processes its URL.
 SCHEDULING = ("scheduler", "dag-processor", "triggerer")
 #: The DAGs of dags/ that must be parsed before the stack counts as ready.
-DAGS = ("recsys_ingest", "recsys_training")
+DAGS = ("recsys_ingest", "recsys_monitor", "recsys_training", "recsys_forget")
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )

@@ -133,10 +133,39 @@ def test_the_model_registry_is_cheap_to_import_at_parse_time():
     assert out == "[]"
 
 
-def test_training_dag_runs_on_new_data_and_daily(dagbag):
+def test_training_dag_runs_when_the_evidence_says_so_and_daily(dagbag):
     dag = dagbag.dags["recsys_training"]
-    assert [a.name for a in dag.timetable.asset_condition.objects] == ["recsys_interactions"]
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["recsys_retrain"]
     assert dag.timetable.summary == "Asset or 0 0 * * *"
+
+
+def test_monitor_dag_measures_decides_and_requests_training(dagbag):
+    dag = dagbag.dags["recsys_monitor"]
+    graph = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
+    assert graph == {
+        "measure": {"decide"},
+        "decide": {"request_training"},
+        "request_training": set(),
+    }
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["recsys_interactions"]
+    assert [o.name for o in dag.get_task("request_training").outlets] == ["recsys_retrain"]
+    assert dag.max_active_runs == 1 and all(t.retries == 2 for t in dag.tasks)
+    assert all(t.doc_md for t in dag.tasks) and set(dag.tags) == {"recsys", "monitoring"}
+
+
+def test_forget_dag_takes_a_user_id_and_tells_monitoring(dagbag):
+    dag = dagbag.dags["recsys_forget"]
+    graph = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
+    assert graph == {"forget": {"publish"}, "publish": set()}
+    assert set(dag.params) == {"user_id", "reason"}
+    schema = dag.params.get_param("user_id").schema
+    assert schema["type"] == "string" and schema["minLength"] == 1
+    assert dag.params.get_param("user_id").has_value is False  # required: no default
+    assert "null" in dag.params.get_param("reason").schema["type"]
+    assert [o.name for o in dag.get_task("publish").outlets] == ["recsys_interactions"]
+    assert dag.timetable.__class__.__name__ == "NullTimetable"  # triggered by hand only
+    assert dag.max_active_runs == 1 and all(t.retries == 2 for t in dag.tasks)
+    assert all(t.doc_md for t in dag.tasks) and set(dag.tags) == {"recsys", "privacy"}
 
 
 def test_ingest_dag_publishes_the_interactions_asset(dagbag):

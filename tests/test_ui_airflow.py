@@ -11,7 +11,9 @@ or ``mlruns/``. The servers are shared by the tests below (module fixture):
    run page shows it succeeded (the REST API is the backup check);
 2. the schedules work under the scheduler: the cron runs fired at start, and a
    batch dropped into the landing folder, once ``recsys_ingest`` accepted it,
-   starts ``recsys_training`` through the ``recsys_interactions`` Asset;
+   starts ``recsys_monitor`` through the ``recsys_interactions`` Asset, whose
+   retraining decision (every popularity change counts, here) starts
+   ``recsys_training`` through the ``recsys_retrain`` Asset;
 3. ``make ui-stop`` leaves no process behind.
 
 ``RECSYS_MIN_NEW_INTERACTIONS=1`` keeps the automatic runs cheap: with no new
@@ -152,6 +154,9 @@ def _stack_env(tmp: Path) -> dict[str, str]:
             "DEMO_ITEMS": "100",
             "DEMO_INTERACTIONS": "5000",
             "RECSYS_MIN_NEW_INTERACTIONS": "1",
+            # Any popularity change at all asks for retraining, so the landed batch
+            # (rows the champion already has) carries on from recsys_monitor to training.
+            "RECSYS_MONITOR_ITEM_PSI": "0",
             # The code under test is this checkout's, even where the virtual
             # environment's editable install points at another worktree.
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -386,6 +391,7 @@ def test_the_cron_and_the_ingest_asset_start_runs(stack):
     deadline = time.monotonic() + 300
     while True:
         ingested = stack.run("recsys_ingest", ingest)["state"]
+        monitored = [r for r in stack.runs("recsys_monitor") if r["run_type"] == "asset_triggered"]
         follow_ups = [
             r
             for r in stack.runs("recsys_training")
@@ -394,10 +400,13 @@ def test_the_cron_and_the_ingest_asset_start_runs(stack):
         if ingested == "success" and follow_ups and follow_ups[0]["state"] == "success":
             break
         assert ingested != "failed", stack.task_states("recsys_ingest", ingest)
+        assert not monitored or monitored[0]["state"] != "failed", monitored
         assert not follow_ups or follow_ups[0]["state"] != "failed", follow_ups
         assert time.monotonic() < deadline, f"ingest {ingested}, follow-ups {follow_ups}"
         time.sleep(3)
     assert stack.task_states("recsys_ingest", ingest)["publish"] == "success"
+    monitor = monitored[0]["dag_run_id"]
+    assert stack.task_states("recsys_monitor", monitor)["request_training"] == "success"
     assert (landing / "_ingested" / "batch-001.csv").exists()
 
 

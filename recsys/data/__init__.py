@@ -7,7 +7,10 @@
 - :mod:`~recsys.data.validation`: the Great Expectations suites;
 - :mod:`~recsys.data.prepare`: de-duplication, filtering, pseudonymisation;
 - :mod:`~recsys.data.splits`: every split protocol;
-- :mod:`~recsys.data.features`: user profiles, item features, sequences, content.
+- :mod:`~recsys.data.features`: user profiles, item features, sequences, content;
+- :mod:`~recsys.data.erasure`: rewriting tables without some users' rows, atomically;
+- :mod:`~recsys.data.forgotten`: the forgotten-users list (salted hashes);
+- :mod:`~recsys.data.shifts`: a steady synthetic stream and injected shifts (drills).
 
 Everything normalises to one :class:`Dataset`: an interactions table with
 columns :data:`recsys.constants.INTERACTION_COLS` plus optional item and user

@@ -6,5 +6,7 @@
   held-out split;
 - :mod:`~recsys.evaluation.beyond`: coverage, novelty, diversity, popularity
   bias and the user and item slices;
-- :mod:`~recsys.evaluation.cold_users`: the cold-user slice.
+- :mod:`~recsys.evaluation.cold_users`: the cold-user slice;
+- :mod:`~recsys.evaluation.drift`: drift and (prequential) decay of a new batch
+  against a model's training data.
 """

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: Run tag naming the registered model a training run belongs to.
 TAG_REGISTERED_MODEL = "recsys.registered_model"
+#: Run tag: rows the store had erased (right to erasure) when the run read it.
+TAG_INPUT_ERASED = "recsys.input_erased"
 
 
 def new_interactions(
@@ -44,16 +46,21 @@ def new_interactions(
 
     Returns:
         ``{"rows": int, "champion_rows": int | None, "new": int}``; with no
-        champion every row is new.
+        champion every row is new. ``new`` counts rows added: rows erased from
+        the store since (:func:`recsys.pipeline.privacy.forget_user`) do not
+        make it negative.
     """
     from recsys import registry
+    from recsys.data import ingest
     from recsys.data.loaders import input_rows
 
     rows = input_rows(data_path, data_format, columns)
     champion = registry.get_champion(model_name or config.model_name_for(data_path))
-    seen = champion["run_tags"].get("recsys.input_rows") if champion else None
-    seen = int(seen) if seen is not None else None
-    return {"rows": rows, "champion_rows": seen, "new": rows - (seen or 0)}
+    tags = champion["run_tags"] if champion else {}
+    seen = int(tags["recsys.input_rows"]) if "recsys.input_rows" in tags else None
+    # Rows erased (right to erasure) since the champion's data was read left the count too.
+    erased = ingest.erased_rows(data_path) - int(tags.get(TAG_INPUT_ERASED, 0))
+    return {"rows": rows, "champion_rows": seen, "new": rows - (seen or 0) + max(erased, 0)}
 
 
 # ------------------------------------------------------------------- the steps
@@ -108,9 +115,23 @@ def validate_data(
         "users": int(inter[USER_COL].nunique()),
         "items": int(inter[ITEM_COL].nunique()),
         "data_docs": str(report.docs_path) if report.docs_path else None,
+        **_store_state(data_path),
     }
     run.write_json(rf.INPUT, summary)
     return summary
+
+
+def _store_state(data_path: str) -> dict:
+    """For an interaction store: the batches it held and the rows erased from it so far
+    (what monitoring and "new rows since the champion" compare against)."""
+    from recsys.data import ingest
+
+    if not ingest.is_store(data_path):
+        return {}
+    return {
+        "store_batches": sorted(ingest.read_manifest(Path(data_path))["batches"]),
+        "erased_rows": ingest.erased_rows(data_path),
+    }
 
 
 def _pseudonymised(dataset: Any) -> Any:
@@ -330,7 +351,8 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     params = {**tuned.get("params", {}), **(params or {})} or None
     clock = time.perf_counter()
     data = load_training_data(run_key)
-    n_rows = run.read_json(rf.INPUT)["rows"]
+    read = run.read_json(rf.INPUT)
+    n_rows = read["rows"]
     progress.info(
         "%s: fitting on %s users x %s items (%s interactions)",
         model_name,
@@ -376,6 +398,7 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
         tags={
             "recsys.run_key": run_key,
             "recsys.input_rows": str(n_rows),
+            TAG_INPUT_ERASED: str(read.get("erased_rows", 0)),
             TAG_REGISTERED_MODEL: run.registered_model(),
         },
         artifacts=model_plots(model, model_dir / "plots"),

@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.constants import ITEM_COL, RANK_COL, SCORE_COL, SERVED_BY_COL, USER_COL
+from recsys.data.forgotten import ForgottenUsers, default_list
 from recsys.errors import InputError, check_k
 from recsys.ids import IdMap, long_frame
 from recsys.models.base import Recommender, check_matrix, load_saved
@@ -41,7 +42,9 @@ class ServedRecommender:
     """Top-K lists by external id from a fitted model, for the pyfunc wrapper.
 
     Known users get the model's top-K with their training items removed
-    (``served_by`` = ``model``); users not in the id map go down the cold-start
+    (``served_by`` = ``model``); users not in the id map, and users on the
+    forgotten-users list (:mod:`recsys.data.forgotten`: a forget request named
+    them after this model was trained), go down the cold-start
     chain (:mod:`recsys.serving.coldstart`): ``onboarding`` when the request carries a
     ``liked_items``/``liked_genres`` answer, ``segment:<kind>`` when their
     demographics are known (users table or request columns ``age``, ``gender``,
@@ -54,6 +57,9 @@ class ServedRecommender:
         train_matrix: the training matrix (seen items).
         cold_start: the fitted chain; ``None`` fits one from ``train_matrix``
             when first needed (an unknown user, or :meth:`save`).
+        forgotten: the forgotten-users list to honour; ``None`` = the
+            deployment's (:func:`recsys.data.forgotten.default_list`), read
+            at every request so a forget request takes effect at once.
     """
 
     def __init__(
@@ -62,11 +68,17 @@ class ServedRecommender:
         id_map: IdMap,
         train_matrix: sp.spmatrix,
         cold_start: ColdStart | None = None,
+        forgotten: ForgottenUsers | None = None,
     ) -> None:
         self.model = model
         self.id_map = id_map
         self.X = check_matrix(train_matrix)
         self._cold_start = cold_start
+        self.forgotten = forgotten
+
+    def forgotten_mask(self, stored_ids: np.ndarray) -> np.ndarray:
+        """Which of ``stored_ids`` (ids as the id map holds them) a forget request named."""
+        return (self.forgotten or default_list()).mask(stored_ids)
 
     @property
     def cold_start(self) -> ColdStart:
@@ -130,14 +142,16 @@ class ServedRecommender:
         """
         ids = _user_ids(users)
         k = check_k(k)
-        idx = self.id_map.user_index(self.id_map.match_user_ids(ids))
-        known = idx >= 0
+        stored = self.id_map.match_user_ids(ids)
+        idx = self.id_map.user_index(stored)
+        forgotten = self.forgotten_mask(stored)
+        known = (idx >= 0) & ~forgotten
         items, scores = self._known_lists(idx[known], k)
         parts = [
             long_frame(ids[known], items, scores, self.id_map.items, served_by=SERVED_BY_MODEL)
         ]
         if not known.all():
-            parts.append(self._cold(users, ids[~known], k))
+            parts.append(self._cold(users, ids[~known], k, set(ids[forgotten].tolist())))
         out = pd.concat(parts, ignore_index=True)
         order = pd.Index(ids).get_indexer(out[USER_COL])
         return out.iloc[np.lexsort((out[RANK_COL].to_numpy(), order))].reset_index(drop=True)
@@ -147,19 +161,41 @@ class ServedRecommender:
             return np.empty((0, 0), dtype=np.int64), np.empty((0, 0), dtype=np.float64)
         return self.model.recommend(rows, self.X, k, filter_seen=True)
 
-    def _cold(self, users: pd.DataFrame, ids: np.ndarray, k: int) -> pd.DataFrame:
+    def _cold(
+        self, users: pd.DataFrame, ids: np.ndarray, k: int, forgotten: set | None = None
+    ) -> pd.DataFrame:
         """The cold-start chain's lists for the unknown ``ids`` (first request row each).
 
         The chain looks demographics up under the ids as the data stores them;
-        the answer carries the ids as given.
+        the answer carries the ids as given. A ``forgotten`` user's stored
+        demographics are not looked up (only what the request itself says counts).
         """
         first = users.drop_duplicates(USER_COL)
         requests = first[first[USER_COL].isin(ids)]
         stored = self.id_map.match_user_ids(requests[USER_COL].to_numpy())
+        if forgotten:
+            hidden = requests[USER_COL].isin(list(forgotten)).to_numpy()
+            stored = np.where(hidden, [_Anonymous(i) for i in range(len(stored))], stored)
         given = dict(zip(stored, requests[USER_COL], strict=True))
         requests = requests.assign(**{USER_COL: stored}).drop_duplicates(USER_COL)
         out = self.cold_start.recommend_many(requests, k)
         return out.assign(**{USER_COL: out[USER_COL].map(given)})
+
+
+class _Anonymous:
+    """Stands in for a forgotten user's id in the cold-start chain: equal to nothing
+    it has stored, so no stored demographics are found for them."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __hash__(self) -> int:
+        return hash((_Anonymous, self.n))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Anonymous) and other.n == self.n
 
 
 def _user_ids(users: pd.DataFrame) -> np.ndarray:

@@ -247,6 +247,122 @@ def tradeoff_chart(rerank: Mapping[str, Any] | None, primary: str | None) -> str
         return _svg(fig)
 
 
+#: Marker colours of the decision made on a batch.
+ACTION_COLORS = {"retrain": "#d62728", "defer": "#ff7f0e", "hold": "#1f77b4", "skip": "#7f7f7f"}
+THRESHOLD_COLOR = "#b3261e"
+
+
+def drift_chart(
+    points: Sequence[Mapping[str, Any]],
+    thresholds: Mapping[str, float],
+    panels: Sequence[tuple[str, str, str]],
+) -> str | None:
+    """Small multiples: one panel per drift or decay figure over the measured batches.
+
+    Each panel has its own scale, its threshold drawn as a dashed red line
+    (labelled with its value), each batch a marker coloured by the decision
+    made on it (retrain, defer, hold), ringed in red where this figure itself
+    passed its threshold, and a dotted vertical line where the champion
+    measured against changed.
+    """
+    drawn = [p for p in panels if any(_finite(pt["metrics"].get(p[0])) for pt in points)]
+    if not points or not drawn:
+        return None
+    x = list(range(len(points)))
+    ncols = 2
+    nrows = math.ceil(len(drawn) / ncols)
+    with _style():
+        fig, axes = _figure(10.0, 0.7 + 2.0 * nrows, nrows, ncols, sharex=True)
+        for ax, (key, title, kind) in zip(axes, drawn, strict=False):
+            ys = [_value(pt["metrics"].get(key)) for pt in points]
+            ax.plot(x, ys, color="#9aa5b1", linewidth=1.0, zorder=1)
+            for action, color in ACTION_COLORS.items():
+                xs = [xi for xi, pt in zip(x, points, strict=True) if pt.get("action") == action]
+                if xs:
+                    ax.scatter(xs, [ys[i] for i in xs], s=18, color=color, zorder=3, label=action)
+            limit = thresholds.get(key)
+            over = [i for i, v in enumerate(ys) if limit is not None and v > limit]
+            if over:
+                ax.scatter(
+                    over,
+                    [ys[i] for i in over],
+                    s=70,
+                    facecolors="none",
+                    edgecolors=THRESHOLD_COLOR,
+                    linewidths=1.2,
+                    zorder=4,
+                    label="past its threshold",
+                )
+            if limit is not None:
+                ax.axhline(limit, color=THRESHOLD_COLOR, linestyle="--", linewidth=1.2, zorder=2)
+                ax.annotate(
+                    f"threshold {limit:g}",
+                    (0, limit),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(2, 3),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=THRESHOLD_COLOR,
+                )
+            _champion_changes(ax, points)
+            finite = [v for v in ys if math.isfinite(v)] + ([limit] if limit is not None else [])
+            low, high = min(finite + [0.0]), max(finite)
+            ax.set_ylim(low - 0.05 * (high - low or 1), high + 0.15 * (high - low or 1))
+            ax.set_title(f"{title} ({kind})", loc="left")
+            ax.grid(axis="y", alpha=0.3)
+        for ax in axes[len(drawn) :]:
+            ax.set_visible(False)
+        step = max(1, len(points) // 12)
+        for ax in axes[max(0, len(drawn) - ncols) : len(drawn)]:
+            ax.set_xticks(
+                x[::step],
+                [pt["label"] for pt in points][::step],
+                rotation=30,
+                ha="right",
+                fontsize=7,
+            )
+            ax.tick_params(axis="x", labelbottom=True)
+        found: dict[str, Any] = {}
+        for ax in axes[: len(drawn)]:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                words = label if label == "past its threshold" else f"decision: {label}"
+                found.setdefault(words, handle)
+        shown = sorted(found.items(), key=lambda item: item[0] == "past its threshold")
+        fig.legend(
+            [h for _, h in shown],
+            [lab for lab, _ in shown],
+            loc="upper center",
+            ncols=len(shown),
+            fontsize=8,
+            frameon=False,
+            bbox_to_anchor=(0.5, 1.0),
+        )
+        fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=1.0, w_pad=2.0)
+        return _svg(fig)
+
+
+def _champion_changes(ax: Any, points: Sequence[Mapping[str, Any]]) -> None:
+    for i in range(1, len(points)):
+        if points[i]["champion_version"] != points[i - 1]["champion_version"]:
+            ax.axvline(i - 0.5, color=CHAMPION_COLOR, linestyle=":", linewidth=1.0)
+            ax.annotate(
+                f"champion v{points[i]['champion_version']}",
+                (i - 0.5, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, -9),
+                textcoords="offset points",
+                fontsize=7,
+            )
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _value(value: object) -> float:
+    return float(value) if _finite(value) else math.nan
+
+
 def _short(run_key: str) -> str:
     return run_key if len(run_key) <= 26 else "…" + run_key[-25:]
 

@@ -10,7 +10,9 @@ from two sources and nothing else (the page keeps no state of its own):
   names, or to :func:`recsys.config.model_name` when it has none;
 - the run folders ``<RECSYS_HOME>/runs/<run_key>/`` written by the pipeline
   (:class:`recsys.pipeline.runfolder.RunFolder`): ``evaluation.json``,
-  ``models/<name>/result.json``, ``decision.json`` and ``validation.json``.
+  ``models/<name>/result.json``, ``decision.json`` and ``validation.json``;
+- the monitoring records ``<RECSYS_HOME>/monitor/<model>/`` (drift and decay
+  per batch, retraining decisions; :mod:`recsys.ui.monitoring`).
 
 :func:`build_page` returns plain dicts (:mod:`recsys.ui.runs` gathers the
 runs, :mod:`recsys.ui.datadocs` the validations); :mod:`recsys.ui.render`
@@ -39,6 +41,7 @@ from recsys.ui.common import (
     version_url,
 )
 from recsys.ui.datadocs import validation_runs
+from recsys.ui.monitoring import monitoring_view
 from recsys.ui.runs import build_latest, group_runs, metric_history, primary_metric
 
 log = logging.getLogger(__name__)
@@ -182,8 +185,10 @@ def build_page(
         ``model_name``, ``models`` (:func:`model_choices`), ``mlflow_url``,
         ``pseudonymised``, ``champion`` and ``challenger``
         (:func:`build_version`), ``latest`` (:func:`build_latest`),
-        ``primary``, ``history`` (:func:`metric_history`) and
-        ``validations`` (:func:`validation_runs`).
+        ``primary``, ``history`` (:func:`metric_history`), ``validations``
+        (:func:`validation_runs`) and ``monitoring``
+        (:func:`recsys.ui.monitoring.monitoring_view`: drift, decay and
+        retraining decisions per batch, or ``None``).
 
     Raises:
         PageError: ``name`` is no registered model (and not the default name).
@@ -208,4 +213,5 @@ def build_page(
         "primary": primary,
         "history": metric_history(groups, primary, root),
         "validations": validation_runs(root, name, [g["run_key"] for g in groups]),
+        "monitoring": monitoring_view(name),
     }

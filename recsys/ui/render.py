@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from recsys.ui import charts
+from recsys.ui.monitoring import PANELS
 from recsys.ui.words import format_number, metric_label
 
 
@@ -29,7 +30,11 @@ def page_charts(page: Mapping[str, Any]) -> dict[str, str | None]:
     names += [m for point in page.get("history") or [] for m in point["scores"]]
     colors = charts.model_colors(names)
     primary = page.get("primary")
+    monitoring = page.get("monitoring") or {}
     return {
+        "drift": charts.drift_chart(
+            monitoring.get("points") or [], monitoring.get("thresholds") or {}, PANELS
+        ),
         "metrics": charts.metrics_chart(rows, colors) if rows else None,
         "slices": charts.slices_chart(rows, primary) if rows else None,
         "history": charts.history_chart(page.get("history") or [], primary, colors),
