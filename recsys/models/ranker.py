@@ -518,13 +518,15 @@ class XGBRankerRecommender(Recommender):
         }
         n = min(int(self.n_candidates), self.n_items_)
         chosen = np.zeros((users.size, self.n_items_), dtype=bool)
-        for s in scores.values():
+        tops = {}
+        for name, s in scores.items():
             items, _ = top_k(s, n)
+            tops[name] = items
             r = np.repeat(np.arange(users.size), n)
             ok = items.ravel() >= 0
             chosen[r[ok], items.ravel()[ok]] = True
         r, c = np.nonzero(chosen)
-        parts = [_generator_features(s, r, c, n) for s in scores.values()]
+        parts = [_generator_features(scores[g], tops[g], r, c, n) for g in scores]
         parts.append(_user_features(rows, self.activity_sorted_)[r])
         parts.append(self.item_stats_[c])
         parts.append(self._pair_features(rows, r, c, parts[: len(scores)], n))
@@ -919,21 +921,28 @@ def _user_features(rows: sp.csr_matrix, population: np.ndarray) -> np.ndarray:
     return np.column_stack([pct, mean, np.sqrt(np.maximum(var, 0))])
 
 
-def _generator_features(scores: np.ndarray, r: np.ndarray, c: np.ndarray, n: int) -> np.ndarray:
+def _generator_features(
+    scores: np.ndarray, top: np.ndarray, r: np.ndarray, c: np.ndarray, n: int
+) -> np.ndarray:
     """Rank (``n + 1`` beyond the top-``n``), score / the user's best score, z-score.
 
     All three are free of the score's scale, which grows with the amount of
     data (the ranker learns on generators fitted on less data than it scores with).
+    ``top`` is the generator's top-``n`` of each row (:func:`top_k`, ties to the
+    lower index, ``-1`` for empty slots): only those ranks are ever needed, so
+    no row is sorted whole.
     """
     finite = np.where(np.isfinite(scores), scores, np.nan)
     best = np.nanmax(finite, axis=1)
     mu = np.nanmean(finite, axis=1)
     sd = np.nanstd(finite, axis=1)
     s = scores[r, c]
-    order = np.argsort(-scores, axis=1, kind="stable")
-    ranks = np.empty(scores.shape, dtype=np.int64)
-    np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None, :], axis=1)
-    rank = np.minimum(ranks[r, c], n + 1)
+    ranks = np.full(scores.shape, n + 1, dtype=np.int32)
+    rows = np.repeat(np.arange(top.shape[0]), top.shape[1])
+    filled = top.ravel() >= 0
+    slots = np.tile(np.arange(1, top.shape[1] + 1, dtype=np.int32), top.shape[0])
+    ranks[rows[filled], top.ravel()[filled]] = slots[filled]
+    rank = ranks[r, c]
     z = np.divide(s - mu[r], sd[r], out=np.zeros(r.size), where=sd[r] > 0)
     ratio = np.divide(s, best[r], out=np.zeros(r.size), where=best[r] > 0)
     return np.column_stack([rank, ratio, z])
