@@ -32,6 +32,8 @@ class EASERecommender(Recommender):
     """
 
     name = "ease"
+    #: Scores read only the user's history row, so any row scores.
+    folds_in: ClassVar[bool] = True
     search_space: ClassVar[dict[str, Any]] = {"l2": ("float", 10.0, 5000.0, True)}
 
     def __init__(self, l2: float = 500.0, binary: bool = True) -> None:
