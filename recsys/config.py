@@ -9,6 +9,8 @@ production-like stack is configuration, read here and nowhere else:
 - ``RECSYS_LANDING``: folder the ingest DAG reads new batches from.
 - ``MLFLOW_TRACKING_URI``: MLflow tracking store (default: SQLite inside ``mlruns/``).
 - ``RECSYS_MODEL_NAME``: name of the registered model (default ``recsys``).
+- ``RECSYS_REDIS_URL``: the Redis cache of the batch lists (unset = no cache).
+- ``RECSYS_CACHE_PREFIX``: first part of its keys (default ``recsys``).
 """
 
 from __future__ import annotations
@@ -135,3 +137,14 @@ def pseudonym_key() -> bytes | None:
     HMAC) before anything of a run is stored; ``None`` when unset or empty."""
     key = os.environ.get("RECSYS_PSEUDONYM_KEY", "")
     return key.encode() if key else None
+
+
+def redis_url() -> str | None:
+    """``RECSYS_REDIS_URL``: where the batch lists are cached for the service
+    (``redis://[:password@]host:port/db``); ``None`` when unset (no cache)."""
+    return os.environ.get("RECSYS_REDIS_URL", "").strip() or None
+
+
+def cache_prefix() -> str:
+    """``RECSYS_CACHE_PREFIX``: first part of every cache key (default ``recsys``)."""
+    return os.environ.get("RECSYS_CACHE_PREFIX", "").strip() or "recsys"

@@ -155,6 +155,22 @@ class Recommender(ABC):
             )
         return items_out, scores_out
 
+    def score_users(self, users: np.ndarray, X: sp.spmatrix) -> np.ndarray:
+        """Dense scores of every item for fitted user rows of ``X`` (nothing filtered):
+        what :meth:`recommend` ranks, for a caller that masks items of its own.
+
+        Returns:
+            ``(len(users), n_items)`` float32, higher is better.
+        """
+        self._check_fitted()
+        users = np.atleast_1d(np.asarray(users, dtype=np.int64))
+        X = check_matrix(X)
+        if X.shape[1] != self.n_items_:
+            raise InputError(
+                f"X has {X.shape[1]} items but the model was fitted on {self.n_items_}"
+            )
+        return np.asarray(self._score(users, X), dtype=np.float32)
+
     def score_histories(self, H: sp.spmatrix) -> np.ndarray:
         """Scores of every item for histories the model need not have seen.
 
