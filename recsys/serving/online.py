@@ -94,7 +94,9 @@ class OnlineModel:
         self.users = served.id_map.users
         self.n_items = len(self.items)
         self._int_users = self.users.dtype.kind in "iu"
+        self._int_items = self.items.dtype.kind in "iu"
         self._item_ids = self.items.to_numpy()
+        self._column_of = {item: j for j, item in enumerate(self.items.tolist())}
         genres = served.cold_start.item_genres
         self._genres = None if genres is None else (sp.csc_matrix(genres[0]), genres[1])
 
@@ -125,19 +127,34 @@ class OnlineModel:
             UnknownItemsError: with ``strict``, any id is not in the catalogue
                 (without it unknown ids are dropped; see :meth:`unknown_items`).
         """
-        if not len(ids):
-            return np.empty(0, dtype=np.int64)
-        cols = self.items.get_indexer(match_ids(list(ids), self.items))
+        cols = self._columns(ids)
         if strict and (cols < 0).any():
             raise UnknownItemsError([i for i, c in zip(ids, cols, strict=True) if c < 0], what)
         return cols[cols >= 0]
 
     def unknown_items(self, ids: Sequence[Any]) -> list[Any]:
         """The ids of ``ids`` the catalogue does not have."""
-        if not len(ids):
-            return []
-        cols = self.items.get_indexer(match_ids(list(ids), self.items))
-        return [i for i, c in zip(ids, cols, strict=True) if c < 0]
+        return [i for i, c in zip(ids, self._columns(ids), strict=True) if c < 0]
+
+    def _columns(self, ids: Sequence[Any]) -> np.ndarray:
+        """Column of each id, ``-1`` when unknown (a dict look-up each: no pandas per request)."""
+        find = self._column_of.get
+        return np.fromiter(
+            (find(self._item_key(i), -1) for i in ids), dtype=np.int64, count=len(ids)
+        )
+
+    def _item_key(self, raw: object) -> object:
+        """A request's item id in the catalogue's id type, as :func:`match_ids` reads it."""
+        if self._int_items:
+            if isinstance(raw, str):
+                try:
+                    return int(raw)
+                except ValueError:
+                    return raw
+            if isinstance(raw, float) and raw.is_integer():
+                return int(raw)
+            return raw
+        return raw if isinstance(raw, str) else str(raw)
 
     def genre_mask(self, genres: Sequence[str]) -> np.ndarray | None:
         """Items in any of ``genres`` (``None`` when no genre was asked).
@@ -160,8 +177,8 @@ class OnlineModel:
 
     def in_genres(self, items: Sequence[Any], mask: np.ndarray) -> list[bool]:
         """Whether each item id (as the catalogue stores it) passes a :meth:`genre_mask`."""
-        cols = self.items.get_indexer(list(items))
-        return [bool(c >= 0 and mask[c]) for c in cols]
+        find = self._column_of.get
+        return [bool(c >= 0 and mask[c]) for c in (find(i, -1) for i in items)]
 
     # -------------------------------------------------------------- answers
     def recommend(
