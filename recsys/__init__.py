@@ -8,12 +8,15 @@ this list, plus the top-level modules ``config``, ``constants``, ``errors``,
 - ``data``: loaders, the synthetic generator, ingest, validation (Great
   Expectations), cleaning, splits, feature tables;
 - ``models``: the model contract (``base``) and one file per model;
-- ``serving``: the served model, the cold-start chain, re-ranking;
+- ``serving``: the served model, the cold-start chain, re-ranking, one
+  request's answer (filters, fold-in), the Redis cache of the batch lists;
 - ``evaluation``: metrics, holdout scoring, beyond-accuracy and slices, cold users;
 - ``training``: the data every model is fitted on, fitting, tuning (Optuna);
 - ``promotion``: the gate and its decision records;
 - ``registry``: MLflow runs, the pyfunc, aliases, read-only views;
 - ``pipeline``: the steps every task calls, the run folder, reports, benchmark;
+- ``service``: the HTTP service over the champion (``recsys serve``): routes,
+  the versions that answer, metrics, settings;
 - ``cli`` and ``ui``: the ``recsys`` command and the Airflow page.
 """
 

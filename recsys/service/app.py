@@ -471,7 +471,8 @@ class _Observe:
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, default=_plain).encode(), status, media_type=_JSON)
+    """A JSON answer, ending in a newline (``curl`` in a terminal prints one per line)."""
+    return Response(json.dumps(body, default=_plain).encode() + b"\n", status, media_type=_JSON)
 
 
 def _plain(value: Any) -> Any:
