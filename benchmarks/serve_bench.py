@@ -17,8 +17,9 @@
    - ``fold-in``: ``POST /recommendations`` for a new user with three recent items;
    - ``mlflow``: ``POST /invocations`` of ``mlflow models serve`` for one known user;
 
-   each flat out, then paced (every connection waits before each request) at
-   ``--rate`` requests/s, or 60 % of its flat-out throughput when that is less;
+   each flat out (``--connections``), then paced: ``--paced-connections``
+   connections, each waiting before every request, offering ``--rate``
+   requests/s, or 60 % of the flat-out throughput when that is less;
 
 4. writes ``serve.json`` and ``serve.md`` (requests/s, p50/p90/p99/max,
    errors, wrk's own CPU and the server's CPU, the load average before and
@@ -210,21 +211,36 @@ def main(argv: list[str] | None = None) -> int:
             sample = _sample(url, requests[0], headers)
             _wrk(wrk, url, script, work / f"{key}.warm.json", args.connections, args.warmup)
             flat = _measure(wrk, url, script, work / f"{key}.json", args, process)
-            flat.update(scenario=key, label=label, served_by=sample, pace="flat out")
+            flat.update(
+                scenario=key,
+                label=label,
+                served_by=sample,
+                pace=f"flat out, {args.connections} conns",
+            )
             report["scenarios"].append(flat)
             print(_row(flat), flush=True)
             # The same at a steady rate the server sustains: the goal's rate, or
             # 60 % of what it managed flat out when that is less.
+            # Many connections, each waiting most of the time, offer a rate that
+            # hardly depends on the latency (a closed loop with think time).
             target = min(args.rate, 0.6 * flat["rps"])
             service_ms = 1000 * flat["server_cpu_pct"] / 100 / max(flat["rps"], 1)
-            delay = max(1, round(args.connections * 1000 / target - service_ms))
+            delay = max(1, round(args.paced_connections * 1000 / target - service_ms))
             paced_script = _script(work, key, requests, headers, delay)
-            paced = _measure(wrk, url, paced_script, work / f"{key}.paced.json", args, process)
+            paced = _measure(
+                wrk,
+                url,
+                paced_script,
+                work / f"{key}.paced.json",
+                args,
+                process,
+                connections=args.paced_connections,
+            )
             paced.update(
                 scenario=f"{key}-paced",
                 label=label,
                 served_by=sample,
-                pace=f"paced: {target:.0f} req/s offered",
+                pace=f"paced: {target:.0f} req/s offered, {args.paced_connections} conns",
             )
             report["scenarios"].append(paced)
             print(_row(paced), flush=True)
@@ -251,6 +267,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="list length asked")
     p.add_argument(
         "--rate", type=float, default=550.0, help="offered req/s of the paced runs (at most)"
+    )
+    p.add_argument(
+        "--paced-connections", type=int, default=32, help="open connections of the paced runs"
     )
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/15", help="Redis for the cache")
     p.add_argument("--out", default=str(home / "bench"), help="folder of serve.json, serve.md")
@@ -379,20 +398,29 @@ def _wrk(wrk: str, base: str, script: Path, out: Path, connections: int, seconds
 
 
 def _measure(
-    wrk: str, base: str, script: Path, out: Path, args: argparse.Namespace, server: Any
+    wrk: str,
+    base: str,
+    script: Path,
+    out: Path,
+    args: argparse.Namespace,
+    server: Any,
+    *,
+    connections: int | None = None,
 ) -> dict:
     import psutil
 
     tree = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
     server_before = sum(sum(p.cpu_times()[:2]) for p in tree)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    raw = _wrk(wrk, base, script, out, args.connections, args.duration)
+    connections = connections or args.connections
+    raw = _wrk(wrk, base, script, out, connections, args.duration)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_after = sum(sum(p.cpu_times()[:2]) for p in tree)
     seconds = raw["duration_us"] / 1e6
     wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     lat = raw["latency_us"]
     return {
+        "connections": connections,
         "requests": raw["requests"],
         "seconds": round(seconds, 2),
         "rps": round(raw["requests"] / seconds, 1),
@@ -412,8 +440,8 @@ def markdown(report: dict) -> str:
     mlflow = next((s for s in report["scenarios"] if s["scenario"] == "mlflow"), None)
     lines = [
         f"`{report['model']}` version {report['version']} ({report['model_type']}), "
-        f"{report['cores']} cores, wrk 1 thread × {report['connections']} connections, "
-        f"{report['duration_s']} s per scenario; load average before "
+        f"{report['cores']} cores, wrk 1 thread, {report['duration_s']} s per run; "
+        f"load average before "
         f"{report['load_before']}, after {report.get('load_after', '?')}",
         "",
         "| scenario | load | served_by | req/s | p50 ms | p90 ms | p99 ms | max ms | errors "

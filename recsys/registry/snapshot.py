@@ -142,10 +142,13 @@ class Snapshot:
         partial.mkdir(parents=True)
         mlflow.artifacts.download_artifacts(info["model_uri"], dst_path=str(partial))
         _copy_titles(info["run_tags"].get("recsys.run_key"), partial)
-        shutil.rmtree(target, ignore_errors=True)
+        if (target / "MLmodel").is_file():  # another process finished the same version first
+            shutil.rmtree(partial, ignore_errors=True)
+            return
+        shutil.rmtree(target, ignore_errors=True)  # a leftover without its MLmodel
         try:
             os.replace(partial, target)
-        except OSError:  # another process put the same version there first
+        except OSError:  # another process put the same version there meanwhile
             shutil.rmtree(partial, ignore_errors=True)
             if not (target / "MLmodel").is_file():
                 raise

@@ -126,8 +126,11 @@ class ModelHolder:
                     self._follow(alias)
                     self.last_error[alias] = None
                 except Exception as exc:  # noqa: BLE001 - keep serving what is loaded
-                    self.last_error[alias] = f"{type(exc).__name__}: {exc}"
-                    log.warning("cannot follow %s@%s: %s", self.name, alias, exc)
+                    error = f"{type(exc).__name__}: {exc}"
+                    if error != self.last_error[alias]:  # once, not every poll
+                        level = logging.INFO if isinstance(exc, NotFoundError) else logging.WARNING
+                        log.log(level, "cannot follow %s@%s: %s", self.name, alias, exc)
+                    self.last_error[alias] = error
 
     def _follow(self, alias: str) -> None:
         told, version = read_alias(self.name, alias)
