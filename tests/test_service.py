@@ -427,3 +427,35 @@ def test_cached_lists_round_trip_with_their_id_types(store, prefix, redis_client
     assert stored == {"i": [3, 1], "s": [0.5, 0.25]}
     assert json.loads(redis_client.get(f"{prefix}:m:v4:meta"))["users"] == 2
     assert 0 < redis_client.ttl(f"{prefix}:m:v4:u:7") <= 60
+
+
+# ---------------------------------------------------------------- settings
+def test_settings_come_from_flags_over_the_environment(monkeypatch):
+    from recsys.service.config import ServiceConfig
+
+    monkeypatch.setenv("RECSYS_SERVE_PORT", "9001")
+    monkeypatch.setenv("RECSYS_AB_CHALLENGER_SHARE", "0.25")
+    monkeypatch.setenv("RECSYS_REDIS_URL", "redis://127.0.0.1:6379/9")
+    monkeypatch.setenv("RECSYS_SERVE_ACCESS_LOG", "off")
+    settings = ServiceConfig.from_env(port=9002)
+    assert (settings.port, settings.challenger_share) == (9002, 0.25)
+    assert settings.redis_url == "redis://127.0.0.1:6379/9"
+    assert settings.access_log is False
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("RECSYS_AB_CHALLENGER_SHARE", "1.5", "the challenger share must lie in [0, 1], got 1.5"),
+        ("RECSYS_SERVE_PORT", "http", "RECSYS_SERVE_PORT must be an integer, got 'http'"),
+        ("RECSYS_SERVE_POLL_SECONDS", "0", "the poll interval must be positive, got 0.0"),
+    ],
+)
+def test_unusable_settings_stop_the_command_with_one_line(
+    monkeypatch, capsys, variable, value, message
+):
+    from recsys.cli import main
+
+    monkeypatch.setenv(variable, value)
+    assert main(["serve", "--model", MODEL]) == 2
+    assert message in capsys.readouterr().err

@@ -119,4 +119,6 @@ def _number(env: os._Environ, name: str, default: float, kind: type) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise InputError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+        raise InputError(
+            f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}"
+        ) from None
