@@ -28,7 +28,13 @@ FORMATS = "ml-100k, ml-latest, ml-1m, recsys, csv, tsv, parquet"
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every flag's help ends with its default; descriptions keep their line breaks."""
+    """Every flag's help ends with its default (unless it has none, or the help says
+    it in words); descriptions keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
