@@ -394,7 +394,9 @@ def test_the_holder_follows_the_alias_and_swaps_only_a_loaded_version(store):
     holder = ModelHolder(
         MODEL, root=store.root / "serving", on_change=lambda a, v: seen.append((a, v))
     )
+    assert not holder.ready
     holder.poll_once()
+    assert holder.ready
     old = holder.get()
     assert old.version == 1
     registry.promote_manually(2, "test: the holder follows", MODEL)

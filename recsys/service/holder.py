@@ -87,6 +87,7 @@ class ModelHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._polled = False
 
     # -------------------------------------------------------------- reading
     def get(self, alias: str = CHAMPION) -> Loaded | None:
@@ -95,8 +96,9 @@ class ModelHolder:
 
     @property
     def ready(self) -> bool:
-        """Whether a champion is loaded."""
-        return self._loaded.get(CHAMPION) is not None
+        """Whether a champion is loaded and every followed alias was looked at once
+        (so an A/B split is in force from the first answer a balancer sends)."""
+        return self._polled and self._loaded.get(CHAMPION) is not None
 
     # -------------------------------------------------------------- polling
     def start(self) -> None:
@@ -131,13 +133,15 @@ class ModelHolder:
                         level = logging.INFO if isinstance(exc, NotFoundError) else logging.WARNING
                         log.log(level, "cannot follow %s@%s: %s", self.name, alias, exc)
                     self.last_error[alias] = error
+            self._polled = True
 
     def _follow(self, alias: str) -> None:
         told, version = read_alias(self.name, alias)
         held = self._loaded[alias]
         if told and version is None:
-            if held is not None:
-                log.warning("%s has no %s any more; %s stops answering", self.name, alias, alias)
+            if held is not None:  # a promoted challenger loses its alias: no alarm
+                level = logging.WARNING if alias == CHAMPION else logging.INFO
+                log.log(level, "%s has no %s any more; it stops answering", self.name, alias)
                 self._swap(alias, None)
             return
         if told and held is not None and held.version == version:
