@@ -58,4 +58,12 @@ class EASERecommender(Recommender):
         return (X > 0).astype(np.float32).tocsr()
 
     def _score(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
+        if users.size == 1:  # one request: sum the user's rows of B, no sparse objects
+            u = int(users[0])
+            items = X.indices[X.indptr[u] : X.indptr[u + 1]]
+            weights = X.data[X.indptr[u] : X.indptr[u + 1]]
+            if self.binary:
+                items = items[weights > 0]
+                return self.weights_[items].sum(axis=0, keepdims=True)
+            return (weights[:, None] * self.weights_[items]).sum(axis=0, keepdims=True)
         return np.asarray(self._prepare(X[users]) @ self.weights_)

@@ -234,11 +234,13 @@ class OnlineModel:
         self, row: int, fresh: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, str, str | None, int]:
         """A fitted user: their row, plus fresh items folded in where the model can."""
-        trained = self.X[row]
-        new = np.setdiff1d(fresh, trained.indices)
-        seen = np.union1d(trained.indices, new)
+        start, end = self.X.indptr[row], self.X.indptr[row + 1]
+        trained = self.X.indices[start:end]
+        new = np.setdiff1d(fresh, trained) if fresh.size else fresh
+        seen = np.union1d(trained, new) if new.size else trained
         if new.size and self.model.folds_in:
-            scores = self.model.score_histories(trained + _one_hot(new, self.n_items))[0]
+            history = self.X[row] + _one_hot(new, self.n_items)
+            scores = self.model.score_histories(history)[0]
             return scores, seen, SERVED_BY_MODEL, None, int(new.size)
         scores = self.model.score_users(np.array([row]), self.X)[0]
         return scores, seen, SERVED_BY_MODEL, "no_fold_in" if new.size else None, 0
