@@ -127,6 +127,8 @@ def test_unknown_user_goes_down_the_cold_start_chain(plain):
     body = plain.get("/recommendations/nobody-123").json()
     assert body["served_by"] == "global"
     assert len(body["items"]) == 10
+    for odd in ("inf", "nan", "4.5", "%20"):
+        assert plain.get(f"/recommendations/{odd}").json()["served_by"] == "global", odd
     segment = plain.post(
         "/recommendations", json={"user_id": "nobody-124", "age": 30, "gender": "F"}
     ).json()

@@ -103,13 +103,20 @@ class OnlineModel:
     # ------------------------------------------------------------------ ids
     def user_id(self, raw: object) -> object:
         """``raw`` in the type the model's user ids have (``"42"`` → ``42``)."""
-        if isinstance(raw, str):
+        if isinstance(raw, str):  # from a URL path: the common case, without pandas
             if not self._int_users:
                 return raw
             try:
                 return int(raw)
             except ValueError:
                 pass
+            try:
+                number = float(raw)
+            except ValueError:
+                return raw  # "new-7" stays a string: unknown to an integer index
+            return int(number) if number.is_integer() else raw
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw if self._int_users else str(raw)
         return match_ids([raw], self.users)[0]
 
     def user_row(self, user_id: object) -> int:
