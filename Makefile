@@ -1,5 +1,6 @@
 # The two commands a user needs: `make demo` and `make test`; `make ui` and
-# `make ui-stop` start and stop a local Airflow with its UI.
+# `make ui-stop` start and stop a local Airflow with its UI; `make serve` answers
+# recommendations over HTTP.
 # They create the environment in .venv/ first when it is missing or stale.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -38,7 +39,10 @@ DEMO_USERS ?= 2000
 DEMO_ITEMS ?= 1000
 DEMO_INTERACTIONS ?= 200000
 
-.PHONY: venv demo ui ui-stop test bench bench-table bench-scale lint clean
+# `make serve`: where the recommendation service listens (make serve SERVE_PORT=8001).
+SERVE_PORT ?= 8000
+
+.PHONY: venv demo ui ui-stop serve bench-serve test bench bench-table bench-scale lint clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +74,21 @@ ui: $(STAMP)
 # Stops every server `make ui` started, and every process they started.
 ui-stop:
 	@$(BIN)/python scripts/local_airflow.py stop --state-dir $(UI_STATE)
+
+# The recommendation service on the embedded default's champion (train one with
+# `make demo` first), in the foreground; Ctrl-C stops it. Without RECSYS_REDIS_URL
+# every answer comes from the model; with it (make serve
+# RECSYS_REDIS_URL=redis://127.0.0.1:6379/1) from the batch lists the recommend
+# step cached there, too.
+serve: $(STAMP)
+	$(BIN)/recsys serve --host $(BIND) --port $(SERVE_PORT)
+
+# Load test of the service beside `mlflow models serve` of the same champion
+# (wrk from Debian's package; a local Redis for the cache). The table lands in
+# $(RECSYS_HOME)/bench/serve.md, the figures in serve.json.
+bench-serve: $(STAMP)
+	@command -v wrk >/dev/null || { echo "bench-serve needs wrk: apt-get install wrk"; exit 2; }
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/serve_bench.py --out $(RECSYS_HOME)/bench
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"

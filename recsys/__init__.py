@@ -9,7 +9,9 @@ this list, plus the top-level modules ``config``, ``constants``, ``errors``,
   Expectations), cleaning, splits, feature tables, erasure and the
   forgotten-users list;
 - ``models``: the model contract (``base``) and one file per model;
-- ``serving``: the served model, the cold-start chain, re-ranking, the cache purge;
+- ``serving``: the served model, the cold-start chain, re-ranking, one
+  request's answer (filters, fold-in), the Redis cache of the batch lists, the
+  cache purge;
 - ``evaluation``: metrics, holdout scoring, beyond-accuracy and slices, cold
   users, drift and decay;
 - ``training``: the data every model is fitted on, fitting, tuning (Optuna);
@@ -17,6 +19,8 @@ this list, plus the top-level modules ``config``, ``constants``, ``errors``,
 - ``registry``: MLflow runs, the pyfunc, aliases, read-only views;
 - ``pipeline``: the steps every task calls, the run folder, reports, benchmark,
   monitoring, erasure;
+- ``service``: the HTTP service over the champion (``recsys serve``): routes,
+  the versions that answer, metrics, settings;
 - ``cli`` and ``ui``: the ``recsys`` command and the Airflow page.
 """
 

@@ -1,8 +1,9 @@
 """The ``recsys`` command: the pipeline without Airflow.
 
 Sub-commands: ``generate``, ``validate``, ``train``, ``benchmark``,
-``recommend``, ``status``, ``rollback``, ``promote`` (a manual override),
-``forget`` (the right to erasure) and ``monitor`` (drift, decay, retraining).
+``recommend``, ``serve`` (the HTTP service), ``status``, ``rollback``, ``promote``
+(a manual override), ``forget`` (the right to erasure) and ``monitor`` (drift,
+decay, retraining).
 Exit status: 0 done, 1 the data failed validation or there is nothing to show,
 2 a problem the user can fix (bad data, a wrong path, an unknown model; the
 message says what to change), 3 an unexpected error (a bug: ``-v`` shows the
@@ -28,7 +29,13 @@ FORMATS = "ml-100k, ml-latest, ml-1m, recsys, csv, tsv, parquet"
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every flag's help ends with its default; descriptions keep their line breaks."""
+    """Every flag's help ends with its default (unless it has none, or the help says
+    it in words); descriptions keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -171,6 +178,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gender", default=None, help="a new user's gender (segment)")
     p.add_argument("--occupation", default=None, help="a new user's occupation (segment)")
     p.add_argument("--json", action="store_true", help="print the list as JSON records")
+    _add_model_option(p)
+
+    p = command(
+        "serve",
+        "answer recommendations over HTTP from the champion (and the challenger)",
+        description="GET /recommendations/{user_id}, POST /recommendations (recent items "
+        "folded in), GET /similar/{item_id}, /health, /ready, /metrics. Follows the "
+        "champion alias and reloads without dropping requests. Flags override the "
+        "RECSYS_SERVE_* variables.",
+    )
+    p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
+    p.add_argument("--workers", type=int, default=None, help="server processes (default 1)")
+    p.add_argument(
+        "--redis-url",
+        default=None,
+        help="the batch cache (default $RECSYS_REDIS_URL; none: every answer from the model)",
+    )
+    p.add_argument(
+        "--challenger-share",
+        type=float,
+        default=None,
+        help="share of users (0..1) served by the challenger alias (default 0)",
+    )
+    p.add_argument(
+        "--poll-seconds", type=float, default=None, help="how often the aliases are read (5)"
+    )
+    p.add_argument(
+        "--no-access-log", action="store_true", help="no log line per request (default: one)"
+    )
     _add_model_option(p)
 
     p = command("status", "the champion, its metrics, the other registered models")
@@ -438,6 +475,29 @@ def _answers(args: argparse.Namespace) -> dict[str, Any]:
     return {c: v for c, v in answers.items() if v is not None}
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from recsys.service.app import serve
+    from recsys.service.config import ServiceConfig
+
+    settings = ServiceConfig.from_env(
+        model_name=_default_model(args.model),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        redis_url=args.redis_url,
+        challenger_share=args.challenger_share,
+        poll_s=args.poll_seconds,
+        access_log=False if args.no_access_log else None,
+    )
+    print(
+        f"serving {settings.model_name} on http://{settings.host}:{settings.port} "
+        f"(cache: {'on' if settings.redis_url else 'off'}; Ctrl-C stops)",
+        flush=True,
+    )
+    serve(settings)
+    return 0
+
+
 #: Besides the ranking metrics at K, what `recsys status` shows of the champion.
 HEADLINE_METRICS = ("coverage", "novelty", "diversity", "train_seconds")
 
@@ -587,6 +647,7 @@ COMMANDS = {
     "train": cmd_train,
     "benchmark": cmd_benchmark,
     "recommend": cmd_recommend,
+    "serve": cmd_serve,
     "status": cmd_status,
     "rollback": cmd_rollback,
     "promote": cmd_promote,

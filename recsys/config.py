@@ -9,6 +9,8 @@ production-like stack is configuration, read here and nowhere else:
 - ``RECSYS_LANDING``: folder the ingest DAG reads new batches from.
 - ``MLFLOW_TRACKING_URI``: MLflow tracking store (default: SQLite inside ``mlruns/``).
 - ``RECSYS_MODEL_NAME``: name of the registered model (default ``recsys``).
+- ``RECSYS_REDIS_URL``: the Redis cache of the batch lists (unset = no cache).
+- ``RECSYS_CACHE_PREFIX``: first part of its keys (default ``recsys``).
 """
 
 from __future__ import annotations
@@ -150,18 +152,9 @@ def forget_salt() -> bytes | None:
     return salt.encode() if salt else None
 
 
-#: The serving cache of the embedded default (the HTTP service's Redis).
+#: The Redis an erasure still purges when RECSYS_REDIS_URL is unset (a cache the
+#: embedded default's service may have written to by its own flag).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def redis_url() -> tuple[str, bool]:
-    """The serving cache's Redis: ``(RECSYS_REDIS_URL or the default, whether it was set)``.
-
-    A deployment that names its cache must reach it; the default may be absent
-    (a laptop runs no cache).
-    """
-    url = os.environ.get("RECSYS_REDIS_URL", "")
-    return (url, True) if url else (DEFAULT_REDIS_URL, False)
 
 
 def monitor_dir() -> Path:
@@ -190,3 +183,14 @@ def monitor_overrides() -> dict[str, float]:
 
                 raise InputError(f"{key} must be a number, got {raw!r}") from None
     return found
+
+
+def redis_url() -> str | None:
+    """``RECSYS_REDIS_URL``: where the batch lists are cached for the service
+    (``redis://[:password@]host:port/db``); ``None`` when unset (no cache)."""
+    return os.environ.get("RECSYS_REDIS_URL", "").strip() or None
+
+
+def cache_prefix() -> str:
+    """``RECSYS_CACHE_PREFIX``: first part of every cache key (default ``recsys``)."""
+    return os.environ.get("RECSYS_CACHE_PREFIX", "").strip() or "recsys"

@@ -175,7 +175,7 @@ def match_ids(ids: object, index: pd.Index) -> np.ndarray:
     values = pd.Series(np.atleast_1d(np.asarray(ids, dtype=object)), dtype=object)
     if index.dtype.kind in "iu":
         numbers = pd.to_numeric(values, errors="coerce")
-        whole = numbers.notna() & (numbers == numbers.round())
+        whole = numbers.notna() & np.isfinite(numbers) & (numbers == numbers.round())
         out = values.where(~whole, numbers.where(whole, 0).astype(np.int64).astype(object))
     elif index.dtype.kind in "OSU" or pd.api.types.is_string_dtype(index.dtype):
         out = values.map(lambda v: v if isinstance(v, str) else str(v))

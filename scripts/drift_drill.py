@@ -164,7 +164,9 @@ def _redis():
 
     from recsys import config
 
-    client = redis.Redis.from_url(config.redis_url()[0], socket_connect_timeout=2)
+    client = redis.Redis.from_url(
+        config.redis_url() or config.DEFAULT_REDIS_URL, socket_connect_timeout=2
+    )
     try:
         client.ping()
     except redis.exceptions.ConnectionError:

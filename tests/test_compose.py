@@ -32,6 +32,7 @@ EXPECTED_SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
     "airflow-worker",
+    "recsys-serve",
 }
 AIRFLOW_SERVICES = sorted(s for s in EXPECTED_SERVICES if s.startswith("airflow-"))
 LONG_RUNNING_AIRFLOW = [s for s in AIRFLOW_SERVICES if s != "airflow-init"]
@@ -127,7 +128,7 @@ def test_published_ports_bind_localhost_or_a_variable(services):
             assert isinstance(port, str), f"{name}: use the short 'ADDRESS:HOST:CONTAINER' form"
             assert _LOCAL_BIND.match(port), f"{name}: {port} is not bound to localhost"
             published.append(name)
-    assert sorted(published) == ["airflow-apiserver", "mlflow"]
+    assert sorted(published) == ["airflow-apiserver", "mlflow", "recsys-serve"]
 
 
 def test_bind_address_defaults_to_localhost():
@@ -198,6 +199,21 @@ def test_airflow_services_share_one_configuration(services, name):
 def test_run_folders_live_on_one_shared_volume(services, name):
     home = services[name]["environment"]["RECSYS_HOME"]
     assert f"recsys-home:{home}" in services[name]["volumes"]
+
+
+def test_the_service_reads_redis_and_mlflow_and_keeps_its_copies_on_the_shared_home(services):
+    serve = services["recsys-serve"]
+    env = serve["environment"]
+    assert serve["command"][:2] == ["recsys", "serve"]
+    assert (
+        env["MLFLOW_TRACKING_URI"]
+        == services["airflow-worker"]["environment"]["MLFLOW_TRACKING_URI"]
+    )
+    # The recommend task writes the cache the service reads: one URL for both.
+    assert env["RECSYS_REDIS_URL"] == services["airflow-worker"]["environment"]["RECSYS_REDIS_URL"]
+    assert env["RECSYS_REDIS_URL"].endswith("@redis:6379/1")
+    assert f"recsys-home:{env['RECSYS_HOME']}" in serve["volumes"]
+    assert set(serve["depends_on"]) == {"redis", "mlflow"}
 
 
 def test_named_volumes_are_declared():

@@ -220,11 +220,11 @@ def test_the_cache_purge_deletes_only_the_users_keys_by_the_convention():
     except redis.exceptions.ConnectionError:
         pytest.skip("no Redis at 127.0.0.1:6379")
     prefix = f"recsys-test-{uuid.uuid4().hex[:8]}:recs"
-    mine = [cache_key("m", v, "a*b").replace("recsys:recs", prefix, 1) for v in (1, 2, 30)]
+    mine = [cache_key("m", v, "a*b", prefix=prefix) for v in (1, 2, 30)]
     theirs = [
-        cache_key("m", 1, "xa*b").replace("recsys:recs", prefix, 1),
-        cache_key("m", 1, "a1b").replace("recsys:recs", prefix, 1),  # a glob would match
-        f"{prefix}:m:latest:a*b",  # not a version
+        cache_key("m", 1, "xa*b", prefix=prefix),
+        cache_key("m", 1, "a1b", prefix=prefix),  # a glob would match
+        f"{prefix}:m:latest:u:a*b",  # not a version
     ]
     try:
         for key in mine + theirs:

@@ -95,16 +95,16 @@ def forgotten(world):
     other = _regular(world, victim)
     keys = {
         "victim": [
-            cache_key("recsys", 1, str(victim)).replace("recsys:recs", prefix, 1),
-            cache_key("recsys", 2, str(victim)).replace("recsys:recs", prefix, 1),
-            cache_key("recsys-other", 7, str(victim)).replace("recsys:recs", prefix, 1),
+            cache_key("recsys", 1, str(victim), prefix=prefix),
+            cache_key("recsys", 2, str(victim), prefix=prefix),
+            cache_key("recsys-other", 7, str(victim), prefix=prefix),
         ],
         # Another user whose id ends like the victim's, and one whose id is the victim's own
         # id followed by more: neither may be touched.
         "others": [
-            cache_key("recsys", 1, str(other)).replace("recsys:recs", prefix, 1),
-            cache_key("recsys", 1, f"1{victim}").replace("recsys:recs", prefix, 1),
-            cache_key("recsys", 1, f"x:{victim}").replace("recsys:recs", prefix, 1),
+            cache_key("recsys", 1, str(other), prefix=prefix),
+            cache_key("recsys", 1, f"1{victim}", prefix=prefix),
+            cache_key("recsys", 1, f"x:{victim}", prefix=prefix),
         ],
     }
     for key in keys["victim"] + keys["others"]:

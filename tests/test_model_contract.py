@@ -13,12 +13,19 @@ give it tiny settings in ``FAST_PARAMS`` if its defaults are slow.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from recsys.ids import IdMap
 from recsys.models import available_models, make_model, model_class
 from recsys.models.base import FitContext, Recommender
 
@@ -178,3 +185,122 @@ def test_k_larger_than_catalogue(fitted):
     assert all(sorted(row) == list(range(N)) for row in items.tolist())
     items, scores = model.recommend(np.arange(N), X, k=10 * N)
     assert np.isneginf(scores[items == -1]).all()
+
+
+# ------------------------------------------------------------------ fold-in
+def test_fold_in_scores_a_history_it_never_saw_like_a_fitted_user(fitted):
+    """A model that folds in, given a brand-new row equal to user u's history,
+    puts u's held-out item first, as it does for u itself."""
+    name, model, X = fitted
+    if not model.folds_in:
+        pytest.skip(f"{name} does not fold in (see the next test)")
+    scores = model.score_histories(X)
+    assert scores.shape == (N, N) and scores.dtype == np.float32
+    scores[X.nonzero()] = -np.inf
+    if name in NON_PERSONALISED:
+        own = np.asarray(model._score(np.arange(N), X))  # noqa: SLF001 - the oracle
+        own[X.nonzero()] = -np.inf
+        np.testing.assert_array_equal(scores.argmax(axis=1), own.argmax(axis=1))
+    else:
+        assert (scores.argmax(axis=1) == np.arange(N)).all()
+
+
+def test_a_model_that_cannot_fold_in_says_so_with_exact_message(fitted):
+    name, model, X = fitted
+    if model.folds_in:
+        wrong = sp.csr_matrix((1, N + 1), dtype=np.float32)
+        message = f"X has {N + 1} items but the model was fitted on {N}"
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            model.score_histories(wrong)
+        return
+    message = f"{name} cannot score a history it was not fitted on; retrain to include it"
+    with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
+        model.score_histories(X[:1])
+
+
+def test_fold_in_survives_save_and_load(fitted, tmp_path):
+    """What fold-in caches (ALS's solver) is rebuilt after a load, never saved."""
+    _, model, X = fitted
+    if not model.folds_in:
+        pytest.skip("does not fold in")
+    before = model.score_histories(X[:3])
+    loaded = type(model).load(model.save(tmp_path / "model"))
+    np.testing.assert_allclose(loaded.score_histories(X[:3]), before, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------- served through MLflow
+USER_IDS = [f"u{u}" for u in range(N)]
+ITEM_IDS = [f"i{i}" for i in range(N)]
+#: Users asked in the fresh process: known ones, and one the model never saw.
+ASKED = ["u0", "u3", "u7", "nobody"]
+
+
+@pytest.fixture(scope="module")
+def logged_models(tmp_path_factory):
+    """Every registered model, fitted on the checkerboard and logged as the pyfunc
+    (:func:`recsys.registry.log_model_run`) in a throw-away store: name → model URI."""
+    from recsys import registry
+
+    root = tmp_path_factory.mktemp("contract-mlflow")
+    X = checkerboard()
+    id_map = IdMap(pd.Index(USER_IDS, name="user_id"), pd.Index(ITEM_IDS, name="item_id"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("RECSYS_ARTIFACT_ROOT", (root / "artifacts").as_uri())
+        mp.setenv("RECSYS_EXPERIMENT", "contract")
+        uris = {}
+        for name in available_models():
+            model = build(name).fit(X, context(X, name))
+            info = registry.log_model_run(
+                model,
+                id_map=id_map,
+                train_matrix=X,
+                params=model.get_params(),
+                metrics={},
+                split_info={"method": "checkerboard"},
+                data_hash="checkerboard",
+                run_name=f"contract-{name}",
+                k=3,
+            )
+            uris[name] = info.model_uri
+        yield {"uris": uris, "env": dict(os.environ)}
+
+
+def test_every_model_logged_as_pyfunc_loads_and_answers_in_a_fresh_process(logged_models):
+    """The champion of any type serves: each logged model is loaded back by a new
+    Python process through ``mlflow.pyfunc.load_model`` (each model's own ``load``
+    underneath) and answers known users with their held-out item first."""
+    script = (
+        "import json, sys, mlflow.pyfunc, pandas as pd\n"
+        "out = {}\n"
+        "for name, uri in json.loads(sys.argv[1]).items():\n"
+        "    model = mlflow.pyfunc.load_model(uri)\n"
+        "    frame = model.predict(pd.DataFrame({'user_id': json.loads(sys.argv[2])}),"
+        " params={'k': 3})\n"
+        "    out[name] = frame.to_dict(orient='list')\n"
+        "sys.stdout.write(json.dumps(out))\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    env = {**logged_models["env"], "PYTHONPATH": str(repo)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(logged_models["uris"]), json.dumps(ASKED)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(answers) == set(available_models())
+    for name, answer in answers.items():
+        frame = pd.DataFrame(answer)
+        assert list(pd.unique(frame["user_id"])) == ASKED, name
+        assert (frame.groupby("user_id")["rank"].max() == 3).all(), name
+        firsts = frame[frame["rank"] == 1].set_index("user_id")["item_id"]
+        if name not in NON_PERSONALISED:
+            for user in ASKED[:-1]:
+                assert firsts[user] == f"i{user[1:]}", (name, user)
+        known = frame[frame["user_id"] != "nobody"]["served_by"]
+        assert (known == "model").all(), name
+        assert frame[frame["user_id"] == "nobody"]["served_by"].iloc[0] == "global", name

@@ -119,6 +119,17 @@ def test_ease_binary_ignores_weights():
     np.testing.assert_allclose(binary.weights_, ones.weights_, atol=1e-6)
 
 
+@pytest.mark.parametrize("binary", [True, False])
+def test_ease_scores_one_user_as_the_batch_does(binary):
+    """One user (a request) takes a path without sparse products; it must agree."""
+    model = make_model("ease", l2=2.0, binary=binary).fit(X_SMALL)
+    batch = model._score(np.arange(X_SMALL.shape[0]), X_SMALL)
+    for u in range(X_SMALL.shape[0]):
+        np.testing.assert_allclose(
+            model._score(np.array([u]), X_SMALL), batch[u : u + 1], rtol=1e-6
+        )
+
+
 def test_ease_rejects_non_positive_l2():
     with pytest.raises(ValueError, match=r"^l2 must be > 0, got 0$"):
         make_model("ease", l2=0).fit(X_SMALL)

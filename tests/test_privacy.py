@@ -3,7 +3,9 @@ users are served under their own ids."""
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 
 import pandas as pd
 import pytest
@@ -14,6 +16,8 @@ from recsys.data.prepare import pseudonymise_ids
 
 KEY = "test-key-not-for-production"
 RUN_KEY = "pseudonymous-run"
+CACHE_URL = "redis://127.0.0.1:6379/14"
+CACHE_PREFIX = f"privacy-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +35,26 @@ def run(tmp_path_factory):
         mp.setenv("RECSYS_ARTIFACT_ROOT", (tmp / "artifacts").as_uri())
         mp.setenv("RECSYS_PSEUDONYM_KEY", KEY)
         mp.setenv("RECSYS_DATA_PATH", str(source))  # the deployment's data: model "recsys"
+        # The recommend step also caches the lists for the service (skipped, with a
+        # warning, when no Redis answers there).
+        mp.setenv("RECSYS_REDIS_URL", CACHE_URL)
+        mp.setenv("RECSYS_CACHE_PREFIX", CACHE_PREFIX)
         summary = run_pipeline(
             PipelineOptions(data_path=str(source), models=("popularity", "itemknn"), k=5), RUN_KEY
         )
         yield {"summary": summary, "data": data, "folder": tmp / "home" / "runs" / RUN_KEY}
+    _drop_cached(CACHE_URL, CACHE_PREFIX)
+
+
+def _drop_cached(url: str, prefix: str) -> None:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        for key in client.scan_iter(match=f"{prefix}:*"):
+            client.delete(key)
+    except redis.exceptions.RedisError:
+        pass
 
 
 def _ids(frame: pd.DataFrame) -> set:
@@ -78,3 +98,26 @@ def test_a_user_is_served_under_their_own_id_by_the_pseudonymous_model(run):
             pseudonymise_ids([user], KEY), k=5, pseudonymise=False
         )
         assert mapped["item_id"].tolist() == out["item_id"].tolist()
+
+
+def test_the_cached_batch_lists_are_keyed_by_pseudonym_and_version(run):
+    """What the recommend step puts in Redis for the service holds no user id either."""
+    import redis
+
+    client = redis.Redis.from_url(CACHE_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError:
+        pytest.skip(f"no Redis at {CACHE_URL}")
+    cached = run["summary"]["recommendations"]["cache"]
+    version = run["summary"]["recommendations"]["model_version"]
+    assert cached["keys_prefix"] == f"{CACHE_PREFIX}:recsys:v{version}:"
+    keys = {k.decode() for k in client.scan_iter(match=f"{CACHE_PREFIX}:*")}
+    users = {k.rsplit(":u:", 1)[1] for k in keys if ":u:" in k}
+    assert len(users) == cached["users"] > 0
+    assert all(re.fullmatch(r"[0-9a-f]{16}", u) for u in users)
+    assert not users & _ids(run["data"].interactions)
+    recs = pd.read_parquet(run["folder"] / "recommendations.parquet")
+    user = recs[USER_COL].iloc[0]
+    stored = json.loads(client.get(f"{CACHE_PREFIX}:recsys:v{version}:u:{user}"))
+    assert stored["i"] == recs[recs[USER_COL] == user]["item_id"].tolist()

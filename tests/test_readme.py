@@ -8,6 +8,7 @@ what works. They run in a scratch checkout (the real ``.venv`` and
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -93,3 +94,19 @@ def test_the_registry_section_runs_as_written(checkout):
     (serve,) = blocks("The champion, from anything that speaks MLflow", "bash")
     answer = run(f"set -e\n{serve}\nkill %1; wait || true", repo, env)
     assert '"predictions"' in answer and '"new-7"' in answer
+
+
+def test_the_service_section_runs_as_written(checkout):
+    repo, env = checkout
+    (serve,) = blocks("The recommendation service", "bash")
+    out = run(f"set -e\n{serve}\nkill %1; wait || true", repo, env)
+    answers = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    known, filtered, folded, similar = answers
+    assert (known["served_by"], known["variant"], len(known["items"])) == ("model", "champion", 5)
+    assert not {50, 100} & {entry["item_id"] for entry in filtered["items"]}
+    assert (folded["served_by"], folded["folded_in"]) == ("model", 3)
+    assert similar["item_id"] == 1 and len(similar["items"]) == 5
+    assert (
+        'recsys_requests_total{method="GET",route="/recommendations/{user_id}",status="200"} 2.0'
+        in out
+    )

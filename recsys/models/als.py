@@ -36,6 +36,8 @@ class ALSRecommender(Recommender):
     """
 
     name = "als"
+    #: A new history's user factors are solved against the item factors.
+    folds_in: ClassVar[bool] = True
     search_space: ClassVar[dict[str, Any]] = {
         "factors": ("int", 16, 128, True),
         "regularization": ("float", 1e-3, 1.0, True),
@@ -90,3 +92,44 @@ class ALSRecommender(Recommender):
                 f"got user index {int(users.max())}"
             )
         return self.user_factors_[users] @ self.item_factors_.T
+
+    def _score_histories(self, H: sp.csr_matrix) -> np.ndarray:
+        """Solve each history's user factors against the fitted item factors
+        (implicit's ``recalculate_user``: the same least squares as a fit's
+        user step), then score as a fitted user."""
+        return self._recalculated(H) @ self.item_factors_.T
+
+    def _recalculated(self, H: sp.csr_matrix) -> np.ndarray:
+        solver = self.__dict__.get("_fold_in_solver")
+        if solver is None:
+            solver = self._fold_in_solver = self._solver_for_fold_in()
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            factors = solver.recalculate_user(np.arange(H.shape[0]), H)
+        return np.asarray(factors, dtype=np.float32).reshape(H.shape[0], -1)
+
+    def _solver_for_fold_in(self) -> Any:
+        """An ``implicit`` solver holding the fitted item factors (built once, not saved)."""
+        import warnings
+
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # its BLAS-threads hint
+            solver = AlternatingLeastSquares(
+                factors=self.item_factors_.shape[1],
+                regularization=float(self.regularization),
+                alpha=float(self.alpha),
+                num_threads=1,
+            )
+        solver.item_factors = self.item_factors_
+        solver.user_factors = self.user_factors_
+        return solver
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fitted state without the fold-in solver (rebuilt on first use)."""
+        state = dict(self.__dict__)
+        state.pop("_fold_in_solver", None)
+        return state

@@ -94,6 +94,10 @@ class Recommender(ABC):
     #: ``("float", low, high, log)`` or ``("choice", values)``
     #: (:func:`recsys.training.tuning.suggest`); empty = not tuned.
     search_space: ClassVar[dict[str, Any]] = {}
+    #: True when the model scores any history row, also one it was never fitted
+    #: on (:meth:`score_histories`): a new user's first clicks, or a known
+    #: user's history plus what they did a minute ago, without retraining.
+    folds_in: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ contract
     def fit(self, X: sp.spmatrix, context: FitContext | None = None) -> Self:
@@ -150,6 +154,56 @@ class Recommender(ABC):
                 scores, k
             )
         return items_out, scores_out
+
+    def score_users(self, users: np.ndarray, X: sp.spmatrix) -> np.ndarray:
+        """Dense scores of every item for fitted user rows of ``X`` (nothing filtered):
+        what :meth:`recommend` ranks, for a caller that masks items of its own.
+
+        Returns:
+            ``(len(users), n_items)`` float32, higher is better.
+        """
+        self._check_fitted()
+        users = np.atleast_1d(np.asarray(users, dtype=np.int64))
+        X = check_matrix(X)
+        if X.shape[1] != self.n_items_:
+            raise InputError(
+                f"X has {X.shape[1]} items but the model was fitted on {self.n_items_}"
+            )
+        return np.asarray(self._score(users, X), dtype=np.float32)
+
+    def score_histories(self, H: sp.spmatrix) -> np.ndarray:
+        """Scores of every item for histories the model need not have seen.
+
+        Each row of ``H`` is one history over the model's items (weights as in
+        the training matrix). Models whose scores depend only on the history
+        row (EASE, item-kNN, content, popularity) score it as they would a
+        fitted user with that row; ALS first solves the user's factors for it.
+        Seen items are not filtered here.
+
+        Returns:
+            Dense ``(H.shape[0], n_items)`` float32 scores, higher is better.
+
+        Raises:
+            StateError: the model cannot score a history it was not fitted on
+                (:attr:`folds_in` is False) or is not fitted.
+            InputError: ``H`` has another number of items.
+        """
+        self._check_fitted()
+        if not self.folds_in:
+            raise StateError(
+                f"{self.name or type(self).__name__} cannot score a history it was not "
+                "fitted on; retrain to include it"
+            )
+        H = check_matrix(H)
+        if H.shape[1] != self.n_items_:
+            raise InputError(
+                f"X has {H.shape[1]} items but the model was fitted on {self.n_items_}"
+            )
+        return np.asarray(self._score_histories(H), dtype=np.float32)
+
+    def _score_histories(self, H: sp.csr_matrix) -> np.ndarray:
+        """Scores of the rows of ``H`` (default: :meth:`_score`, which reads only the rows)."""
+        return self._score(np.arange(H.shape[0]), H)
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model into folder ``path``; :func:`load_saved` reads it back.

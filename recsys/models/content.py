@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -131,6 +132,8 @@ class ContentRecommender(Recommender):
     """
 
     name = "content"
+    #: Scores read only the user's history row, so any row scores.
+    folds_in: ClassVar[bool] = True
 
     def __init__(
         self, max_features: int | None = 5000, year_tokens: bool = True, centered: bool = False

@@ -42,6 +42,8 @@ class EASERecommender(Recommender):
     """
 
     name = "ease"
+    #: Scores read only the user's history row, so any row scores.
+    folds_in: ClassVar[bool] = True
     search_space: ClassVar[dict[str, Any]] = {"l2": ("float", 10.0, 5000.0, True)}
 
     def __init__(
@@ -99,8 +101,17 @@ class EASERecommender(Recommender):
         return (X > 0).astype(np.float32).tocsr()
 
     def _score(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
+        tail = getattr(self, "tail_scores_", None)  # None also in models saved before max_items
+        if users.size == 1 and tail is None:  # one request: sum the user's rows of B
+            u = int(users[0])
+            items = X.indices[X.indptr[u] : X.indptr[u + 1]]
+            weights = X.data[X.indptr[u] : X.indptr[u + 1]]
+            if self.binary:
+                items = items[weights > 0]
+                return self.weights_[items].sum(axis=0, keepdims=True)
+            return (weights[:, None] * self.weights_[items]).sum(axis=0, keepdims=True)
         rows = self._prepare(X[users])
-        if getattr(self, "tail_scores_", None) is None:  # also models saved before max_items
+        if tail is None:
             return np.asarray(rows @ self.weights_)
         scores = np.broadcast_to(self.tail_scores_, (len(users), X.shape[1])).copy()
         scores[:, self.head_] = np.asarray(rows[:, self.head_] @ self.weights_)

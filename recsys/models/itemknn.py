@@ -37,6 +37,8 @@ class ItemKNNRecommender(Recommender):
     """
 
     name = "itemknn"
+    #: Scores read only the user's history row, so any row scores.
+    folds_in: ClassVar[bool] = True
     search_space: ClassVar[dict[str, Any]] = {
         "k_neighbours": ("int", 10, 400, True),
         "shrinkage": ("float", 0.0, 100.0, False),

@@ -26,6 +26,8 @@ class PopularityRecommender(Recommender):
     """
 
     name = "popularity"
+    #: One ranking for every history: only the seen items differ.
+    folds_in: ClassVar[bool] = True
     search_space: ClassVar[dict[str, Any]] = {"weighted": ("choice", (False, True))}
 
     def __init__(self, weighted: bool = False) -> None:

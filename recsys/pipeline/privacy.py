@@ -220,11 +220,10 @@ def _purge_cache(user_keys: set[str], prefix: str | None) -> dict[str, Any]:
     """Delete the user's cached lists; a cache nobody configured may be absent."""
     from recsys.serving import forget
 
-    url, named = config.redis_url()
+    named = config.redis_url()
+    url = named or config.DEFAULT_REDIS_URL
     try:
-        deleted = forget.purge_cached_lists(
-            sorted(user_keys), url=url, prefix=prefix or forget.CACHE_PREFIX
-        )
+        deleted = forget.purge_cached_lists(sorted(user_keys), url=url, prefix=prefix)
     except forget.CacheError:
         if named:
             raise

@@ -724,7 +724,26 @@ def recommend_all(run_key: str, *, k: int = 10, rerank_strength: float = 0.0) ->
         "model_version": champion["version"],
         "rerank_strength": float(rerank_strength),
         "related_items": str(related) if related else None,
+        "cache": _cache_lists(recs, name, int(champion["version"])),
     }
+
+
+def _cache_lists(recs: pd.DataFrame, name: str, version: int) -> dict | None:
+    """The batch lists into the service's Redis cache when ``RECSYS_REDIS_URL`` is set.
+
+    The Parquet file stays the record: a cache that cannot be reached is logged
+    and skipped (the service then answers from the model), never a failed task.
+    """
+    url = config.redis_url()
+    if not url:
+        return None
+    from recsys.serving import cache
+
+    try:
+        return cache.write_batch(recs, name, version, url, prefix=config.cache_prefix())
+    except Exception as exc:  # noqa: BLE001 - any Redis failure; the lists are on disk
+        log.warning("could not cache the batch lists in Redis: %s", exc)
+        return {"error": str(exc)}
 
 
 def write_related_items(run_key: str, *, k: int = 10) -> Path | None:

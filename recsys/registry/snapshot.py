@@ -1,4 +1,5 @@
-"""A local copy of each registered model's champion, so answers need no MLflow on the hot path.
+"""A local copy of each registered model's champion (or challenger), so answers need no
+MLflow on the hot path.
 
 Asking MLflow for the champion costs seconds before any work (importing
 ``mlflow``, opening its store, downloading the model's artifacts). A served
@@ -14,6 +15,10 @@ model version never changes once registered, so the copy is safe to keep:
   answers ``None`` ("cannot tell"), and callers then take the MLflow path;
 - :meth:`Snapshot.served` loads the copy as a
   :class:`recsys.serving.served.ServedRecommender`.
+
+``Snapshot(name, alias="challenger")`` follows another alias the same way
+(its record is ``challenger.json``); both share the version folders, so a
+challenger that becomes champion is not downloaded again.
 
 :func:`current_served` puts the three together: the champion's served model,
 fresh against the registry, in well under a second when the copy is current.
@@ -35,6 +40,7 @@ from recsys.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
+CHAMPION = "champion"
 CHAMPION_FILE = "champion.json"
 TITLES_FILE = "titles.parquet"
 BATCH_FILE = "batch.parquet"
@@ -70,16 +76,21 @@ def serving_root() -> Path:
 
 
 class Snapshot:
-    """The local copy of registered model ``name``'s champion."""
+    """The local copy of the version that alias ``alias`` of registered model ``name``
+    points at (the champion unless told otherwise)."""
 
-    def __init__(self, name: str, root: Path | None = None) -> None:
+    def __init__(self, name: str, root: Path | None = None, alias: str = CHAMPION) -> None:
         self.name = name
+        self.alias = alias
         self.folder = (root or serving_root()) / config.safe_name(name)
+        self.record = self.folder / (
+            CHAMPION_FILE if alias == CHAMPION else f"{config.safe_name(alias)}.json"
+        )
 
     def current(self) -> Copy | None:
         """The copy held now, or ``None`` before the first :meth:`refresh`."""
         try:
-            info = json.loads((self.folder / CHAMPION_FILE).read_text())
+            info = json.loads(self.record.read_text())
         except (OSError, ValueError):
             return None
         path = self.folder / info["folder"]
@@ -90,44 +101,58 @@ class Snapshot:
         )
 
     def refresh(self) -> Copy:
-        """Make the copy match the registry's ``champion`` (downloading a new version once).
+        """Make the copy match the registry's alias (downloading a new version once).
+
+        A version folder already on disk (another alias held it) is reused.
 
         Raises:
-            recsys.errors.NotFoundError: the model has no champion.
+            recsys.errors.NotFoundError: the model has no version under the alias.
         """
-        import mlflow.artifacts
-
-        from recsys.registry.aliases import get_champion
-
-        champion = get_champion(self.name)
-        if champion is None:
+        info = _alias_info(self.name, self.alias)
+        if info is None:
             raise NotFoundError(
-                f"registered model {self.name!r} has no champion yet; train one with "
+                f"registered model {self.name!r} has no {self.alias} yet; train one with "
                 "`recsys train` or the recsys_training DAG"
             )
         held = self.current()
-        if held is not None and held.version == champion["version"]:
+        if held is not None and held.version == info["version"]:
             return held
-        folder = f"v{champion['version']}"
+        folder = f"v{info['version']}"
         target = self.folder / folder
-        partial = self.folder / f".{folder}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        mlflow.artifacts.download_artifacts(champion["model_uri"], dst_path=str(partial))
-        _copy_titles(champion["run_tags"].get("recsys.run_key"), partial)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(partial, target)
+        if not (target / "MLmodel").is_file():
+            self._download(info, target)
         record = {
-            "version": champion["version"],
-            "run_id": champion["run_id"],
-            "model_type": champion.get("model_type"),
+            "version": info["version"],
+            "run_id": info["run_id"],
+            "model_type": info.get("model_type"),
             "folder": folder,
         }
-        tmp = self.folder / f".{CHAMPION_FILE}.tmp"
+        tmp = self.folder / f".{self.record.name}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.folder / CHAMPION_FILE)
-        log.info("local copy of %s is now version %s", self.name, champion["version"])
+        os.replace(tmp, self.record)
+        log.info("local copy of %s@%s is now version %s", self.name, self.alias, info["version"])
         return self.current()
+
+    def _download(self, info: dict[str, Any], target: Path) -> None:
+        """Download a version's pyfunc into ``target`` through a private partial folder
+        (two processes refreshing at once never share one)."""
+        import mlflow.artifacts
+
+        partial = self.folder / f".{target.name}.{os.getpid()}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        mlflow.artifacts.download_artifacts(info["model_uri"], dst_path=str(partial))
+        _copy_titles(info["run_tags"].get("recsys.run_key"), partial)
+        if (target / "MLmodel").is_file():  # another process finished the same version first
+            shutil.rmtree(partial, ignore_errors=True)
+            return
+        shutil.rmtree(target, ignore_errors=True)  # a leftover without its MLmodel
+        try:
+            os.replace(partial, target)
+        except OSError:  # another process put the same version there meanwhile
+            shutil.rmtree(partial, ignore_errors=True)
+            if not (target / "MLmodel").is_file():
+                raise
 
     def served(self, copy: Copy | None = None) -> Any:
         """The copy as a :class:`~recsys.serving.served.ServedRecommender`."""
@@ -217,25 +242,58 @@ def default_model() -> str:
     return base if base in names or not names else names[0]
 
 
-def champion_version(name: str, alias: str = "champion") -> int | None:
+def champion_version(name: str, alias: str = CHAMPION) -> int | None:
     """The version ``alias`` of ``name`` points at, read cheaply from the store.
 
     Returns:
         The version; ``None`` when it cannot be told this way (no such alias,
         another kind of store, any error): the caller then asks MLflow.
     """
+    told, version = read_alias(name, alias)
+    return version if told else None
+
+
+def read_alias(name: str, alias: str = CHAMPION) -> tuple[bool, int | None]:
+    """Like :func:`champion_version`, telling "no such alias" from "cannot tell".
+
+    Returns:
+        ``(True, version)`` or ``(True, None)`` when the store was read (``None``:
+        the alias is not set); ``(False, None)`` when it cannot be read cheaply
+        (another kind of store, any error): the caller then asks MLflow.
+    """
     uri = config.tracking_uri()
     try:
         scheme = urlparse(uri).scheme
         if scheme == "sqlite":
-            return _sqlite_alias(uri, name, alias)
+            return True, _sqlite_alias(uri, name, alias)
         if scheme.startswith("postgresql"):
-            return _postgres_alias(uri, name, alias)
+            return True, _postgres_alias(uri, name, alias)
         if scheme in ("http", "https"):
             return _rest_alias(uri, name, alias)
     except Exception:  # noqa: BLE001 - any failure means "ask MLflow instead"
         log.debug("cannot read the alias of %s cheaply", name, exc_info=True)
-    return None
+    return False, None
+
+
+def _alias_info(name: str, alias: str) -> dict[str, Any] | None:
+    """What a refresh needs of the version under ``alias`` (through MLflow), or ``None``."""
+    from recsys.registry.aliases import get_champion, version_by_alias
+    from recsys.registry.runs import TAG_MODEL_TYPE, client, setup
+
+    if alias == CHAMPION:
+        return get_champion(name)
+    setup()
+    version = version_by_alias(name, alias)
+    if version is None:
+        return None
+    run_tags = dict(client().get_run(version.run_id).data.tags) if version.run_id else {}
+    return {
+        "version": int(version.version),
+        "run_id": version.run_id,
+        "model_type": version.tags.get(TAG_MODEL_TYPE) or run_tags.get(TAG_MODEL_TYPE),
+        "run_tags": run_tags,
+        "model_uri": f"models:/{name}/{version.version}",
+    }
 
 
 def _sqlite_alias(uri: str, name: str, alias: str) -> int | None:
@@ -245,7 +303,12 @@ def _sqlite_alias(uri: str, name: str, alias: str) -> int | None:
     if not Path(path).is_file():
         return None
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2) as db:
-        rows = db.execute(_ALIAS_SQL.format(p="?"), (name, alias)).fetchall()
+        try:
+            rows = db.execute(_ALIAS_SQL.format(p="?"), (name, alias)).fetchall()
+        except sqlite3.OperationalError as exc:  # a store not migrated yet: no aliases
+            if "no such table" in str(exc):
+                return None
+            raise
     return int(rows[0][0]) if len(rows) == 1 else None
 
 
@@ -259,7 +322,7 @@ def _postgres_alias(uri: str, name: str, alias: str) -> int | None:
     return int(rows[0][0]) if len(rows) == 1 else None
 
 
-def _rest_alias(uri: str, name: str, alias: str) -> int | None:
+def _rest_alias(uri: str, name: str, alias: str) -> tuple[bool, int | None]:
     import requests
 
     answer = requests.get(
@@ -267,9 +330,11 @@ def _rest_alias(uri: str, name: str, alias: str) -> int | None:
         params={"name": name, "alias": alias},
         timeout=2,
     )
+    if answer.status_code == 404:
+        return True, None
     if answer.status_code != 200:
-        return None
-    return int(answer.json()["model_version"]["version"])
+        return False, None
+    return True, int(answer.json()["model_version"]["version"])
 
 
 def _artifact_paths(model_dir: Path) -> dict[str, str]:

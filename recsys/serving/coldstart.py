@@ -274,6 +274,16 @@ class ColdStart:
                 return pop, f"segment:{kind}"
         return None, "global"
 
+    def demographics(self, user_id: object, given: dict | None = None) -> dict:
+        """One user's segment keys: the users table's, overridden by ``given``
+        (``age``/``gender``/``occupation`` of a request)."""
+        return self._demographics(user_id, given)
+
+    def genre_votes(self, lists: list[list]) -> np.ndarray | None:
+        """Per user, the genre votes of their liked genres (``score_users``'s
+        ``genre_scores``), or ``None`` when nobody named a known genre."""
+        return self._genre_matrix(lists)
+
     def demographics_of(self, user_ids: list) -> list[dict]:
         """Segment keys of fitted users (empty dicts for users the table lacks)."""
         return [

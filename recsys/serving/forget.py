@@ -3,9 +3,9 @@
 The served model consults the forgotten-users list
 (:mod:`recsys.data.forgotten`) on every request; this module deletes a
 forgotten user's entries from the serving cache in Redis, for every model and
-version. The cache's keys follow one convention,
-``recsys:recs:<model name>:<model version>:<user key>``, the user key being
-the id as text or, with pseudonymisation on, its pseudonym.
+version. The cache's keys are :func:`recsys.serving.cache.user_key`'s,
+``<prefix>:<model name>:v<version>:u:<user key>``, the user key being the id
+as text or, with pseudonymisation on, its pseudonym.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from recsys import config
 from recsys.errors import InputError
-
-#: The serving cache's key prefix: ``recsys:recs:<model>:<version>:<user key>``.
-CACHE_PREFIX = "recsys:recs"
+from recsys.serving.cache import user_key as _user_key
 
 
 class CacheError(InputError):
@@ -24,9 +23,9 @@ class CacheError(InputError):
 
 
 # ------------------------------------------------------------------ the cache
-def cache_key(model: str, version: int | str, user_key: str) -> str:
+def cache_key(model: str, version: int | str, user_key: str, prefix: str | None = None) -> str:
     """The serving cache's key of one user's list from one model version."""
-    return f"{CACHE_PREFIX}:{model}:{version}:{user_key}"
+    return _user_key(prefix or config.cache_prefix(), model, int(version), user_key)
 
 
 def _glob_escaped(text: str) -> str:
@@ -34,24 +33,24 @@ def _glob_escaped(text: str) -> str:
 
 
 def _is_key_of(key: str, user_key: str, prefix: str) -> bool:
-    """``key`` is ``<prefix>:<model>:<version>:<user_key>`` exactly (the SCAN pattern's ``*``
-    would also match a longer user key ending the same way)."""
-    head, tail = f"{prefix}:", f":{user_key}"
+    """``key`` is ``<prefix>:<model>:v<version>:u:<user_key>`` exactly (the SCAN pattern's
+    ``*`` would also match a longer user key ending the same way)."""
+    head, tail = f"{prefix}:", f":u:{user_key}"
     if not (key.startswith(head) and key.endswith(tail)) or len(key) <= len(head) + len(tail):
         return False
     model, _, version = key[len(head) : -len(tail)].rpartition(":")
-    return bool(model) and version.isdigit()
+    return bool(model) and version.startswith("v") and version[1:].isdigit()
 
 
 def purge_cached_lists(
-    user_keys: Iterable[str], *, url: str, prefix: str = CACHE_PREFIX, client: Any = None
+    user_keys: Iterable[str], *, url: str, prefix: str | None = None, client: Any = None
 ) -> int:
     """Delete every cached list of the users ``user_keys``, across models and versions.
 
     Args:
         user_keys: each user as the cache names them (the id as text, its pseudonym).
         url: the Redis URL (``redis://host:port/db``).
-        prefix: the cache's key prefix (tests use their own).
+        prefix: the cache's key prefix (default :func:`recsys.config.cache_prefix`).
         client: a ``redis.Redis`` to use instead of connecting to ``url``.
 
     Returns:
@@ -62,11 +61,12 @@ def purge_cached_lists(
     """
     import redis
 
+    prefix = prefix or config.cache_prefix()
     client = client or redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
     deleted = 0
     try:
         for user_key in user_keys:
-            pattern = f"{_glob_escaped(prefix)}:*:{_glob_escaped(user_key)}"
+            pattern = f"{_glob_escaped(prefix)}:*:v*:u:{_glob_escaped(user_key)}"
             keys = [
                 k
                 for k in client.scan_iter(match=pattern, count=1000)
