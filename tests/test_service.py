@@ -463,3 +463,21 @@ def test_unusable_settings_stop_the_command_with_one_line(
     monkeypatch.setenv(variable, value)
     assert main(["serve", "--model", MODEL]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_forgotten_user_is_answered_as_a_stranger_even_from_the_cache(store, prefix, tmp_path):
+    """Regression: the service answered through its own online path, which did not
+    consult the forgotten-users list, so a forgotten user kept getting personal lists."""
+    from recsys.data.forgotten import ForgottenUsers
+
+    user = store.users[1]
+    recs = batch_lists(store, 1, [user])
+    cache.write_batch(recs, MODEL, 1, REDIS_URL, prefix=prefix)
+    client, holder = _app(store, prefix=prefix)
+    with client:
+        assert client.get(f"/recommendations/{user}").json()["served_by"] == "batch"
+        online = holder.get("champion").online
+        online.served.forgotten = ForgottenUsers(tmp_path / "privacy")
+        online.served.forgotten.add(user, at=0.0)
+        body = client.get(f"/recommendations/{user}").json()
+    assert body["served_by"] not in ("batch", "model")  # the cold-start chain

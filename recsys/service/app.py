@@ -357,7 +357,11 @@ class _Service:
     async def _from_cache(
         self, loaded: Loaded, asked: object, k: int, excluded: Any, mask: Any
     ) -> Answer | None:
-        """The batch list, filtered as asked, when it still holds ``k`` items."""
+        """The batch list, filtered as asked, when it still holds ``k`` items (never for a
+        forgotten user: their cached list predates the forget request)."""
+        if loaded.online.forgotten(asked):
+            self.metrics.cache("miss")
+            return None
         try:
             hit = await self.cache.get(self.model_name, loaded.version, asked)
         except Exception as exc:  # noqa: BLE001 - a cache that fails is a miss

@@ -120,12 +120,20 @@ class OnlineModel:
         return match_ids([raw], self.users)[0]
 
     def user_row(self, user_id: object) -> int:
-        """The matrix row of a user id as the model stores it, ``-1`` when unknown."""
+        """The matrix row of a user id as the model stores it, ``-1`` when unknown or
+        forgotten (a forget request put them on the forgotten-users list: they are
+        answered as a stranger until a model trained without them serves)."""
         try:
             row = self.users.get_loc(user_id)
         except (KeyError, TypeError):
             return -1
-        return row if isinstance(row, int | np.integer) else -1
+        if not isinstance(row, int | np.integer) or self.forgotten(user_id):
+            return -1
+        return row
+
+    def forgotten(self, user_id: object) -> bool:
+        """Whether ``user_id`` (as the model stores it) is on the forgotten-users list."""
+        return bool(self.served.forgotten_mask(np.asarray([user_id], dtype=object))[0])
 
     def item_columns(self, ids: Sequence[Any], what: str, *, strict: bool = True) -> np.ndarray:
         """Columns of request item ids.
