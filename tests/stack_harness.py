@@ -52,6 +52,10 @@ PRIVATE_ENV_PREFIXES = ("AIRFLOW", "MLFLOW_", "RECSYS_")
 
 #: States after which a DAG run or a task instance changes no more.
 FINISHED_RUN_STATES = {"success", "failed"}
+# The api-server answers in well under a second when the machine is idle, but
+# a loaded 2-core machine (the scheduler, workers and a test run side by side)
+# can keep a request waiting for a minute; waiting costs nothing when it is fast.
+API_TIMEOUT = 120
 
 
 class StackError(RuntimeError):
@@ -555,7 +559,7 @@ class AirflowAPI:
         """Exchange the user's password for a bearer token."""
         reply = self.session.post(
             f"{self.base_url}/auth/token",
-            timeout=30,
+            timeout=API_TIMEOUT,
             json={"username": self.username, "password": self.password},
         )
         if reply.status_code not in (200, 201):
@@ -570,7 +574,7 @@ class AirflowAPI:
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call ``/api/v2/<path>``; a non-2xx answer raises with the server's message."""
         reply = self.session.request(
-            method, f"{self.base_url}/api/v2/{path.lstrip('/')}", timeout=30, **kwargs
+            method, f"{self.base_url}/api/v2/{path.lstrip('/')}", timeout=API_TIMEOUT, **kwargs
         )
         if reply.status_code >= 300:
             raise StackError(f"{method} {path}: {reply.status_code} {reply.text}")
