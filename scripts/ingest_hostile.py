@@ -42,8 +42,8 @@ COLS = ["user_id", "item_id", "rating", "timestamp"]
 WORKER = (
     "import json, sys\n"
     "from recsys import pipeline\n"
-    "r = pipeline.ingest(arrival='2026-11-30', now=%r)\n"
-    "print(json.dumps({'new_rows': r['new_rows']}))\n" % NOW
+    f"r = pipeline.ingest(arrival='2026-11-30', now={NOW!r})\n"
+    "print(json.dumps({'new_rows': r['new_rows']}))\n"
 )
 
 
