@@ -10,7 +10,8 @@ measures any version of the code (``PYTHONPATH=/path/to/checkout``):
 1. ``concurrency``: one big batch, a first ingest, two 500-row batches landed
    while it runs and a second ingest: rows lost = rows supplied - rows stored.
 2. ``mid_write``: a 3,000-row CSV cut mid-line at row 1,500 while an ingest
-   runs; the writer finishes, a later ingest runs: rows stored, null timestamps.
+   runs (settle window 60 s, longer than the pause); the writer finishes, a
+   later ingest runs: rows stored, null timestamps.
 3. ``re_export``: 8,000 rows as CSV, then the same rows shuffled as Parquet:
    duplicates accepted.
 4. ``id_types``: integer ids, then ``u123`` ids: whether both were accepted.
@@ -85,21 +86,20 @@ class Home:
             "RECSYS_HOME": str(root),
             "RECSYS_DATA_PATH": str(self.store),
             "RECSYS_LANDING": str(self.landing),
-            "RECSYS_INGEST_SETTLE_SECONDS": "2",
         }
         self.env.pop("RECSYS_RATING_SCALE", None)
 
-    def start(self) -> subprocess.Popen:
+    def start(self, **env: str) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-c", WORKER],
-            env=self.env,
+            env={**self.env, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
 
-    def ingest(self) -> dict:
-        return finish(self.start())
+    def ingest(self, **env: str) -> dict:
+        return finish(self.start(**env))
 
     def stored(self) -> pd.DataFrame:
         from recsys.data import ingest
@@ -141,13 +141,14 @@ def mid_write(home: Home) -> dict:
     head = "".join(lines[:1501])
     cut = lines[1501][: len(lines[1501]) // 2]
     path = home.landing / "stream.csv"
+    window = {"RECSYS_INGEST_SETTLE_SECONDS": "60"}  # longer than the writer's pause
     with path.open("w") as out:
         out.write(head + cut)
         out.flush()
-        during = home.ingest()
+        during = home.ingest(**window)
         out.write(lines[1501][len(cut) :] + "".join(lines[1502:]))
-    time.sleep(3)  # past the settle window the scenario's env sets
-    after = home.ingest()
+    finished(path)  # the next run comes long after the writer finished
+    after = home.ingest(**window)
     stored = home.stored()
     return {
         "supplied": 3000,

@@ -270,6 +270,23 @@ def test_the_same_rows_reexported_as_shuffled_parquet_add_nothing_and_are_record
     assert not stored(home).duplicated(list(INTERACTION_COLS)).any()
 
 
+def test_rows_without_timestamps_are_repeats_and_never_join_a_timed_store(home):
+    """Without timestamps a repeated pair is a repeat interaction (the interactions
+    suite's rule), so it is kept; a batch whose timestamp presence differs from the
+    store's would break the temporal split and is quarantined."""
+    clicks = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [5, 5, 6], "rating": [1.0] * 3})
+    land(clicks, home["landing"] / "clicks.csv")
+    assert run_ingest(home).new_rows == 3
+    land(clicks.iloc[::-1], home["landing"] / "clicks-again.parquet")
+    land(events(5, 22), home["landing"] / "timed.csv")
+    result = run_ingest(home)
+    assert [b["source"] for b in result.accepted] == ["clicks-again.parquet"]
+    (rejected,) = result.rejected
+    assert rejected["source"] == "timed.csv"
+    assert "this batch has timestamps but the store's rows have none" in rejected["reason"]
+    assert ingest.store_rows(home["store"]) == 6
+
+
 def test_text_ids_into_an_integer_store_are_quarantined_then_their_good_rows_replayed(home, capsys):
     """Regression (issue 4): integer ids in one batch and ``u123`` in another were both
     accepted. Now the batch is quarantined with the reason; ``--replay --drop-invalid``

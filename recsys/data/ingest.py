@@ -339,26 +339,29 @@ def split_duplicates(frame: pd.DataFrame, stored: pd.DataFrame) -> tuple[pd.Data
         ``(new rows, {"duplicate_rows": n, "duplicate_of": [batch ids]})`` (the
         dict is empty when nothing was dropped).
     """
+    import numpy as np
+
     cols = list(INTERACTION_COLS)
     timed = frame[TIME_COL].notna().to_numpy()
     within = frame.duplicated(cols).to_numpy() & timed
     earlier = stored[stored[TIME_COL].notna()].drop_duplicates(cols)
-    in_store = timed & _rows_in(frame[cols], earlier[cols])
+    in_store = np.zeros(len(frame), dtype=bool)
+    if timed.any() and len(earlier):
+        in_store[timed] = _rows_in(frame.loc[timed, cols], earlier[cols])
     dropped = within | in_store
     if not dropped.any():
         return frame.reset_index(drop=True), {}
-    matches = frame[in_store][cols].merge(earlier, on=cols, how="inner")["_batch"]
+    matches = _comparable(frame.loc[in_store, cols]).merge(
+        _comparable(earlier), on=cols, how="inner"
+    )["_batch"]
     of = sorted(set(matches)) + (["(this batch)"] if within.any() else [])
     new = frame[~dropped].reset_index(drop=True)
     return new, {"duplicate_rows": int(dropped.sum()), "duplicate_of": of}
 
 
 def _rows_in(rows: pd.DataFrame, other: pd.DataFrame):
-    """Whether each row of ``rows`` equals a row of ``other`` (same columns), as an array."""
-    import numpy as np
-
-    if other.empty:
-        return np.zeros(len(rows), dtype=bool)
+    """Whether each row of ``rows`` equals a row of ``other`` (same columns, no missing
+    timestamps), as an array."""
     keys = pd.MultiIndex.from_frame(_comparable(rows))
     return keys.isin(pd.MultiIndex.from_frame(_comparable(other)))
 
