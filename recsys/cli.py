@@ -662,11 +662,11 @@ def _add_ingest_command(command: Any) -> None:
     p = command(
         "ingest",
         "take the complete batches of the landing folder into the interaction store",
-        description="What the recsys_ingest DAG's task does: each complete batch (a "
-        "<name>.done or _SUCCESS marker, or unchanged for the settle window) is validated, "
-        "checked against the store's ids and timestamps, de-duplicated by content and "
-        "appended, or quarantined with the reason. Safe beside a running DAG. Exit 1 when "
-        "a batch was rejected or refused.\n--replay takes a quarantined batch back.",
+        description="What the recsys_ingest DAG's task does: each complete batch (a\n"
+        "<name>.done or _SUCCESS marker, or unchanged for the settle window) is validated,\n"
+        "checked against the store's ids and timestamps, de-duplicated by content and\n"
+        "appended, or quarantined with the reason. Safe beside a running DAG.\n"
+        "Exit 1 when a batch was rejected or refused. --replay takes a quarantined batch back.",
     )
     p.add_argument("--landing", default=None, help="the landing folder (default $RECSYS_LANDING)")
     p.add_argument("--data", default=None, help="the interaction store (default $RECSYS_DATA_PATH)")
