@@ -231,6 +231,37 @@ def test_a_csv_being_written_is_left_for_a_later_run_then_ingested_whole(home):
     assert len(stored(home)) == 3000 and stored(home)[TIME_COL].notna().all()
 
 
+def test_a_batch_its_writer_goes_on_writing_after_the_claim_is_not_half_ingested(home):
+    """With no settle window (or a writer pausing longer than it) a file is claimed while
+    still open; what the writer adds to the renamed file afterwards must not be lost."""
+    path, stop = home["landing"] / "stream.csv", home["home"] / "stop"
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "out, stop, n = open(sys.argv[1], 'w'), Path(sys.argv[2]), 0\n"
+        "out.write('user_id,item_id,rating,timestamp\\n')\n"
+        "while n < 20 or not stop.exists():\n"
+        "    out.write(f'{n % 97},{n % 89},4.0,{1_700_000_000 + n}\\n'); out.flush(); n += 1\n"
+        "    if n == 20: print('started', flush=True)\n"
+        "    time.sleep(0.02)\n"
+        "out.close(); print(n, flush=True)\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code, str(path), str(stop)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout.readline().strip() == "started"
+    during = run_ingest(home)
+    assert during.new_rows == 0 and not during.rejected
+    assert [w["source"] for w in during.waiting] == ["stream.csv"]
+    assert "changed after it was claimed" in during.waiting[0]["reason"]
+    stop.touch()
+    written = int(writer.stdout.readline())
+    writer.wait(timeout=30)
+    after = run_ingest(home)  # takes the claim over, whole
+    assert [b["source"] for b in after.accepted] == ["stream.csv"]
+    assert after.new_rows == written == ingest.store_rows(home["store"])
+
+
 def test_a_done_marker_or_success_file_marks_a_batch_complete_at_once(home):
     land(events(20, 8), home["landing"] / "now.csv")
     (home["landing"] / "now.csv.done").touch()

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,8 @@ BATCH_INFO = "batch.json"
 REPLAYED = "replayed.json"
 #: Row numbers kept per drop reason in the manifest (all of them are in the quarantine).
 ROWS_KEPT = 20
+#: Why a claimed batch was let go unrecorded.
+CHANGED = "changed after it was claimed (still being written?); a later run takes it once settled"
 
 
 @dataclass
@@ -155,6 +158,7 @@ def ingest_batch(
     columns: dict[str, str] | None = None,
     source: str | None = None,
     claim: str | None = None,
+    unchanged: Callable[[], bool] | None = None,
 ) -> dict:
     """Validate one batch, then (under the store's lock) check it against the store and
     append its new rows, record it as a duplicate, or quarantine it.
@@ -162,6 +166,9 @@ def ingest_batch(
     Args:
         source: the name it landed under (default ``path``'s name).
         claim: its claim id in the landing folder, recorded in the manifest.
+        unchanged: says whether the batch is still as it was claimed; when it
+            is not (a writer went on writing), nothing is recorded and the
+            status is ``waiting``.
 
     Returns:
         ``{"batch": id, "source": name, "status": "accepted" | "duplicate" |
@@ -176,9 +183,12 @@ def ingest_batch(
     base = {"batch": bid, "source": source}
     if _known(read_manifest(store), bid):
         return {**base, "status": "already_ingested", "rows": 0}
+    moved_on = {**base, "status": "waiting", "rows": None, "reason": CHANGED}
     try:
         dataset = load_dataset(path, **(columns or {}))
     except DataFormatError as exc:
+        if unchanged is not None and not unchanged():
+            return moved_on
         dest = _quarantine_copy(path, quarantine_dir / bid, flat=True)
         (dest / "report.txt").write_text(f"{source}: cannot be read: {exc}\n")
         _write_info(dest, base, "unreadable", str(exc), columns)
@@ -191,6 +201,8 @@ def ingest_batch(
         }
     report = validation.validate_dataset(dataset, now=now)
     rows = len(dataset.interactions)
+    if unchanged is not None and not unchanged():
+        return moved_on
     if not report.success:
         dest = validation.quarantine(path, report, quarantine_dir / bid)
         _write_info(dest, base, "invalid", report.summary(), columns)
@@ -203,6 +215,8 @@ def ingest_batch(
             "quarantine": str(dest),
         }
     with store_lock(store, "ingest: committing a batch"):
+        if unchanged is not None and not unchanged():
+            return moved_on
         outcome = commit_rows(
             dataset.interactions, store, bid=bid, source=source, arrival=arrival, claim=claim
         )
@@ -419,7 +433,8 @@ def ingest_landing(
         for claim in found.claims:
             outcome = _ingest_claim(claim, store, quarantine_dir, arrival, now, columns)
             result.add(outcome)
-            claim.finish()
+            if outcome["status"] != "waiting":  # a waiting one is taken over later
+                claim.finish()
             log.info("batch %s (%s): %s", outcome["batch"], claim.source, outcome["status"])
     finally:
         for claim in found.claims:
@@ -447,6 +462,7 @@ def _ingest_claim(
         columns=columns,
         source=claim.source,
         claim=claim.id,
+        unchanged=claim.unchanged,
     )
 
 

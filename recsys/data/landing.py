@@ -17,9 +17,12 @@ rename it when done. Names ending in ``.done`` are markers, never batches.
 Claiming moves a batch (and its marker) to ``_ingested/_claimed/<claim>/``
 with a rename, under the store's lock, so two ingests never take the same batch;
 the claim id is unique, so a batch dropped again under a name already seen
-never collides with the first. The claiming process holds a lock on
-``_ingested/_claimed/<claim>.lock`` while it works; a claim whose lock nobody holds (its
-process was killed) is taken over by the next ingest. A finished claim moves
+never collides with the first. A batch that changes after it was claimed
+(its writer went on writing into the renamed file) is not committed: its
+claim is let go and a later run takes it once it has settled. The claiming
+process holds a lock on ``_ingested/_claimed/<claim>.lock`` while it works;
+a claim whose lock nobody holds (its process was killed, or let it go) is
+taken over by the next ingest. A finished claim moves
 on to ``_ingested/<claim>/``.
 
 Symbolic links are claimed like any batch (the rename moves the link, not
@@ -59,10 +62,17 @@ class Claim:
     source: str
     path: Path
     _fd: int | None = field(default=None, repr=False)
+    marked: bool = False
+    seen: list = field(default_factory=list, repr=False)
 
     @property
     def folder(self) -> Path:
         return self.path.parent
+
+    def unchanged(self) -> bool:
+        """Whether the batch is as it was when claimed (a writer that went on writing
+        into the renamed file changes it); always true for a batch with a marker."""
+        return self.marked or _signature(self.path) == self.seen
 
     def finish(self) -> Path:
         """Move the claim to ``_ingested/<id>/`` and let it go; returns its new folder."""
@@ -103,7 +113,14 @@ def claim_ready(landing: Path, settle_seconds: float) -> Landed:
         complete yet, ``{"source": name, "reason": ...}``.
     """
     landing = Path(landing)
-    found = Landed(claims=_take_over(landing))
+    found = Landed()
+    for claim in _take_over(landing):
+        age = time.time() - max((m for _, _, m in claim.seen), default=0) / 1e9
+        if claim.marked or claim.path.is_symlink() or age >= settle_seconds:
+            found.claims.append(claim)
+        else:
+            found.waiting.append(_waiting(claim.path, age, settle_seconds))
+            claim.release()
     first_look = {p: _signature(p) for p in _candidates(landing)}
     now = time.time()
     for path, seen in first_look.items():
@@ -195,7 +212,8 @@ def _claim(landing: Path, path: Path, marker: Path | None) -> Claim | None:
     if marker is not None and marker.parent == landing:
         os.rename(marker, folder / marker.name)
     log.info("claimed %s as %s", path.name, cid)
-    return Claim(cid, path.name, folder / path.name, fd)
+    claimed_path = folder / path.name
+    return Claim(cid, path.name, claimed_path, fd, marker is not None, _signature(claimed_path))
 
 
 def _take_over(landing: Path) -> list[Claim]:
@@ -215,10 +233,14 @@ def _take_over(landing: Path) -> list[Claim]:
             os.close(fd)
             _set_aside(folder, batches)
             continue
-        log.warning(
-            "taking over claim %s (%s) left by an ingest that stopped", folder.name, batches[0].name
+        marked = (
+            any(p.name.endswith(DONE_SUFFIX) for p in folder.iterdir())
+            or (batches[0] / SUCCESS_MARKER).is_file()
         )
-        taken.append(Claim(folder.name, batches[0].name, batches[0], fd))
+        log.warning("taking over claim %s (%s), left unfinished", folder.name, batches[0].name)
+        taken.append(
+            Claim(folder.name, batches[0].name, batches[0], fd, marked, _signature(batches[0]))
+        )
     return taken
 
 
