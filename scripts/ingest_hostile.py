@@ -147,7 +147,8 @@ def mid_write(home: Home) -> dict:
         out.flush()
         during = home.ingest(**window)
         out.write(lines[1501][len(cut) :] + "".join(lines[1502:]))
-    finished(path)  # the next run comes long after the writer finished
+    if path.exists():  # still in the landing folder: the next run comes long after
+        finished(path)
     after = home.ingest(**window)
     stored = home.stored()
     return {
