@@ -2,13 +2,18 @@
 ### recsys_ingest — land new interaction batches in the interaction store
 
 Every file or folder dropped into the landing folder (`$RECSYS_LANDING`,
-default `$RECSYS_HOME/landing`) is one batch. Each batch is validated on its
-own by the Great Expectations suites:
+default `$RECSYS_HOME/landing`) is one batch, taken once it is complete (a
+`<name>.done` or `_SUCCESS` marker, or unchanged for
+`$RECSYS_INGEST_SETTLE_SECONDS`). Each batch is validated on its own by the
+Great Expectations suites, then checked against the store under its lock
+(the same step as `recsys ingest`, safe beside it):
 
-- accepted batches are appended to the store (`$RECSYS_DATA_PATH`, partitioned
-  by arrival date) — re-ingesting a batch changes nothing;
-- rejected batches go to `$RECSYS_HOME/quarantine/<batch>/` with their report;
-  no row of any batch is lost.
+- new rows are appended to the store (`$RECSYS_DATA_PATH`, partitioned by
+  arrival date); rows the store already holds are dropped and counted in its
+  manifest;
+- rejected batches (failed suites, ids or timestamps unlike the store's,
+  symbolic links) go to `$RECSYS_HOME/quarantine/<batch>/` with the reason;
+  `recsys ingest --replay <batch> --drop-invalid` takes their good rows back.
 
 When at least one batch was accepted the `recsys_interactions` Asset is
 updated, which schedules `recsys_training`.

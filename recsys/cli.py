@@ -213,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("status", "the champion, its metrics, the other registered models")
     _add_model_option(p)
     _add_privacy_commands(command)
+    _add_ingest_command(command)
     return parser
 
 
@@ -654,6 +655,142 @@ COMMANDS = {
     "forget": cmd_forget,
     "monitor": cmd_monitor,
 }
+
+
+# ----------------------------------------------------------------------- ingest
+def _add_ingest_command(command: Any) -> None:
+    p = command(
+        "ingest",
+        "take the complete batches of the landing folder into the interaction store",
+        description="What the recsys_ingest DAG's task does: each complete batch (a\n"
+        "<name>.done or _SUCCESS marker, or unchanged for the settle window) is validated,\n"
+        "checked against the store's ids and timestamps, de-duplicated by content and\n"
+        "appended, or quarantined with the reason. Safe beside a running DAG.\n"
+        "Exit 1 when a batch was rejected or refused. --replay takes a quarantined batch back.",
+    )
+    p.add_argument("--landing", default=None, help="the landing folder (default $RECSYS_LANDING)")
+    p.add_argument("--data", default=None, help="the interaction store (default $RECSYS_DATA_PATH)")
+    p.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=None,
+        help="a batch without a marker is taken once unchanged this long "
+        "(default $RECSYS_INGEST_SETTLE_SECONDS, else 10)",
+    )
+    p.add_argument(
+        "--arrival", default=None, help="the store partition, YYYY-MM-DD (default: today, UTC)"
+    )
+    p.add_argument(
+        "--replay",
+        metavar="BATCH",
+        default=None,
+        help="take back a quarantined batch (its folder name in $RECSYS_HOME/quarantine)",
+    )
+    p.add_argument(
+        "--drop-invalid",
+        action="store_true",
+        help="with --replay: drop the rows that break a rule (recorded) and take the rest",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from recsys.errors import InputError
+    from recsys.pipeline.steps import ingest, replay_quarantined
+
+    if args.drop_invalid and not args.replay:
+        raise InputError("--drop-invalid only applies with --replay BATCH")
+    if args.replay and (args.landing or args.settle_seconds is not None):
+        raise InputError("--replay takes a quarantined batch: drop --landing and --settle-seconds")
+    if args.settle_seconds is not None and not 0 <= args.settle_seconds < float("inf"):
+        raise InputError(f"--settle-seconds must be seconds >= 0, got {args.settle_seconds}")
+    arrival = _arrival(args.arrival)
+    if args.replay:
+        outcome = replay_quarantined(
+            args.replay,
+            arrival=arrival,
+            now=time.time(),
+            drop_invalid=args.drop_invalid,
+            data_path=args.data,
+        )
+        print(json.dumps(outcome, indent=2) if args.json else replay_summary(outcome))
+        return 0
+    result = ingest(
+        arrival=arrival,
+        now=time.time(),
+        settle_seconds=args.settle_seconds,
+        landing=args.landing,
+        data_path=args.data,
+    )
+    print(json.dumps(result, indent=2) if args.json else ingest_summary(result))
+    return 1 if result["rejected"] or result["refused"] else 0
+
+
+def _arrival(raw: str | None) -> str:
+    import datetime as dt
+
+    from recsys.errors import InputError
+
+    if raw is None:
+        return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    try:
+        return dt.date.fromisoformat(raw).isoformat()
+    except ValueError:
+        raise InputError(f"--arrival must be a date YYYY-MM-DD, got {raw!r}") from None
+
+
+def ingest_summary(result: dict) -> str:
+    """One line per batch an ingest looked at, and what to do about the rejected ones."""
+    seen = sum(len(result[k]) for k in ("accepted", "duplicates", "rejected", "refused"))
+    seen += len(result["already_ingested"])
+    lines = [
+        f"ingest {result['landing']} -> {result['store']}: {result['new_rows']:,} new rows "
+        f"from {seen} batch(es), {result['duplicate_rows']:,} duplicate rows dropped"
+    ]
+    for b in result["accepted"]:
+        dup = b.get("duplicate_rows", 0)
+        also = f" ({dup:,} already in the store, recorded)" if dup else ""
+        lines.append(f"  accepted   {b['source']}: {b['rows']:,} new rows{also}")
+    for b in result["duplicates"]:
+        lines.append(
+            f"  duplicate  {b['source']}: 0 new rows, all {b['rows_landed']:,} already stored "
+            f"(batch {', '.join(b['duplicate_of'])}); recorded in the manifest"
+        )
+    for bid in result["already_ingested"]:
+        lines.append(f"  seen       batch {bid}: these very bytes were ingested before")
+    for b in result["rejected"]:
+        lines.append(f"  rejected   {b['source']}: {b['reason'].splitlines()[-1].lstrip('- ')}")
+        lines.append(f"             in {b['quarantine']}")
+        lines.append(
+            f"             its good rows: recsys ingest --replay {b['batch']} --drop-invalid"
+        )
+    for b in result["refused"]:
+        lines.append(f"  refused    {b['source']}: {b['reason']}")
+    for b in result["waiting"]:
+        lines.append(f"  waiting    {b['source']}: {b['reason']}")
+    if not seen and not result["waiting"]:
+        lines.append("  nothing landed")
+    return "\n".join(lines)
+
+
+def replay_summary(outcome: dict) -> str:
+    """What a replay of a quarantined batch took, and what it dropped."""
+    dropped = outcome.get("dropped") or {}
+    if outcome["status"] == "already_ingested":
+        return f"batch {outcome['batch']} is in the store already; nothing replayed"
+    lines = [
+        f"replayed {outcome['replay_of']} ({outcome['source']}) into {outcome['store']}: "
+        f"{outcome['rows']:,} new rows, {dropped.get('rows', 0):,} invalid rows dropped, "
+        f"{outcome.get('duplicate_rows', 0):,} duplicate rows dropped"
+    ]
+    for why, entry in dropped.get("reasons", {}).items():
+        lines.append(f"  {entry['rows']:>8,}  {why}")
+    if dropped:
+        lines.append(f"every dropped row: {dropped['listing']}; counts are in the manifest")
+    return "\n".join(lines)
+
+
+COMMANDS["ingest"] = cmd_ingest
 
 
 def main(argv: list[str] | None = None) -> int:

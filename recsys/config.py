@@ -7,6 +7,9 @@ production-like stack is configuration, read here and nowhere else:
 - ``RECSYS_DATA_PATH``: the training DAG's default input (default ``<RECSYS_HOME>/data``).
 - ``RECSYS_EXPECTATIONS_DIR``: the suites (default ``expectations/`` in the checkout).
 - ``RECSYS_LANDING``: folder the ingest DAG reads new batches from.
+- ``RECSYS_INGEST_SETTLE_SECONDS``: how long a landed batch without a marker
+  must stay unchanged before ingest takes it (default 10).
+- ``RECSYS_STORE_LOCK_TIMEOUT``: how long a writer waits for the store's lock (default 300).
 - ``MLFLOW_TRACKING_URI``: MLflow tracking store (default: SQLite inside ``mlruns/``).
 - ``RECSYS_MODEL_NAME``: name of the registered model (default ``recsys``).
 - ``RECSYS_REDIS_URL``: the Redis cache of the batch lists (unset = no cache).
@@ -194,3 +197,44 @@ def redis_url() -> str | None:
 def cache_prefix() -> str:
     """``RECSYS_CACHE_PREFIX``: first part of every cache key (default ``recsys``)."""
     return os.environ.get("RECSYS_CACHE_PREFIX", "").strip() or "recsys"
+
+
+#: Seconds a landed batch without a marker must stay unchanged (``RECSYS_INGEST_SETTLE_SECONDS``).
+DEFAULT_SETTLE_SECONDS = 10.0
+#: Seconds a writer waits for the store's lock (``RECSYS_STORE_LOCK_TIMEOUT``).
+DEFAULT_STORE_LOCK_TIMEOUT = 300.0
+
+
+def ingest_settle_seconds() -> float:
+    """``RECSYS_INGEST_SETTLE_SECONDS``: a landed batch without a ``.done`` / ``_SUCCESS``
+    marker is ingested once unchanged this long (default 10).
+
+    Raises:
+        recsys.errors.InputError: the value is not a number >= 0.
+    """
+    return _seconds("RECSYS_INGEST_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS)
+
+
+def store_lock_timeout() -> float:
+    """``RECSYS_STORE_LOCK_TIMEOUT``: seconds ingest and erasure wait for the store's
+    lock before they give up with a clear error (default 300).
+
+    Raises:
+        recsys.errors.InputError: the value is not a number >= 0.
+    """
+    return _seconds("RECSYS_STORE_LOCK_TIMEOUT", DEFAULT_STORE_LOCK_TIMEOUT)
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        from recsys.errors import InputError
+
+        raise InputError(f"{name} must be seconds >= 0, got {raw!r}")
+    return value

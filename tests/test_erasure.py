@@ -266,8 +266,10 @@ def test_copies_of_landed_batches_lose_the_user_and_foreign_tables_are_counted(
 
     assert entry["counts"]["landed_copies"] == {"removed": 3 + 1, "files": 3, "skipped": 1}
     # a.csv (1 row) and c.csv (2 rows) lost the victim; the quarantined TSV kept its raw text.
-    assert pd.read_csv(done / "a.csv")[USER_COL].tolist() == [1, 3]
-    assert pd.read_csv(done / "c.csv")[USER_COL].tolist() == [5, 6]
+    # each processed batch lies in a claim folder of its own: _ingested/<claim>/<name>
+    (a,), (c,) = done.glob("*/a.csv"), done.glob("*/c.csv")
+    assert pd.read_csv(a)[USER_COL].tolist() == [1, 3]
+    assert pd.read_csv(c)[USER_COL].tolist() == [5, 6]
     assert (held / "rows.tsv").read_text() == "user_id\titem_id\trating\n7\t2\tx\n"
     assert (held / "foreign.csv").read_text() == f"uid,iid\n{VICTIM},1\n"  # left, and counted
 

@@ -407,7 +407,7 @@ def test_the_cron_and_the_ingest_asset_start_runs(stack):
     assert stack.task_states("recsys_ingest", ingest)["publish"] == "success"
     monitor = monitored[0]["dag_run_id"]
     assert stack.task_states("recsys_monitor", monitor)["request_training"] == "success"
-    assert (landing / "_ingested" / "batch-001.csv").exists()
+    assert len(list((landing / "_ingested").glob("*/batch-001.csv"))) == 1
 
 
 def _finished(stack: LocalStack, dag_id: str, run_type: str) -> list[dict] | None:
@@ -426,13 +426,15 @@ def _wait_for(check, timeout: float, what: str):
 
 
 def _land_batch(source: Path, target: Path) -> None:
-    """A small batch of interactions, written aside and renamed in (ingest skips dot files)."""
+    """A small batch of interactions, written aside and renamed in (ingest skips dot files),
+    then marked complete with ``<name>.done`` so ingest need not wait out its settle window."""
     import pandas as pd
 
     batch = pd.read_parquet(source).head(300)
     partial = target.with_name(f".{target.name}.partial")
     batch.to_csv(partial, index=False)
     partial.rename(target)
+    target.with_name(f"{target.name}.done").touch()
 
 
 def test_ui_stop_ends_every_process(stack):

@@ -4,6 +4,8 @@
   the interaction store) into one :class:`Dataset`;
 - :mod:`~recsys.data.generate`: the synthetic generator;
 - :mod:`~recsys.data.ingest`: landing batches into the interaction store;
+- :mod:`~recsys.data.landing`: which landed batches are complete, and claiming them;
+- :mod:`~recsys.data.storelock`: the store's lock (one writer at a time);
 - :mod:`~recsys.data.validation`: the Great Expectations suites;
 - :mod:`~recsys.data.prepare`: de-duplication, filtering, pseudonymisation;
 - :mod:`~recsys.data.splits`: every split protocol;

@@ -768,20 +768,72 @@ def write_related_items(run_key: str, *, k: int = 10) -> Path | None:
     return write_table(model, run.file(rf.RELATED_ITEMS), k=k)
 
 
-def ingest(*, arrival: str, now: float | None = None) -> dict:
-    """Ingest the landing folder into the interaction store (see :mod:`recsys.data.ingest`).
+def ingest(
+    *,
+    arrival: str,
+    now: float | None = None,
+    settle_seconds: float | None = None,
+    landing: str | Path | None = None,
+    data_path: str | Path | None = None,
+) -> dict:
+    """Ingest the landing folder into the interaction store (see :mod:`recsys.data.ingest`):
+    what the ``recsys_ingest`` DAG's task and ``recsys ingest`` both run.
+
+    Args:
+        arrival: the store partition of accepted batches (the DAG: its logical date).
+        now: reference time of the "no future timestamps" expectation.
+        settle_seconds: how long a batch without a marker must stay unchanged
+            (default ``RECSYS_INGEST_SETTLE_SECONDS``).
+        landing, data_path: the landing folder and the store (default
+            ``RECSYS_LANDING``, ``RECSYS_DATA_PATH``).
 
     Returns:
-        ``{"accepted": [...], "rejected": [...], "already_ingested": [...],
-        "new_rows": int}``.
+        :meth:`recsys.data.ingest.IngestResult.to_dict` plus the folders used:
+        ``{"accepted", "rejected", "already_ingested", "duplicates", "refused",
+        "waiting", "new_rows", "duplicate_rows", "landing", "store", "quarantine"}``.
     """
     from recsys.data import ingest as ingest_mod
 
+    settle = config.ingest_settle_seconds() if settle_seconds is None else settle_seconds
+    folders = _ingest_folders(landing, data_path)
     result = ingest_mod.ingest_landing(
-        config.landing_path(),
-        config.data_path(),
-        config.recsys_home() / "quarantine",
+        folders["landing"],
+        folders["store"],
+        folders["quarantine"],
         arrival=arrival,
         now=now,
+        settle_seconds=settle,
     )
-    return result.to_dict()
+    return {**result.to_dict(), **{k: str(v) for k, v in folders.items()}}
+
+
+def replay_quarantined(
+    batch: str,
+    *,
+    arrival: str,
+    now: float | None = None,
+    drop_invalid: bool = False,
+    data_path: str | Path | None = None,
+) -> dict:
+    """Take a quarantined batch back into the store (``recsys ingest --replay``); see
+    :func:`recsys.data.ingest.replay_quarantined`."""
+    from recsys.data import ingest as ingest_mod
+
+    folders = _ingest_folders(None, data_path)
+    outcome = ingest_mod.replay_quarantined(
+        batch,
+        folders["store"],
+        folders["quarantine"],
+        arrival=arrival,
+        now=now,
+        drop_invalid=drop_invalid,
+    )
+    return {**outcome, **{k: str(v) for k, v in folders.items()}}
+
+
+def _ingest_folders(landing: str | Path | None, data_path: str | Path | None) -> dict[str, Path]:
+    return {
+        "landing": Path(landing) if landing else config.landing_path(),
+        "store": Path(data_path or config.data_path()),
+        "quarantine": config.recsys_home() / "quarantine",
+    }
