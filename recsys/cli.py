@@ -434,6 +434,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from recsys import registry
 
+    registry.check_store()
     decision = registry.rollback(_default_model(args.model), reason=args.reason)
     print(
         f"champion is version {decision.candidate_version} again "
@@ -445,18 +446,20 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from recsys import registry
 
+    registry.check_store()
     decision = registry.promote_manually(args.version, args.reason, _default_model(args.model))
     print(f"champion is version {decision.candidate_version}: {decision.reason}")
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from recsys import config
+    from recsys import config, registry
     from recsys.data.prepare import pseudonymise_ids
     from recsys.errors import check_k
     from recsys.registry.snapshot import current_copy
 
     k = check_k(args.k, "--k")
+    registry.check_store()  # a missing store is not created, a dead server not retried
     name = _default_model(args.model)
     snapshot, copy = current_copy(name)
     key = config.pseudonym_key()
@@ -543,6 +546,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from recsys import config, registry
     from recsys.pipeline import RunFolder
 
+    registry.check_store()
     name = _default_model(args.model)
     others = [m for m in registry.list_registered_models() if m["name"] != name]
     champion = registry.get_champion(name)
