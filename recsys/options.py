@@ -149,7 +149,8 @@ class Rule:
         if unknown:
             raise self._fail(
                 label,
-                f"names unknown model(s) {', '.join(map(repr, unknown))} "
+                f"names unknown model{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))} "
                 f"(available: {', '.join(known)})",
                 value,
             )
