@@ -41,7 +41,8 @@ DATA_FORMATS = ("auto", "ml-100k", "ml-latest", "ml-1m", "recsys", "csv", "tsv",
 #: The longest list a run writes (and the largest K of its metrics).
 MAX_K = 200
 #: A registered model name: it ends up in ``models:/NAME@alias`` URIs and folder names.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+#: (Empty matches too: an optional field left blank in the trigger form means the default.)
+NAME_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,99})?$"
 #: A run key given by hand: a plain folder name under ``$RECSYS_HOME/runs``.
 RUN_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
 

@@ -570,8 +570,10 @@ def test_turning_the_key_on_replaces_the_old_champion_as_incomparable(
     assert registry.get_champion(name)["version"] == 2
     # And the new champion serves a raw id through the key.
     user = pd.read_parquet(tiny / "interactions.parquet")["user_id"].iloc[0]
-    assert main(["recommend", "--model", name, "--user", str(user), "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 5
+    assert main(["recommend", "--model", name, "--user", str(user), "--k", "5", "--json"]) == 0
+    served = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert len(served) == 5 and {r["user_id"] for r in served} == {str(user)}
+    assert {r["served_by"] for r in served} == {"batch"}  # the pseudonym's own list
 
 
 @pytest.mark.parametrize(
