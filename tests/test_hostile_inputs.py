@@ -424,10 +424,11 @@ def _live_markup(text: str) -> list[str]:
     return bad
 
 
-@pytest.fixture(scope="module")
-def served_page(tmp_path_factory):
+@pytest.fixture(scope="module", params=[None, KEY], ids=["no-key", "key"])
+def served_page(request, tmp_path_factory):
     """The plugin's app under uvicorn, over a home with a hostile rejected batch,
-    a keyed rejected batch and an MLflow store (no runs)."""
+    a keyed rejected batch and an MLflow store (no runs); the server runs
+    without a pseudonym key, then with one. Yields ``(base URL, key)``."""
     from recsys.pipeline import validate_data
 
     tmp = tmp_path_factory.mktemp("served")
@@ -448,6 +449,8 @@ def served_page(tmp_path_factory):
         mp.setenv("RECSYS_PSEUDONYM_KEY", KEY)
         with pytest.raises(DataValidationError):
             validate_data("hostile-keyed", str(batch), data_format="csv")
+    if request.param:
+        env["RECSYS_PSEUDONYM_KEY"] = request.param
     port = _free_port()
     code = (
         "import uvicorn; from recsys.ui.app import create_app; "
@@ -474,7 +477,7 @@ def served_page(tmp_path_factory):
             assert time.monotonic() < deadline, "the page server did not start"
             time.sleep(0.5)
     try:
-        yield base
+        yield base, request.param
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -524,10 +527,14 @@ def _crawl(base: str) -> dict[str, object]:
 
 
 def test_no_page_the_plugin_serves_holds_live_markup_and_each_has_the_csp(served_page):
-    responses = _crawl(served_page)
+    base, key = served_page
+    responses = _crawl(base)
     gx_pages = [p for p in responses if p.endswith(".html") and "/validations/" in p]
-    assert len(gx_pages) >= 2, sorted(responses)  # GX's own pages were reached and checked
+    # GX's own pages were reached and checked (with a key: only the keyed run's).
+    assert len(gx_pages) >= (1 if key else 2), sorted(responses)
     for path, response in responses.items():
+        if key:  # no raw id anywhere, JSON included
+            assert RAW_ID not in response.text and "onerror" not in response.text, path
         assert response.status_code < 500, (path, response.status_code, response.text[:300])
         csp = response.headers.get("content-security-policy", "")
         assert "default-src 'none'" in csp and "script-src 'none'" in csp, path
@@ -535,15 +542,24 @@ def test_no_page_the_plugin_serves_holds_live_markup_and_each_has_the_csp(served
         if "text/html" in response.headers.get("content-type", ""):
             assert _live_markup(response.text) == [], path
     hostile = responses["/data-docs/hostile/"]
-    assert "&lt;img src=x onerror=alert(1)&gt;" in hostile.text
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in hostile.text
+    if key:
+        from recsys.data.prepare import pseudonymise_ids
+
+        evil, raw = pseudonymise_ids([EVIL_ID, RAW_ID], key)
+        for report in ("/data-docs/hostile/", "/data-docs/hostile-keyed/"):
+            assert evil in responses[report].text and raw in responses[report].text, report
+        assert all(evil in responses[p].text for p in gx_pages)
+    else:
+        assert "&lt;img src=x onerror=alert(1)&gt;" in hostile.text
 
 
 def test_an_unknown_runs_plot_is_404_not_500(served_page):
     import httpx
 
+    base, _ = served_page
     for run in ("0" * 32, "f" * 32, "not-a-run"):
-        response = httpx.get(f"{served_page}/plots/{run}/x", timeout=60)
+        response = httpx.get(f"{base}/plots/{run}/x", timeout=60)
         assert response.status_code == 404, (run, response.text)
         assert "no such run" in response.json()["detail"]
         assert "Traceback" not in response.text
