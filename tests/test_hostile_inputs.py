@@ -659,7 +659,7 @@ def test_an_unreachable_tracking_server_is_one_line(monkeypatch, capsys):
 
 
 # ----------------------------------------------------------------- make ui
-def test_make_ui_binds_loopback_by_default():
+def test_make_ui_binds_loopback_by_default(monkeypatch):
     dry = subprocess.run(
         ["make", "-n", "ui"], cwd=ROOT, capture_output=True, text=True, timeout=60
     ).stdout
@@ -668,6 +668,7 @@ def test_make_ui_binds_loopback_by_default():
         "local_airflow", ROOT / "scripts/local_airflow.py"
     )
     local = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "local_airflow", local)  # its dataclasses look it up
     spec.loader.exec_module(local)
     settings = local.Settings("127.0.0.1", 8080, 5000, ROOT / "var" / "ui", "stop")
     servers = local.commands(settings, "sqlite:///x.db")
