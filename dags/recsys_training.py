@@ -42,13 +42,17 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
 # The model registry's names only: importing it loads no numerical library.
 from recsys.models import DEFAULT_MODELS as DEFAULT_MODEL_NAMES
 from recsys.models import available_models
+
+#: The one schema of run options (light: no numerical library either); the CLI's
+#: flags obey the same rules.
+from recsys.options import check_dag_params, param_schema
 
 #: Every model the DAG can train, one task each, and those a run trains unless
 #: its params say otherwise: both from the model registry (recsys.models).
@@ -105,25 +109,21 @@ def _run_key() -> str:
         ),
         "data_format": Param(
             "auto",
-            enum=["auto", "ml-100k", "ml-latest", "ml-1m", "recsys", "csv", "tsv", "parquet"],
+            **param_schema("data_format"),
             title="Data format",
             description="How to read the data path; auto detects it from the file names.",
         ),
         # `examples` at the top level makes the form a multi-select; `items` validates.
         "models": Param(
             DEFAULT_MODELS,
-            type="array",
-            items={"type": "string", "enum": MODELS},
-            examples=MODELS,
+            **param_schema("models"),
             values_display=MODEL_LABELS,
-            minItems=1,
-            uniqueItems=True,
             title="Models",
             description="Recommenders to train this run, one task each; the others are skipped.",
         ),
         "protocol": Param(
             "temporal",
-            enum=["temporal", "msr", "loo", "stratified", "random"],
+            **param_schema("protocol"),
             title="Split protocol",
             description="How the test set is held out: temporal = the latest 20% of all "
             "events, msr = a random quarter of each item's, loo = each user's "
@@ -132,39 +132,32 @@ def _run_key() -> str:
         ),
         "k": Param(
             10,
-            type="integer",
-            minimum=1,
-            maximum=200,
+            **param_schema("k"),
             title="Top-K",
             description="Length of every recommendation list, and the K of the metrics.",
         ),
         "min_new_interactions": Param(
             int(os.environ.get("RECSYS_MIN_NEW_INTERACTIONS", "0")),
-            type="integer",
-            minimum=0,
+            **param_schema("min_new_interactions"),
             title="Minimum new interactions",
             description="Skip the run when fewer new interactions arrived since the "
             "champion was trained.",
         ),
         "margin": Param(
             0.0,
-            type="number",
-            minimum=0,
+            **param_schema("margin"),
             title="Promotion margin",
             description="How much NDCG@K must improve to replace the champion.",
         ),
         "tuning_trials": Param(
             int(os.environ.get("RECSYS_TUNING_TRIALS", "0")),
-            type="integer",
-            minimum=0,
+            **param_schema("tuning_trials"),
             title="Tuning trials per model",
             description="Optuna trials on a validation carve of train; 0 keeps defaults.",
         ),
         "rerank_strength": Param(
             0.0,
-            type="number",
-            minimum=0,
-            maximum=1,
+            **param_schema("rerank_strength"),
             title="Popularity re-ranking",
             description="Divide each candidate's score by (1 + popularity)^strength before "
             "writing the top-K; 0 keeps the champion's order. On ML-100K, 0.45 "
@@ -172,21 +165,19 @@ def _run_key() -> str:
         ),
         "tuning_timeout_s": Param(
             600,
-            type="integer",
-            minimum=1,
+            **param_schema("tuning_timeout_s"),
             title="Tuning time budget (s) per model",
             description="Optuna stops a model's tuning after this many seconds.",
         ),
         "max_sequence_length": Param(
             50,
-            type="integer",
-            minimum=1,
+            **param_schema("max_sequence_length"),
             title="Sequence length",
             description="Latest interactions kept per user in the sequences feature table.",
         ),
         "model_name": Param(
             None,
-            type=["null", "string"],
+            **param_schema("model_name"),
             title="Registered model",
             description="The MLflow registered model this run trains into. Empty = the data's "
             "own: $RECSYS_MODEL_NAME (recsys) for $RECSYS_DATA_PATH, recsys-<name> for other "
@@ -195,11 +186,19 @@ def _run_key() -> str:
     },
 )
 def recsys_training():
-    @task.short_circuit(doc_md="Go on only when enough new interactions have arrived.")
+    @task.short_circuit(
+        doc_md="Check every param (the CLI's rules), then go on only when enough new "
+        "interactions have arrived."
+    )
     def check_new_data() -> bool:
         from recsys import config, pipeline
+        from recsys.errors import InputError
 
         params = get_current_context()["params"]
+        try:
+            check_dag_params(dict(params))
+        except InputError as err:  # a wrong param never succeeds on a retry
+            raise AirflowFailException(f"recsys_training: {err}") from None
         fmt = None if params["data_format"] == "auto" else params["data_format"]
         counts = pipeline.new_interactions(
             params["data_path"] or config.data_path(), fmt, model_name=params["model_name"]

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from recsys.errors import RecsysError
+from recsys.options import BENCHMARK_PROTOCOLS, DATA_FORMATS, TRAIN_PROTOCOLS
 
 log = logging.getLogger("recsys")
 
-FORMATS = "ml-100k, ml-latest, ml-1m, recsys, csv, tsv, parquet"
+FORMATS = ", ".join(f for f in DATA_FORMATS if f != "auto")
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -99,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--protocol",
         default="temporal",
-        choices=["temporal", "msr", "loo", "stratified", "random"],
+        choices=TRAIN_PROTOCOLS,
         help="how the test set is held out (data without timestamps falls back to random)",
     )
     p.add_argument("--k", type=int, default=10, help="list length, and the K of the metrics")
@@ -124,9 +125,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("benchmark", "train and evaluate models on one split of the data")
     p.add_argument("--data", required=True, help="a data file or folder")
-    p.add_argument(
-        "--protocol", default="msr", choices=["msr", "temporal", "loo"], help="split protocol"
-    )
+    p.add_argument("--protocol", default="msr", choices=BENCHMARK_PROTOCOLS, help="split protocol")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
     p.add_argument("--k", type=int, default=10, help="list length, and the K of the metrics")
     p.add_argument("--output", help="write the JSON report here")
@@ -294,17 +293,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from recsys import options as opts
+
+    # Every flag against the one schema the DAG's params obey, before any work.
+    checked = opts.check_options(
+        {
+            "data_path": args.path,
+            "data_format": args.data_format or "auto",
+            "models": opts.split_list(args.models),
+            "protocol": args.protocol,
+            "k": args.k,
+            "margin": args.margin,
+            "rerank_strength": args.rerank_strength,
+            "model_name": args.model_name,
+            "run_key": args.run_key,
+        },
+        "cli",
+    )
     from recsys.pipeline import PipelineOptions, run_pipeline
 
     options = PipelineOptions(
         data_path=args.path,
-        data_format=args.data_format,
+        data_format=None if checked["data_format"] == "auto" else checked["data_format"],
         columns=_columns(args),
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        models=checked["models"],
         protocol=args.protocol,
-        k=args.k,
-        margin=args.margin,
-        rerank_strength=args.rerank_strength,
+        k=checked["k"],
+        margin=checked["margin"],
+        rerank_strength=checked["rerank_strength"],
         model_name=args.model_name,
     )
     run_key = args.run_key or time.strftime("cli-%Y%m%dT%H%M%S")
@@ -357,6 +373,28 @@ def train_summary(summary: dict) -> str:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    from recsys import options as opts
+
+    checked = opts.check_options(
+        {
+            "data_path": args.data,
+            "data_format": args.data_format or "auto",
+            "models": opts.split_list(args.models),
+            "protocol": args.protocol,
+            "k": args.k,
+            "rerank": args.rerank,
+            "rerank_pool": args.rerank_pool,
+        },
+        "cli",
+        protocols=opts.BENCHMARK_PROTOCOLS,
+        flags={"data_path": "--data"},
+    )
+    lams = None
+    if args.rerank_lams is not None:
+        lams = tuple(
+            opts.check_options({"rerank_lam": lam}, "cli")["rerank_lam"]
+            for lam in opts.parse_numbers(args.rerank_lams, "--rerank-lams")
+        )
     from recsys.pipeline.benchmark import (
         format_rerank_table,
         format_table,
@@ -366,19 +404,18 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     rerank = None
     if args.rerank:
-        lams = tuple(float(v) for v in args.rerank_lams.split(",")) if args.rerank_lams else None
         rerank = {
             "model": args.rerank,
             "method": args.rerank_method,
             "lams": lams,
-            "pool": args.rerank_pool,
+            "pool": checked["rerank_pool"],
         }
     report = run_benchmark(
         args.data,
         protocol=args.protocol,
-        models=args.models.split(","),
-        k=args.k,
-        data_format=args.data_format,
+        models=list(checked["models"]),
+        k=checked["k"],
+        data_format=None if checked["data_format"] == "auto" else checked["data_format"],
         columns=_columns(args),
         rerank=rerank,
         cold_users=not args.no_cold_users,
@@ -398,6 +435,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from recsys import registry
 
+    registry.check_store()
     decision = registry.rollback(_default_model(args.model), reason=args.reason)
     print(
         f"champion is version {decision.candidate_version} again "
@@ -409,18 +447,20 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from recsys import registry
 
+    registry.check_store()
     decision = registry.promote_manually(args.version, args.reason, _default_model(args.model))
     print(f"champion is version {decision.candidate_version}: {decision.reason}")
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from recsys import config
+    from recsys import config, registry
     from recsys.data.prepare import pseudonymise_ids
     from recsys.errors import check_k
     from recsys.registry.snapshot import current_copy
 
     k = check_k(args.k, "--k")
+    registry.check_store()  # a missing store is not created, a dead server not retried
     name = _default_model(args.model)
     snapshot, copy = current_copy(name)
     key = config.pseudonym_key()
@@ -507,6 +547,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from recsys import config, registry
     from recsys.pipeline import RunFolder
 
+    registry.check_store()
     name = _default_model(args.model)
     others = [m for m in registry.list_registered_models() if m["name"] != name]
     champion = registry.get_champion(name)

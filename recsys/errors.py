@@ -10,6 +10,8 @@ tell "this input or state is wrong, here is why" from a bug:
   no trained result for a run, an unknown version).
 - :class:`StateError`: the call is fine but comes at the wrong time (a model
   used before it was fitted).
+- :class:`UnavailableError`: an outside system recsys needs (the MLflow
+  store) cannot be reached or is not what it should be.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class NotFoundError(RecsysError, LookupError):
 
 class StateError(RecsysError, RuntimeError):
     """A call made at the wrong time, e.g. recommending before ``fit``."""
+
+
+class UnavailableError(RecsysError):
+    """An outside system (the MLflow store) is missing, unreachable or not what it should be."""
 
 
 def check_k(k: object, what: str = "k") -> int:

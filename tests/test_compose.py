@@ -277,3 +277,38 @@ def test_docker_compose_refuses_to_run_without_credentials(tmp_path):
     result = _run_compose(tmp_path, "config", "-q")
     assert result.returncode != 0
     assert "in .env (see .env.example)" in result.stderr
+
+
+def _credential_variables() -> dict[str, str]:
+    """The credentials of .env.example (name → its change-me placeholder)."""
+    return {k: v for k, v in read_env_file(ENV_EXAMPLE).items() if _SECRET_KEY.search(k)}
+
+
+def test_the_init_change_me_check_can_see_every_credential(services):
+    # Regression (issue 14): POSTGRES_PASSWORD and MLFLOW_DB_PASSWORD never reached
+    # airflow-init, so a stack with those two left at change-me started anyway.
+    env_text = " ".join(str(v) for v in services["airflow-init"]["environment"].values())
+    seen = find_compose_variables(env_text)
+    assert set(_credential_variables()) - seen == set()
+    script = services["airflow-init"]["command"][-1]
+    assert script.index("grep -q 'change-me'") < script.index("unset POSTGRES_PASSWORD")
+
+
+@needs_docker_compose
+def test_the_init_check_sees_each_placeholder_as_compose_resolves_it(tmp_path):
+    shutil.copy(COMPOSE_FILE, tmp_path / "docker-compose.yml")
+    credentials = _credential_variables()
+    env_example = ENV_EXAMPLE.read_text()
+    for name, placeholder in credentials.items():
+        # Every credential real but this one: the check must still find a change-me.
+        lines = [
+            f"{k}=real-{k.lower()}" if k in credentials and k != name else line
+            for line in env_example.splitlines()
+            for k in [line.partition("=")[0].strip()]
+        ]
+        (tmp_path / ".env").write_text("\n".join(lines) + "\n")
+        result = _run_compose(tmp_path, "config")
+        assert result.returncode == 0, result.stderr
+        init_env = yaml.safe_load(result.stdout)["services"]["airflow-init"]["environment"]
+        visible = [k for k, v in init_env.items() if "change-me" in str(v)]
+        assert visible, f"{name}={placeholder} is invisible to airflow-init's check"

@@ -163,6 +163,24 @@ def pseudonymise_ids(ids: Iterable[object], salt: str | bytes) -> list[str]:
     return [_pseudonym(key, value) for value in ids]
 
 
+#: :func:`key_fingerprint` of a deployment without a pseudonym key.
+NO_KEY = "none"
+
+
+def key_fingerprint(salt: str | bytes | None) -> str:
+    """A short, one-way name of a pseudonym key, to tell whether two runs used the same one.
+
+    ``"none"`` without a key; else ``"hmac:"`` and 12 hex characters of an HMAC
+    of a fixed text under the key, which reveals nothing that would let anyone
+    recompute a pseudonym. Runs record it, so a run can tell that the key
+    changed since its champion was trained.
+    """
+    if not salt:
+        return NO_KEY
+    key = salt.encode() if isinstance(salt, str) else salt
+    return "hmac:" + hmac.new(key, b"recsys pseudonym key", hashlib.sha256).hexdigest()[:12]
+
+
 def _pseudonym(key: bytes, value: object) -> str:
     digest = hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
     return digest[:PSEUDONYM_LENGTH]

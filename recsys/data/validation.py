@@ -29,12 +29,19 @@ How a suite is applied to one frame:
 
 Every outcome, structural problems included, ends up as a :class:`Failure` in
 one :class:`ValidationReport`; GX errors never escape as tracebacks.
+
+With ``RECSYS_PSEUDONYM_KEY`` set, :func:`validate_dataset` checks the raw
+batch (so every rule sees the real values) but no raw user id leaves it: the
+report's examples, its log lines, the error's message and the Data Docs pages
+all hold the ids' keyed pseudonyms (the ones the run's later steps use), and
+the report says ``pseudonymised``.
 ``great_expectations`` is imported lazily (a cold import takes seconds).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -49,6 +56,7 @@ from typing import Any
 import pandas as pd
 
 from recsys import config
+from recsys.constants import USER_COL
 from recsys.data import RATING_SCALE, Dataset
 from recsys.errors import InputError
 from recsys.serialize import json_safe
@@ -151,6 +159,8 @@ class ValidationReport:
         failures: every broken expectation across suites, in suite order.
         name: the dataset's label.
         docs_path: the ``index.html`` of the Data Docs built, or ``None``.
+        pseudonymised: user ids in the examples (and the Data Docs) are keyed
+            pseudonyms, not the batch's raw ids.
     """
 
     success: bool
@@ -158,6 +168,7 @@ class ValidationReport:
     failures: list[Failure]
     name: str = "dataset"
     docs_path: Path | None = None
+    pseudonymised: bool = False
 
     def summary(self) -> str:
         """Readable multi-line text naming each failed expectation and its broken rows."""
@@ -175,6 +186,7 @@ class ValidationReport:
                 "name": self.name,
                 "success": self.success,
                 "docs_path": str(self.docs_path) if self.docs_path else None,
+                "pseudonymised": self.pseudonymised,
                 "suites": {name: asdict(result) for name, result in self.suites.items()},
                 "failures": [asdict(failure) for failure in self.failures],
             }
@@ -209,7 +221,9 @@ def validate_dataset(
             pages from earlier calls into the same folder stay in place.
 
     Returns:
-        The report; ``success`` is ``False`` when any suite failed.
+        The report; ``success`` is ``False`` when any suite failed. With
+        ``RECSYS_PSEUDONYM_KEY`` set, its user-id examples and the Data Docs
+        hold pseudonyms.
 
     Raises:
         ValueError: a parameter is malformed (not the data: bad data is
@@ -218,10 +232,11 @@ def validate_dataset(
     frames = _dataset_frames(dataset)
     rating_range = rating_range or dataset.meta.get(RATING_SCALE) or config.rating_scale()
     params = _dataset_params(now, rating_range, max_duplicate_share)
-    with _Session(docs_dir) as session:
+    key = config.pseudonym_key()
+    with _Session(docs_dir, key=key) as session:
         results = {name: session.run(frame, name, params[name]) for name, frame in frames.items()}
         docs_path = session.build_docs()
-    return _report(results, dataset.name, docs_path)
+    return _report(results, dataset.name, docs_path, pseudonymised=key is not None)
 
 
 def check_dataset(
@@ -519,9 +534,12 @@ def _plan(
 class _Session:
     """One ephemeral GX context: runs suites on frames, then builds Data Docs."""
 
-    def __init__(self, docs_dir: Path | None, suites_dir: Path | None = None) -> None:
+    def __init__(
+        self, docs_dir: Path | None, suites_dir: Path | None = None, *, key: bytes | None = None
+    ) -> None:
         self.docs_dir = Path(docs_dir) if docs_dir is not None else None
         self.suites_dir = Path(suites_dir) if suites_dir is not None else config.expectations_dir()
+        self.key = key
         self.context: Any = None
         self.source: Any = None
 
@@ -561,7 +579,8 @@ class _Session:
             logger.exception("suite %s could not run", name)
             message = f"the suite could not run: {type(err).__name__}: {err}"
             return [Failure(name, SUITE_ERROR, None, None, message)]
-        return [_failure(name, result) for result in results if not result.success]
+        failures = [_failure(name, result) for result in results if not result.success]
+        return [_masked_failure(f, self.key) for f in failures] if self.key else failures
 
     def _validate(self, df: pd.DataFrame, name: str, suite: dict, runnable: list[dict]) -> Any:
         import great_expectations as gx
@@ -579,6 +598,8 @@ class _Session:
         """Build the Data Docs site into ``docs_dir``; its index.html, or None."""
         if self.docs_dir is None:
             return None
+        if self.key:
+            _mask_stored_results(self.context.validation_results_store, self.key)
         self.context.build_data_docs(site_names=[_SITE])
         index = self.docs_dir / "index.html"
         logger.info("data docs written to %s", index)
@@ -662,7 +683,13 @@ def _exception_message(info: dict[str, Any]) -> str | None:
     return None
 
 
-def _report(results: dict[str, SuiteResult], name: str, docs_path: Path | None) -> ValidationReport:
+def _report(
+    results: dict[str, SuiteResult],
+    name: str,
+    docs_path: Path | None,
+    *,
+    pseudonymised: bool = False,
+) -> ValidationReport:
     """Assemble the report from per-suite results."""
     failures = [failure for result in results.values() for failure in result.failures]
     report = ValidationReport(
@@ -671,10 +698,86 @@ def _report(results: dict[str, SuiteResult], name: str, docs_path: Path | None) 
         failures=failures,
         name=name,
         docs_path=docs_path,
+        pseudonymised=pseudonymised,
     )
     log = logger.info if report.success else logger.warning
     log("%s", report.summary())
     return report
+
+
+# --------------------------------------------------------------------------- pseudonyms
+
+
+def _mask_id(value: Any, key: bytes) -> Any:
+    """A user id's pseudonym; a missing id (None, NaN) stays missing."""
+    from recsys.data.prepare import pseudonymise_ids
+
+    if value is None or (isinstance(value, float) and value != value):
+        return value
+    return pseudonymise_ids([value], key)[0]
+
+
+def _mask_values(values: Any, columns: list[str], key: bytes) -> Any:
+    """Offending values of an expectation on ``columns``, user ids replaced.
+
+    One ``user_id`` column: each value is an id. Several columns: each value
+    is a row, a mapping whose ``user_id`` field is an id or a sequence in
+    ``columns`` order.
+    """
+    if not isinstance(values, list):
+        return values
+    if columns == [USER_COL]:
+        return [_mask_id(v, key) for v in values]
+    at = columns.index(USER_COL)
+    out = []
+    for v in values:
+        if isinstance(v, Mapping) and USER_COL in v:
+            v = {**v, USER_COL: _mask_id(v[USER_COL], key)}
+        elif isinstance(v, list | tuple) and len(v) == len(columns):
+            v = type(v)(_mask_id(x, key) if i == at else x for i, x in enumerate(v))
+        out.append(v)
+    return out
+
+
+def _masked_failure(failure: Failure, key: bytes) -> Failure:
+    """``failure`` with its user-id examples (and observed value) as pseudonyms."""
+    columns = (failure.column or "").split(",")
+    if USER_COL not in columns:
+        return failure
+    observed = failure.observed
+    if columns == [USER_COL] and isinstance(observed, str | int) and not isinstance(observed, bool):
+        observed = _mask_id(observed, key)
+    return dataclasses.replace(
+        failure, examples=_mask_values(failure.examples, columns, key), observed=observed
+    )
+
+
+#: Fields of a GX expectation result that hold the batch's values.
+_VALUE_FIELDS = ("partial_unexpected_list", "unexpected_list")
+
+
+def _mask_stored_results(store: Any, key: bytes) -> None:
+    """Rewrite every validation result in the context's (in-memory) store so that
+    Data Docs, which are rendered from it, show pseudonyms for user ids."""
+    for result_key in store.list_keys():
+        suite_result = store.get(result_key)
+        for result in suite_result.results:
+            columns = _columns_of(result.expectation_config.kwargs)
+            details = result.result
+            if USER_COL not in columns or not isinstance(details, dict):
+                continue
+            for name in _VALUE_FIELDS:
+                if name in details:
+                    details[name] = _mask_values(details[name], columns, key)
+            counts = details.get("partial_unexpected_counts")
+            if isinstance(counts, list):
+                details["partial_unexpected_counts"] = [
+                    {**c, "value": _mask_values([c.get("value")], columns, key)[0]}
+                    if isinstance(c, Mapping)
+                    else c
+                    for c in counts
+                ]
+        store.set(result_key, suite_result)
 
 
 # --------------------------------------------------------------------------- quarantine

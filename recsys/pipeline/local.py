@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recsys.models import DEFAULT_MODELS
+from recsys.options import check_options
 from recsys.pipeline.steps import (
     build_features,
     evaluate_candidates,
@@ -62,6 +63,25 @@ class PipelineOptions:
     max_sequence_length: int = 50
     rerank_strength: float = 0.0
     model_name: str | None = None
+
+    def __post_init__(self) -> None:
+        """The fields the DAG's params share, checked by the same rules
+        (:mod:`recsys.options`), so a bad value fails here, before any step."""
+        checked = check_options(
+            {
+                "data_path": self.data_path,
+                "data_format": self.data_format or "auto",
+                "models": self.models,
+                "protocol": self.protocol,
+                "k": self.k,
+                "margin": self.margin,
+                "tuning_trials": self.tuning_trials,
+                "max_sequence_length": self.max_sequence_length,
+                "rerank_strength": self.rerank_strength,
+                "model_name": self.model_name,
+            }
+        )
+        self.models = checked["models"]
 
 
 def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = None) -> dict:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from recsys import config
 from recsys.constants import ITEM_COL, USER_COL
+from recsys.data.prepare import NO_KEY, key_fingerprint
 from recsys.errors import InputError, NotFoundError
 from recsys.pipeline import runfolder as rf
 from recsys.pipeline.runfolder import RunFolder
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 TAG_REGISTERED_MODEL = "recsys.registered_model"
 #: Run tag: rows the store had erased (right to erasure) when the run read it.
 TAG_INPUT_ERASED = "recsys.input_erased"
+#: Training run tag: :func:`recsys.data.prepare.key_fingerprint` of the key its
+#: user ids were pseudonymised under (``none``: raw ids).
+TAG_PSEUDONYM_KEY = "recsys.pseudonym_key"
 
 
 def new_interactions(
@@ -110,6 +114,7 @@ def validate_data(
     summary = {
         "registered_model": model_name or config.model_name_for(data_path),
         "pseudonymised": config.pseudonym_key() is not None,
+        "pseudonym_key": key_fingerprint(config.pseudonym_key()),
         "data_path": str(data_path),
         "rows": int(len(inter)),
         "users": int(inter[USER_COL].nunique()),
@@ -399,6 +404,7 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
             "recsys.run_key": run_key,
             "recsys.input_rows": str(n_rows),
             TAG_INPUT_ERASED: str(read.get("erased_rows", 0)),
+            TAG_PSEUDONYM_KEY: read.get("pseudonym_key") or key_fingerprint(config.pseudonym_key()),
             TAG_REGISTERED_MODEL: run.registered_model(),
         },
         artifacts=model_plots(model, model_dir / "plots"),
@@ -478,7 +484,7 @@ def evaluate_candidates(
     name = run.registered_model()
     champion = registry.get_champion(name)
     if champion is not None:
-        champion = {**champion, **_score_champion(run, name, k)}
+        champion = {**champion, **_score_champion(run, name, champion, k)}
     result = {
         "registered_model": name,
         "primary": primary,
@@ -496,13 +502,22 @@ def evaluate_candidates(
     return result
 
 
-def _score_champion(run: RunFolder, name: str, k: int) -> dict[str, Any]:
+def _score_champion(run: RunFolder, name: str, champion: dict, k: int) -> dict[str, Any]:
     """The champion's pyfunc on this run's test users: ``{"metrics", "comparable"}``,
     and its per-user rows on disk; or, when it cannot serve this data,
-    ``{"metrics": {}, "comparable": False, "incomparable": why}``."""
+    ``{"metrics": {}, "comparable": False, "incomparable": why}``.
+
+    A champion trained under another pseudonym key (its run's
+    :data:`TAG_PSEUDONYM_KEY`) is not even loaded: it knows other names for
+    every user (and may expect another id type), so it is incomparable by
+    construction."""
     from recsys import registry
     from recsys.evaluation.beyond import evaluate_detailed
 
+    why = _key_changed(run, champion)
+    if why:
+        log.warning("the champion of %s cannot be compared with this run: %s", name, why)
+        return {"metrics": {}, "comparable": False, "incomparable": why}
     test = run.test()
     dataset = run.dataset()
     model = registry.load_model(registry.champion_uri(name))
@@ -518,6 +533,22 @@ def _score_champion(run: RunFolder, name: str, k: int) -> dict[str, Any]:
     )
     detail.per_user.to_parquet(run.file(rf.CHAMPION_PER_USER))
     return {"metrics": detail.metrics, "comparable": True}
+
+
+def _key_changed(run: RunFolder, champion: dict) -> str | None:
+    """Why the champion's user ids cannot be this run's, when the pseudonym key changed."""
+    then = (champion.get("run_tags") or {}).get(TAG_PSEUDONYM_KEY)
+    now = (run.read_json_or_none(rf.INPUT) or {}).get("pseudonym_key")
+    if then is None or now is None or then == now:
+        return None  # a champion from before the tag: the user check below decides
+    what = {
+        (True, False): "RECSYS_PSEUDONYM_KEY was set since it was trained",
+        (False, True): "RECSYS_PSEUDONYM_KEY was unset since it was trained",
+    }.get((then == NO_KEY, now == NO_KEY), "RECSYS_PSEUDONYM_KEY changed since it was trained")
+    return (
+        f"its user ids were pseudonymised under another key ({what}), so it knows none "
+        "of this run's users; see 'Changing the pseudonym key' in the README"
+    )
 
 
 def _incomparable(served: Any, run: RunFolder, dataset: Any, test: pd.DataFrame) -> str | None:

@@ -138,6 +138,83 @@ def setup(experiment: str | None = None) -> str:
     return found.experiment_id
 
 
+#: How long :func:`check_store` waits for a tracking server to answer.
+STORE_PROBE_SECONDS = 5.0
+
+
+def check_store(uri: str | None = None) -> str:
+    """The tracking URI, once it is known to hold a store a read can use.
+
+    For commands that only read the registry (``recsys recommend``,
+    ``status``, ``rollback``, ``promote``): without this, MLflow would create
+    a missing SQLite file (and its folder) and answer "no champion", or retry
+    an unreachable server for minutes and end in a traceback. Nothing is
+    created here, and a server gets one short request.
+
+    Raises:
+        UnavailableError: a SQLite store that does not exist or is not an
+            MLflow store, or a tracking server that does not answer.
+    """
+    from urllib.parse import urlparse
+
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or _embedded_uri()
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite":
+        _check_sqlite(uri)
+    elif scheme in ("http", "https"):
+        _check_server(uri)
+    return uri
+
+
+def _embedded_uri() -> str:
+    """The embedded default's URI, without creating its folder."""
+    return f"sqlite:///{config.mlruns_dir() / 'mlflow.db'}"
+
+
+def _check_sqlite(uri: str) -> None:
+    import sqlite3
+
+    from recsys.errors import UnavailableError
+
+    path = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    where = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the default"
+    if not path.is_file():
+        raise UnavailableError(
+            f"no MLflow store at {path} ({where}): train a model first (`recsys train`), "
+            "or point MLFLOW_TRACKING_URI at the store that holds one"
+        )
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as err:
+        raise UnavailableError(f"{path} cannot be read as an MLflow store: {err}") from None
+    if "registered_models" not in tables:
+        raise UnavailableError(
+            f"{path} is not an MLflow store (no registry tables); point MLFLOW_TRACKING_URI "
+            "at the store your training runs use"
+        )
+
+
+def _check_server(uri: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    from recsys.errors import UnavailableError
+
+    probe = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(probe, timeout=STORE_PROBE_SECONDS):  # noqa: S310 - http(s) only
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (perhaps 401/403/404): reachable; MLflow reports the rest
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UnavailableError(
+            f"the MLflow tracking server at {uri} does not answer ({reason}); start it, "
+            "or set MLFLOW_TRACKING_URI to one that runs"
+        ) from None
+
+
 class _DropKnownNoise(logging.Filter):
     """MLflow's warnings that say nothing to a recsys user: the served model is
     pickled by design, and its two-row input example is validated in milliseconds."""

@@ -28,9 +28,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
 from recsys import config
+from recsys.pipeline import runfolder as rf
 from recsys.registry import views
 from recsys.ui import datadocs, render
-from recsys.ui.common import PageError, pseudonym_key
+from recsys.ui.common import PageError
 from recsys.ui.page import build_page
 from recsys.ui.runs import PLOTS_FOLDER
 
@@ -76,15 +77,18 @@ def gx_page(run_key: str, path: str) -> Response:
 
     Raises:
         PageError: no such run or file, a file type not served, or
-            pseudonymisation is on (GX's pages hold the batch's raw ids).
+            pseudonymisation is on and the run was validated before it (its
+            GX pages hold the batch's raw ids).
     """
     target = datadocs.data_docs_file(config.runs_root(), run_key, path)
     suffix = target.suffix.lower()
     if suffix == ".html":
-        if pseudonym_key() is not None:
+        report = datadocs.run_folder(config.runs_root(), run_key).read_json_or_none(rf.VALIDATION)
+        if datadocs.gx_withheld(report):
             raise PageError(
-                "Great Expectations' own pages hold the batch's raw ids and are not served "
-                "while RECSYS_PSEUDONYM_KEY is set; the validation report shows the results"
+                "this run's Great Expectations pages were written before RECSYS_PSEUDONYM_KEY "
+                "was set and hold the batch's raw ids, so they are not served; the validation "
+                "report shows the results"
             )
         back = "../" * path.count("/")
         banner = (

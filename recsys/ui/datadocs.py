@@ -13,8 +13,11 @@ The page therefore serves:
 - Great Expectations' own per-suite pages (:func:`sanitise_gx_html`) rebuilt
   from an allowlist of tags and attributes: no script, no event handler, no
   external resource; markup found inside a table cell (where GX puts the
-  batch's values) is shown as the literal text it was. They hold raw values,
-  so they are not served when pseudonymisation is on.
+  batch's values) is shown as the literal text it was. A run validated with
+  ``RECSYS_PSEUDONYM_KEY`` set wrote them with pseudonyms (its
+  ``validation.json`` says ``pseudonymised``); one validated before the key
+  was set holds raw ids, so while a key is set its pages are not served
+  (:func:`gx_withheld`).
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def _mtime(path: Path) -> float:
 
 def _validation_row(path: Path, report: Mapping[str, Any], scope: str) -> dict[str, Any]:
     suites = report.get("suites") if isinstance(report.get("suites"), Mapping) else {}
-    key = pseudonym_key()
+    key = _key_to_apply(report)
     return {
         "run_key": path.parent.name,
         "checked_at": format_time(_mtime(path) * 1000),
@@ -139,6 +142,19 @@ def _validation_row(path: Path, report: Mapping[str, Any], scope: str) -> dict[s
     }
 
 
+def _key_to_apply(report: Mapping[str, Any]) -> bytes | None:
+    """The key to pseudonymise a report's examples with: none when the report
+    holds pseudonyms already (validated under a key) or no key is set."""
+    return None if report.get("pseudonymised") is True else pseudonym_key()
+
+
+def gx_withheld(report: Mapping[str, Any] | None) -> bool:
+    """Whether a run's Great Expectations pages must not be served: a key is
+    set and the run was validated without one (its pages hold raw ids)."""
+    pseudonymised = isinstance(report, Mapping) and report.get("pseudonymised") is True
+    return pseudonym_key() is not None and not pseudonymised
+
+
 def failure_line(failure: Mapping[str, Any]) -> str:
     """One failure as a line: where, which rule, how many rows, examples."""
     where = f"[{failure.get('suite')}] {failure.get('column') or '(table)'}"
@@ -159,10 +175,11 @@ def example_text(value: object) -> str:
 def safe_failure(failure: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
     """A failure whose user-id examples are pseudonyms when ``key`` is set.
 
-    Validation runs before pseudonymisation, so a report's examples hold the
-    batch's raw values; every user id among them (a ``user_id`` column, or a
-    ``user_id`` field of a compound example) is replaced by its keyed
-    pseudonym, the same one the run's later steps use.
+    A report written without a key holds the batch's raw values; every user
+    id among them (a ``user_id`` column, or a ``user_id`` field of a compound
+    example) is replaced by its keyed pseudonym, the same one the run's later
+    steps use. (A report written under a key holds pseudonyms already: its
+    callers pass no key.)
     """
     out = dict(failure)
     examples = list(failure.get("examples") or [])
@@ -192,7 +209,8 @@ def report_data(root: Path, run_key: str) -> dict[str, Any]:
         ``checked_at``, ``pseudonymised``, ``suites`` (``[{"name", "success",
         "rows", "evaluated", "failed", "passed", "skipped", "parameters",
         "failures"}]``, each failure with ``examples`` safe to show) and
-        ``gx_pages`` (``[{"title", "url"}]``, empty when pseudonymised).
+        ``gx_pages`` (``[{"title", "url"}]``, empty when withheld) and
+        ``gx_withheld`` (:func:`gx_withheld`).
 
     Raises:
         PageError: no such run, or the run has no ``validation.json``.
@@ -201,19 +219,21 @@ def report_data(root: Path, run_key: str) -> dict[str, Any]:
     report = folder.read_json_or_none(rf.VALIDATION)
     if not isinstance(report, dict):
         raise PageError(f"run {run_key!r} has no validation report")
-    key = pseudonym_key()
+    key = _key_to_apply(report)
     suites = report.get("suites") if isinstance(report.get("suites"), Mapping) else {}
     path = folder.file(rf.VALIDATION)
+    withheld = gx_withheld(report)
     return {
         "run_key": run_key,
         "name": report.get("name"),
         "success": report.get("success") is True,
         "checked_at": format_time(path.stat().st_mtime * 1000),
-        "pseudonymised": key is not None,
+        "pseudonymised": key is not None or report.get("pseudonymised") is True,
         "suites": [
             _suite(name, s, key) for name, s in sorted(suites.items()) if isinstance(s, Mapping)
         ],
-        "gx_pages": [] if key is not None else gx_pages(folder),
+        "gx_pages": [] if withheld else gx_pages(folder),
+        "gx_withheld": withheld,
     }
 
 
