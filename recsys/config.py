@@ -9,6 +9,9 @@ production-like stack is configuration, read here and nowhere else:
 - ``RECSYS_LANDING``: folder the ingest DAG reads new batches from.
 - ``MLFLOW_TRACKING_URI``: MLflow tracking store (default: SQLite inside ``mlruns/``).
 - ``RECSYS_MODEL_NAME``: name of the registered model (default ``recsys``).
+- ``RECSYS_REGISTRY_LOCK_URL``: a Postgres database whose advisory locks
+  serialise promotions (default: the tracking URI when it is Postgres, else a
+  file lock beside the store); ``RECSYS_LOCK_TIMEOUT_S``: how long to wait.
 - ``RECSYS_REDIS_URL``: the Redis cache of the batch lists (unset = no cache).
 - ``RECSYS_CACHE_PREFIX``: first part of its keys (default ``recsys``).
 """
@@ -73,6 +76,16 @@ def tracking_uri() -> str:
 def artifact_root() -> str:
     """Default artifact location for experiments created by the embedded default."""
     return os.environ.get("RECSYS_ARTIFACT_ROOT", (mlruns_dir() / "artifacts").as_uri())
+
+
+def registry_lock_url() -> str | None:
+    """``RECSYS_REGISTRY_LOCK_URL``: the Postgres database to take registry locks in, if set."""
+    return os.environ.get("RECSYS_REGISTRY_LOCK_URL") or None
+
+
+def lock_timeout_s() -> float:
+    """``RECSYS_LOCK_TIMEOUT_S``: how long to wait for a registry lock (default 300 s)."""
+    return float(os.environ.get("RECSYS_LOCK_TIMEOUT_S", "300"))
 
 
 def model_name() -> str:

@@ -10,6 +10,11 @@ tell "this input or state is wrong, here is why" from a bug:
   no trained result for a run, an unknown version).
 - :class:`StateError`: the call is fine but comes at the wrong time (a model
   used before it was fitted).
+
+None of these is worth retrying as it stands (the same input fails the same
+way), so the DAGs fail such a task at once instead of spending its retries;
+the few that may pass on a second try (a busy lock) say so with
+``retryable = True``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ import numbers
 
 
 class RecsysError(Exception):
-    """Base of every error recsys raises on purpose; its message says what to do."""
+    """Base of every error recsys raises on purpose; its message says what to do.
+
+    Attributes:
+        retryable: whether the same call may succeed when tried again (False
+            for bad input or state, the default).
+    """
+
+    retryable: bool = False
 
 
 class InputError(RecsysError, ValueError):

@@ -156,11 +156,43 @@ def _quiet_mlflow() -> None:
 
 
 def client() -> Any:
-    """An ``MlflowClient`` on the configured tracking and registry store."""
+    """An ``MlflowClient`` on the configured tracking and registry store.
+
+    The first call of a process on a database store creates or migrates its
+    schema under the store's lock (:func:`migrate_store`).
+    """
     from mlflow import MlflowClient
 
     uri = config.tracking_uri()
+    migrate_store(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+#: Database stores this process has seen migrated.
+_MIGRATED: set[str] = set()
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
+
+
+def migrate_store(uri: str) -> None:
+    """Create or upgrade the MLflow schema of database store ``uri``, once, under a lock.
+
+    MLflow migrates a database when it first opens it, without a lock: two
+    processes opening one fresh SQLite file at once both add the same columns
+    (``duplicate column name``). Here the first opener of a process migrates
+    under :func:`recsys.registry.locks.store_lock`; whoever comes next finds
+    the schema current. A tracking server migrates its own store: nothing to do.
+    """
+    if uri in _MIGRATED or uri.split(":", 1)[0].split("+")[0] not in _DATABASE_SCHEMES:
+        return
+    from mlflow import MlflowClient
+
+    from recsys.registry.locks import store_lock
+
+    with store_lock():
+        opened = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        opened.search_experiments(max_results=1)  # opens (and migrates) the tracking store
+        opened.search_registered_models(max_results=1)  # and the registry's
+    _MIGRATED.add(uri)
 
 
 def _artifact_location(experiment: str) -> str | None:
