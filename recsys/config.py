@@ -88,6 +88,24 @@ def lock_timeout_s() -> float:
     return float(os.environ.get("RECSYS_LOCK_TIMEOUT_S", "300"))
 
 
+#: Minutes a pipeline task may run by default (the DAGs' ``execution_timeout``).
+DEFAULT_TASK_TIMEOUT_MINUTES = 120
+
+
+def task_timeout_s() -> float:
+    """``RECSYS_TASK_TIMEOUT_MINUTES`` (default 120) in seconds: the DAGs' task timeout."""
+    minutes = os.environ.get("RECSYS_TASK_TIMEOUT_MINUTES", str(DEFAULT_TASK_TIMEOUT_MINUTES))
+    return float(minutes) * 60
+
+
+def abandoned_after_s() -> float:
+    """``RECSYS_ABANDONED_AFTER_S``: how long an MLflow run or an undecided version may
+    stay open before the next run takes it for a killed task's leftover (default: the
+    task timeout plus ten minutes, since no task outlives its timeout)."""
+    raw = os.environ.get("RECSYS_ABANDONED_AFTER_S")
+    return float(raw) if raw else task_timeout_s() + 600
+
+
 def model_name() -> str:
     """Name of the registered model whose ``champion`` alias serves recommendations."""
     return os.environ.get("RECSYS_MODEL_NAME", "recsys")

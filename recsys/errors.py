@@ -19,7 +19,9 @@ the few that may pass on a second try (a busy lock) say so with
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+from collections.abc import Iterator
 
 
 class RecsysError(Exception):
@@ -54,3 +56,20 @@ def check_k(k: object, what: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise InputError(f"{what} must be a positive integer, got {k!r}")
     return int(k)
+
+
+@contextlib.contextmanager
+def failing_fast(permanent: type[Exception]) -> Iterator[None]:
+    """Re-raise a :class:`RecsysError` that a retry cannot fix as ``permanent``.
+
+    For orchestrators: the DAGs pass Airflow's ``AirflowFailException``, so a
+    task fails at once on bad input or state instead of spending its retries
+    (recsys itself never imports Airflow). An error with ``retryable = True``
+    and any other exception pass unchanged, to be retried as usual.
+    """
+    try:
+        yield
+    except RecsysError as exc:
+        if exc.retryable:
+            raise
+        raise permanent(f"{type(exc).__name__}: {exc}") from exc

@@ -31,42 +31,33 @@ VERDICT = "recsys.decision.verdict"
 AGAINST = "recsys.decision.champion_version"
 
 
-def round_name(index: int) -> str:
-    return f"{PREFIX}-{index:02d}"
+def round_name(index: int, prefix: str = PREFIX) -> str:
+    return f"{prefix}-{index:02d}"
 
 
 # ------------------------------------------------------------------- set-up
-def prepare(rounds: int) -> None:
+def prepare(rounds: int, prefix: str = PREFIX) -> None:
     """In the configured store: ``rounds`` registered models, each with v1 the champion
-    (by a first-run decision) and v2, v3 registered, undecided."""
-    import pandas as pd
-    import scipy.sparse as sp
+    (by a first-run decision) and v2, v3 registered, undecided.
 
+    The versions are registry entries of one finished run (the decisions are
+    logged on it); nothing here loads them, so no model is logged.
+    """
     from recsys import registry
-    from recsys.ids import IdMap
-    from recsys.models import make_model
     from recsys.promotion.decision import Decision
 
-    frame = pd.DataFrame({"user_id": [1, 1, 2, 3], "item_id": [10, 11, 10, 12]})
-    id_map = IdMap.from_frame(frame)
-    X = sp.csr_matrix(id_map.to_matrix(frame))
-    info = registry.log_model_run(
-        make_model("popularity").fit(X),
-        id_map=id_map,
-        train_matrix=X,
-        params={},
-        metrics={"ndcg@10": 0.1},
-        split_info={},
-        data_hash="race",
-        run_name="race-model",
-        k=2,
-    )
-    first = Decision(True, 0.1, None, 0.0, "ndcg@10", "first champion", kind="first_run")
+    experiment = registry.setup()
+    client = registry.client()
+    run = client.create_run(experiment, run_name="race-source")
+    client.set_terminated(run.info.run_id)
+    source = f"{run.info.artifact_uri}/model"
+    decision = Decision(True, 0.1, None, 0.0, "ndcg@10", "first champion", kind="first_run")
     for index in range(rounds):
-        name = round_name(index)
-        versions = [registry.register_model(info.model_uri, name) for _ in range(3)]
-        assert versions == [1, 2, 3], versions
-        registry.apply_decision(name, 1, first)
+        name = round_name(index, prefix)
+        client.create_registered_model(name)
+        for _ in range(3):
+            client.create_model_version(name, source, run_id=run.info.run_id)
+        registry.apply_decision(name, 1, decision)
 
 
 # ------------------------------------------------------------------ workers
@@ -80,7 +71,7 @@ def _barrier(folder: Path, index: int, worker: int) -> None:
         time.sleep(0.0005)
 
 
-def work(folder: Path, rounds: int, worker: int) -> None:
+def work(folder: Path, rounds: int, worker: int, prefix: str = PREFIX) -> None:
     """Worker ``worker`` (0 or 1): in every round, promote version ``2 + worker``
     against champion v1, at the same moment as the other worker."""
     from recsys import registry
@@ -103,19 +94,19 @@ def work(folder: Path, rounds: int, worker: int) -> None:
         )
         _barrier(folder, index, worker)
         try:
-            recorded = registry.apply_decision(round_name(index), version, decision)
+            recorded = registry.apply_decision(round_name(index, prefix), version, decision)
             outcomes.append({"round": index, "promote": getattr(recorded, "promote", True)})
         except Exception as exc:  # noqa: BLE001 - the harness reports every failure
             outcomes.append({"round": index, "error": f"{type(exc).__name__}: {exc}"})
     (folder / f"worker-{worker}.json").write_text(json.dumps(outcomes))
 
 
-def race(folder: Path, rounds: int, env: dict[str, str]) -> list[dict]:
+def race(folder: Path, rounds: int, env: dict[str, str], prefix: str = PREFIX) -> list[dict]:
     """Run both workers as real processes; return what each reported, by worker."""
     folder.mkdir(parents=True, exist_ok=True)
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "work", str(folder), str(rounds), str(worker)],
+            [sys.executable, __file__, "work", str(folder), str(rounds), str(worker), prefix],
             env=env,
         )
         for worker in (0, 1)
@@ -127,14 +118,14 @@ def race(folder: Path, rounds: int, env: dict[str, str]) -> list[dict]:
 
 
 # ------------------------------------------------------------------ verdict
-def inspect(rounds: int, *, roll_back: bool = True) -> list[dict]:
+def inspect(rounds: int, *, roll_back: bool = True, prefix: str = PREFIX) -> list[dict]:
     """Per round: ``double`` (two promotions against v1), ``lineage_ok``, ``rollback_ok``."""
     from recsys import registry
 
     client = registry.client()
     found = []
     for index in range(rounds):
-        name = round_name(index)
+        name = round_name(index, prefix)
         tags = {v: client.get_model_version(name, str(v)).tags for v in (2, 3)}
         promoted = [
             v for v, t in tags.items() if t.get(VERDICT) == "promote" and t.get(AGAINST) == "1"
@@ -170,10 +161,11 @@ def _chain(client, name: str, version: int | None) -> list[int]:
     return line
 
 
-def measure(rounds: int, folder: Path, env: dict[str, str]) -> dict:
-    prepare(rounds)
-    reports = race(folder / "race", rounds, env)
-    rows = inspect(rounds)
+def measure(rounds: int, folder: Path, env: dict[str, str], prefix: str = PREFIX) -> dict:
+    """Prepare ``rounds`` rounds, race them, and count what went wrong."""
+    prepare(rounds, prefix)
+    reports = race(folder / f"race-{prefix}", rounds, env, prefix)
+    rows = inspect(rounds, prefix=prefix)
     return {
         "rounds": rounds,
         "double_promotions": sum(r["double"] for r in rows),
@@ -191,13 +183,14 @@ def main() -> None:
     w.add_argument("folder", type=Path)
     w.add_argument("rounds", type=int)
     w.add_argument("worker", type=int)
+    w.add_argument("prefix", nargs="?", default=PREFIX)
     m = sub.add_parser("measure")
     m.add_argument("--rounds", type=int, default=20)
     m.add_argument("--uri", help="tracking URI (default: a fresh SQLite store)")
     m.add_argument("--folder", type=Path, default=None)
     args = parser.parse_args()
     if args.command == "work":
-        work(args.folder, args.rounds, args.worker)
+        work(args.folder, args.rounds, args.worker, args.prefix)
         return
     import tempfile
 

@@ -25,6 +25,7 @@ from recsys.errors import NotFoundError, check_k
 from recsys.promotion.decision import Decision, manual_decision, stale, to_markdown
 from recsys.registry.locks import model_lock
 from recsys.registry.pyfunc import MODEL_ARTIFACT
+from recsys.registry.recovery import TAG_RUN_KEY, owner_tags
 from recsys.registry.runs import (
     TAG_DATA_HASH,
     TAG_MODEL_TYPE,
@@ -50,8 +51,10 @@ def register_model(run_id_or_model_uri: str, name: str | None = None) -> int:
         name: registered model name; defaults to :func:`recsys.config.model_name`.
 
     Returns:
-        The version number. The run's ``recsys.model_type`` and
-        ``recsys.data_hash`` tags are copied onto the version. Registering the
+        The version number. The run's ``recsys.model_type``, ``recsys.data_hash``
+        and ``recsys.run_key`` tags are copied onto the version, which also
+        names the process that registered it (``recsys.owner.*``, see
+        :mod:`recsys.registry.recovery`). Registering the
         same run id again returns its existing version, so a retried task
         never creates a second version of one run.
     """
@@ -66,13 +69,27 @@ def register_model(run_id_or_model_uri: str, name: str | None = None) -> int:
         if existing:
             return min(int(v.version) for v in existing)
     uri = _model_uri_of(run_id_or_model_uri)
+    # Who registered it and for which run, set with the version itself: a process
+    # killed before the decision leaves a version the next run can tell apart.
+    tags = {**_copied_run_tags(run_id_or_model_uri), **owner_tags()}
     with contextlib.redirect_stderr(io.StringIO()):  # its own "Successfully registered" lines
-        version = mlflow.register_model(uri, name)
-    run_tags = client().get_run(version.run_id).data.tags if version.run_id else {}
-    copied = {t: run_tags[t] for t in (TAG_MODEL_TYPE, TAG_DATA_HASH) if t in run_tags}
-    set_version_tags(name, int(version.version), copied)
+        version = mlflow.register_model(uri, name, tags=tags)
+    if ":/" in run_id_or_model_uri and version.run_id:
+        set_version_tags(name, int(version.version), _copied_run_tags(version.run_id))
     log.info("registered %s as %s version %s", uri, name, version.version)
     return int(version.version)
+
+
+#: Run tags every registered version carries too.
+_COPIED_TAGS = (TAG_MODEL_TYPE, TAG_DATA_HASH, TAG_RUN_KEY)
+
+
+def _copied_run_tags(run_id_or_model_uri: str) -> dict[str, str]:
+    """The tags of :data:`_COPIED_TAGS` a run has (none for a model URI)."""
+    if ":/" in run_id_or_model_uri:
+        return {}
+    run_tags = client().get_run(run_id_or_model_uri).data.tags
+    return {t: run_tags[t] for t in _COPIED_TAGS if t in run_tags}
 
 
 def _model_uri_of(run_id_or_model_uri: str) -> str:

@@ -12,7 +12,9 @@ What one training run leaves behind (:func:`log_model_run`):
   (``split.method``, ``split.test_fraction``...);
 - metrics: names MLflow cannot store (``ndcg@10``) are logged as
   ``ndcg_at_10``; the run tag ``recsys.metric_names`` maps them back;
-- tags ``recsys.data_hash`` and ``recsys.model_type``;
+- tags ``recsys.data_hash`` and ``recsys.model_type``, and the process that
+  logged it (``recsys.owner.*``: :mod:`recsys.registry.recovery` ends the runs
+  of a killed try);
 - artifacts ``split.json`` and ``plots/metrics.png``;
 - dataset inputs: the feature tables the model was fitted with
   (:class:`InputTable`, context ``features``), each with its content hash;
@@ -428,7 +430,9 @@ def _run_tags(
     renamed: Mapping[str, str],
     tags: Mapping[str, str] | None,
 ) -> dict[str, str]:
-    run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    from recsys.registry.recovery import owner_tags
+
+    run_tags = {**owner_tags(), **{str(k): str(v) for k, v in (tags or {}).items()}}
     run_tags[TAG_DATA_HASH] = str(data_hash)
     run_tags[TAG_MODEL_TYPE] = model_type_of(model)
     if renamed:
@@ -495,9 +499,12 @@ def log_tuning(
     """
     import mlflow
 
+    from recsys.registry.recovery import owner_tags
+
     experiment_id = setup()
     metric = metric_key(f"validation_{result['metric']}")
-    parent_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "study", **(tags or {})}
+    owner = owner_tags()
+    parent_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "study", **owner, **(tags or {})}
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=run_name,
@@ -509,7 +516,7 @@ def log_tuning(
         if result["trials"]:
             mlflow.log_metric(metric, float(result["score"]))
         for trial in result["trials"]:
-            trial_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "trial"}
+            trial_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "trial", **owner}
             with mlflow.start_run(
                 experiment_id=experiment_id,
                 nested=True,
