@@ -94,10 +94,25 @@ def postgres_store(tmp_path, monkeypatch):
 
 
 @pytest.mark.integration
-def test_advisory_lock_serialises_promotions_on_postgres(postgres_store, tmp_path):
-    from recsys.registry.locks import lock_database_url
+def test_the_promotion_lock_on_postgres_is_an_advisory_lock(postgres_store, monkeypatch):
+    """Held on one connection, the lock of a model is refused to another session (any
+    process's) until released, and is per model."""
+    from recsys.registry.locks import LockTimeoutError, lock_database_url, model_lock
 
     assert lock_database_url() == postgres_store["MLFLOW_TRACKING_URI"]
+    monkeypatch.setenv("RECSYS_LOCK_TIMEOUT_S", "0.3")
+    with model_lock("m"):
+        with pytest.raises(LockTimeoutError, match="stayed busy"), model_lock("m"):
+            pass
+        with model_lock("other"):
+            pass
+    with model_lock("m"):
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_forced_races_on_postgres(postgres_store, tmp_path):
     _assert_no_double_promotion(_race(3, tmp_path, postgres_store, "race"))
 
 
@@ -154,6 +169,58 @@ def test_reapplying_the_promotion_that_won_changes_nothing(sqlite_store):
     assert registry.aliases(name) == {"champion": 2, "previous_champion": 1}
 
 
+def test_the_promotion_lock_on_sqlite_is_a_file_lock_beside_the_store(sqlite_store, monkeypatch):
+    from recsys.registry.locks import LockTimeoutError, lock_database_url, lock_file, model_lock
+
+    assert lock_database_url() is None
+    assert lock_file("promote-m").parent == Path(sqlite_store["MLFLOW_TRACKING_URI"][10:]).parent
+    monkeypatch.setenv("RECSYS_LOCK_TIMEOUT_S", "0.3")
+    with model_lock("m"):
+        with pytest.raises(LockTimeoutError, match="stayed busy"), model_lock("m"):
+            pass
+        with model_lock("other"):
+            pass
+
+
+def test_promote_decides_again_when_another_run_moved_the_champion(
+    tmp_path, monkeypatch, isolated_mlflow
+):
+    """Run 'second' is evaluated against v1; before it promotes, v2 becomes champion.
+    Its decision against v1 goes stale, and it is judged again against v2."""
+    from recsys import registry
+    from recsys.data import Dataset
+    from recsys.data.generate import generate_dataset
+    from recsys.data.loaders import write_dataset
+    from recsys.pipeline import PipelineOptions, run_pipeline, steps
+
+    data = generate_dataset(150, 60, 4000, seed=5)
+    store = write_dataset(Dataset(data.interactions, data.items, data.users, "s"), tmp_path / "d")
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RECSYS_DATA_PATH", str(store))
+    monkeypatch.delenv("RECSYS_PSEUDONYM_KEY", raising=False)
+    monkeypatch.delenv("RECSYS_REDIS_URL", raising=False)
+    monkeypatch.setattr("recsys.config.DEFAULT_REDIS_URL", "redis://127.0.0.1:1/0")
+    run_pipeline(PipelineOptions(data_path=str(store), models=("popularity",), k=10), "first")
+    assert registry.aliases() == {"champion": 1}
+
+    steps.validate_data("second", str(store))
+    steps.prepare_data("second")
+    steps.train_model("second", "itemknn")
+    evaluation = steps.evaluate_candidates("second", ["itemknn"])
+    assert evaluation["champion"]["version"] == 1
+    other = registry.register_model("models:/recsys/1")  # another run's model meanwhile
+    registry.promote_manually(other, "another run won first")
+
+    decision = steps.promote("second", evaluation)
+    assert decision["champion_version"] == other
+    assert not any(c["name"] == "champion_unchanged" for c in decision["checks"])
+    held = registry.aliases()
+    if decision["promote"]:
+        assert held == {"champion": decision["candidate_version"], "previous_champion": other}
+    else:
+        assert held["champion"] == other
+
+
 # -------------------------------------------------------- schema migration
 MIGRATE = """
 import os, sys, time
@@ -197,49 +264,58 @@ def test_two_first_runs_on_a_fresh_sqlite_store_migrate_it_once(tmp_path):
 
 # ------------------------------------------------------ kills and retries
 KILLED = """
-import sys, time
+import json, sys, time
 from pathlib import Path
 from recsys import registry
-folder, run_key, task, register = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+folder, register = Path(sys.argv[1]), sys.argv[2]
 client = registry.client()
-tags = {**registry.recovery.owner_tags(), "recsys.run_key": run_key, "recsys.task": task}
-run = client.create_run(registry.setup(), run_name=task, tags=tags)
-if register != "-":
-    client.set_terminated(run.info.run_id)
-    (folder / "model").mkdir()
-    (folder / "model" / "MLmodel").write_text("flavors: {}")
-    client.log_artifacts(run.info.run_id, str(folder / "model"), "model")
-    print(registry.register_model(run.info.run_id, register), flush=True)
-(folder / "ready").write_text(run.info.run_id)
+left = {}
+for run_key, task in json.loads(sys.argv[3]):
+    tags = {**registry.recovery.owner_tags(), "recsys.run_key": run_key, "recsys.task": task}
+    left[task] = client.create_run(registry.setup(), run_name=task, tags=tags).info.run_id
+# A finished training run, registered: the promote step then dies before deciding.
+run = client.create_run(registry.setup(), tags={"recsys.run_key": "run-c"})
+(folder / "model").mkdir()
+(folder / "model" / "MLmodel").write_text("flavors: {}")
+client.log_artifacts(run.info.run_id, str(folder / "model"), "model")
+client.set_terminated(run.info.run_id)
+registry.register_model(run.info.run_id, register)
+left["registered"] = run.info.run_id
+(folder / "left.json").write_text(json.dumps(left))
 time.sleep(600)
 """
 
 
-def _killed(tmp_path: Path, env: dict, run_key: str, task: str, register: str = "-") -> str:
-    """Run a process that opens an MLflow run (and registers it) as a task would, then
-    SIGKILL it there; returns the run id it left."""
-    folder = tmp_path / f"killed-{run_key}-{task}"
-    folder.mkdir()
+@pytest.fixture(scope="module")
+def killed(sqlite_store, tmp_path_factory) -> dict[str, str]:
+    """What one SIGKILLed task process left: RUNNING runs of train_ease (run-a) and
+    train_als (run-old), and an undecided version of ``undecided`` (run-c).
+
+    The process opens its runs as a training task does (owner and task tags) and
+    is killed while they are open; returns task → run id (``registered``: the
+    version's run)."""
+    import json
+
+    folder = tmp_path_factory.mktemp("killed")
+    tries = [["run-a", "train_ease"], ["run-old", "train_als"]]
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED, str(folder), run_key, task, register], env=env
+        [sys.executable, "-c", KILLED, str(folder), "undecided", json.dumps(tries)],
+        env=sqlite_store,
     )
-    deadline = time.monotonic() + 180
-    while not (folder / "ready").exists():
+    deadline = time.monotonic() + 300
+    while not (folder / "left.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "the task process died"
         time.sleep(0.05)
     proc.kill()
     proc.wait(timeout=30)
-    return (folder / "ready").read_text()
+    return json.loads((folder / "left.json").read_text())
 
 
-def test_a_killed_try_is_ended_failed_by_the_retry_and_others_by_the_next_run(
-    sqlite_store, tmp_path
-):
+def test_a_killed_try_is_ended_failed_by_the_retry_and_others_by_the_next_run(killed):
     from recsys import registry
 
     client = registry.client()
-    retried = _killed(tmp_path, sqlite_store, "run-a", "train_ease")
-    forgotten = _killed(tmp_path, sqlite_store, "run-old", "train_als")
+    retried, forgotten = killed["train_ease"], killed["train_als"]
     mine = client.create_run(
         registry.setup(),
         tags={**registry.recovery.owner_tags(), "recsys.run_key": "run-live"},
@@ -276,11 +352,10 @@ def test_a_retried_train_task_keeps_one_current_run(sqlite_store):
     assert client.get_run(second.info.run_id).info.status == "RUNNING"
 
 
-def test_a_version_registered_by_a_killed_run_is_archived_by_the_next(sqlite_store, tmp_path):
+def test_a_version_registered_by_a_killed_run_is_archived_by_the_next(killed):
     from recsys import registry
 
-    name = "undecided"
-    run_id = _killed(tmp_path, sqlite_store, "run-c", "promote", register=name)
+    name, run_id = "undecided", killed["registered"]
     client = registry.client()
     version = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")[0]
     assert "recsys.decision.verdict" not in version.tags
