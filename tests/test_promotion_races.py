@@ -205,7 +205,13 @@ def test_promote_decides_again_when_another_run_moved_the_champion(
 
     steps.validate_data("second", str(store))
     steps.prepare_data("second")
-    steps.train_model("second", "itemknn")
+    first_try = steps.train_model("second", "itemknn")
+    retry = steps.train_model("second", "itemknn")  # the task retried: one current run
+    client = registry.client()
+    replaced = client.get_run(first_try["run_id"]).data.tags
+    assert replaced[registry.TAG_REPLACED_BY] == retry["run_id"]
+    assert replaced[registry.TAG_TASK] == "train_itemknn"
+    assert registry.TAG_REPLACED_BY not in client.get_run(retry["run_id"]).data.tags
     evaluation = steps.evaluate_candidates("second", ["itemknn"])
     assert evaluation["champion"]["version"] == 1
     other = registry.register_model("models:/recsys/1")  # another run's model meanwhile

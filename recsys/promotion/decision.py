@@ -143,7 +143,7 @@ def stale(decision: Decision, champion_now: int | None) -> Decision:
     """``decision`` as a hold: it was judged against a champion that is no longer one.
 
     Args:
-        decision: a promoting decision, judged against ``decision.champion_version``.
+        decision: a decision judged against ``decision.champion_version``.
         champion_now: the version holding the alias when it was to be applied
             (``None``: no champion).
     """

@@ -240,8 +240,8 @@ def apply_decision(
     The whole step runs under the promotion lock of ``name``
     (:func:`recsys.registry.locks.model_lock`), and it is a compare-and-set on the
     champion: inside the lock the ``champion`` alias is read again, and a
-    promoting decision made against another champion than the one found is
-    recorded as :func:`recsys.promotion.decision.stale` (held; the caller may
+    decision made against another champion than the one found (promote or
+    hold: it judged the wrong champion either way) is recorded as :func:`recsys.promotion.decision.stale` (held; the caller may
     decide again against the new champion) instead of moving any alias.
 
     Always: the decision's tags (``recsys.decision.*``) go on the candidate version
@@ -283,8 +283,7 @@ def _apply_locked(
     now = int(current.version) if current is not None else None
     expected = _expected_champion(decision, expected)
     if (
-        decision.promote
-        and expected is not _UNCHECKED
+        expected is not _UNCHECKED
         and now != (None if expected is None else int(expected))
         and now != int(version.version)
     ):
