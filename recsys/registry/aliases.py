@@ -241,8 +241,9 @@ def apply_decision(
     (:func:`recsys.registry.locks.model_lock`), and it is a compare-and-set on the
     champion: inside the lock the ``champion`` alias is read again, and a
     decision made against another champion than the one found (promote or
-    hold: it judged the wrong champion either way) is recorded as :func:`recsys.promotion.decision.stale` (held; the caller may
-    decide again against the new champion) instead of moving any alias.
+    hold: it judged the wrong champion either way) is recorded as
+    :func:`recsys.promotion.decision.stale` (held; the caller may decide again
+    against the new champion) instead of moving any alias.
 
     Always: the decision's tags (``recsys.decision.*``) go on the candidate version
     and ``promotion/<name>-v<version>.json`` on the candidate's run. On a
