@@ -24,12 +24,34 @@ its metadata database: delete the DAG run once it succeeded.
 
 from __future__ import annotations
 
+import functools
+import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 INTERACTIONS = Asset("recsys_interactions")
+
+
+def _timeout(variable: str, default: float, unit: str = "minutes") -> timedelta:
+    """A time limit read from environment variable ``variable`` (``default`` when unset)."""
+    return timedelta(**{unit: float(os.environ.get(variable) or default)})
+
+
+def _fail_fast(fn):
+    """The task fails at once, its retries unspent, on an error a retry cannot fix
+    (bad input or state: a non-retryable ``recsys.errors.RecsysError``)."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        from recsys.errors import failing_fast
+
+        with failing_fast(AirflowFailException):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 @dag(
@@ -38,7 +60,12 @@ INTERACTIONS = Asset("recsys_interactions")
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    dagrun_timeout=_timeout("RECSYS_FORGET_TIMEOUT_HOURS", 4, "hours"),
+    default_args={
+        "execution_timeout": _timeout("RECSYS_TASK_TIMEOUT_MINUTES", 120),
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+    },
     tags=["recsys", "privacy"],
     doc_md=__doc__,
     params={
@@ -58,6 +85,7 @@ INTERACTIONS = Asset("recsys_interactions")
 )
 def recsys_forget():
     @task(doc_md="Erase the user from the store, run folders and cache; block their lists.")
+    @_fail_fast
     def forget() -> dict:
         from recsys import pipeline
 
@@ -73,6 +101,7 @@ def recsys_forget():
         outlets=[INTERACTIONS],
         doc_md="Update `recsys_interactions`, so monitoring requests the retraining.",
     )
+    @_fail_fast
     def publish(erased: dict) -> str:
         get_current_context()["outlet_events"][INTERACTIONS].extra = {
             "erased_rows": erased["counts"]["store"]["removed"]

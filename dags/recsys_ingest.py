@@ -21,13 +21,34 @@ updated, which schedules `recsys_training`.
 
 from __future__ import annotations
 
+import functools
+import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 INTERACTIONS = Asset("recsys_interactions")
+
+
+def _timeout(variable: str, default: float, unit: str = "minutes") -> timedelta:
+    """A time limit read from environment variable ``variable`` (``default`` when unset)."""
+    return timedelta(**{unit: float(os.environ.get(variable) or default)})
+
+
+def _fail_fast(fn):
+    """The task fails at once, its retries unspent, on an error a retry cannot fix
+    (bad input or state: a non-retryable ``recsys.errors.RecsysError``)."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        from recsys.errors import failing_fast
+
+        with failing_fast(AirflowFailException):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 @dag(
@@ -36,12 +57,18 @@ INTERACTIONS = Asset("recsys_interactions")
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    dagrun_timeout=_timeout("RECSYS_INGEST_TIMEOUT_HOURS", 1, "hours"),
+    default_args={
+        "execution_timeout": _timeout("RECSYS_TASK_TIMEOUT_MINUTES", 30),
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+    },
     tags=["recsys", "ingest"],
     doc_md=__doc__,
 )
 def recsys_ingest():
     @task(doc_md="Validate each landed batch; append it to the store or quarantine it.")
+    @_fail_fast
     def ingest() -> dict:
         from recsys import pipeline
 
@@ -53,6 +80,7 @@ def recsys_ingest():
         outlets=[INTERACTIONS],
         doc_md="Update the `recsys_interactions` Asset when new rows were accepted.",
     )
+    @_fail_fast
     def publish(result: dict) -> int:
         if not result["new_rows"]:
             raise AirflowSkipException("no new interactions accepted")

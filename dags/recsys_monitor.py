@@ -27,14 +27,35 @@ Thresholds and the cooldown: `RECSYS_MONITOR_<SETTING>` (e.g.
 
 from __future__ import annotations
 
+import functools
+import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 INTERACTIONS = Asset("recsys_interactions")
 RETRAIN = Asset("recsys_retrain")
+
+
+def _timeout(variable: str, default: float, unit: str = "minutes") -> timedelta:
+    """A time limit read from environment variable ``variable`` (``default`` when unset)."""
+    return timedelta(**{unit: float(os.environ.get(variable) or default)})
+
+
+def _fail_fast(fn):
+    """The task fails at once, its retries unspent, on an error a retry cannot fix
+    (bad input or state: a non-retryable ``recsys.errors.RecsysError``)."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        from recsys.errors import failing_fast
+
+        with failing_fast(AirflowFailException):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 def _moment() -> float:
@@ -48,24 +69,32 @@ def _moment() -> float:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    dagrun_timeout=_timeout("RECSYS_MONITOR_TIMEOUT_HOURS", 2, "hours"),
+    default_args={
+        "execution_timeout": _timeout("RECSYS_TASK_TIMEOUT_MINUTES", 30),
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+    },
     tags=["recsys", "monitoring"],
     doc_md=__doc__,
 )
 def recsys_monitor():
     @task(doc_md="Measure drift and decay of each new batch against the champion.")
+    @_fail_fast
     def measure() -> dict:
         from recsys import pipeline
 
         return pipeline.measure_batches(now=_moment())
 
     @task(doc_md="Decide on each measured batch: retrain, hold, defer (cooldown) or skip.")
+    @_fail_fast
     def decide(measured: dict) -> dict:
         from recsys import pipeline
 
         return pipeline.decide_retraining(model_name=measured["registered_model"], now=_moment())
 
     @task(outlets=[RETRAIN], doc_md="Update the `recsys_retrain` Asset when retraining is due.")
+    @_fail_fast
     def request_training(decision: dict) -> str:
         if not decision["retrain"]:
             raise AirflowSkipException(f"{decision['action']}: {decision['reason']}")

@@ -36,6 +36,7 @@ Outputs live in `$RECSYS_HOME/runs/<run_id>/`; a rerun overwrites them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from datetime import timedelta
@@ -82,6 +83,25 @@ SCHEDULE = AssetOrTimeSchedule(
 )
 
 
+def _timeout(variable: str, default: float, unit: str = "minutes") -> timedelta:
+    """A time limit read from environment variable ``variable`` (``default`` when unset)."""
+    return timedelta(**{unit: float(os.environ.get(variable) or default)})
+
+
+def _fail_fast(fn):
+    """The task fails at once, its retries unspent, on an error a retry cannot fix
+    (bad input or state: a non-retryable ``recsys.errors.RecsysError``)."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        from recsys.errors import failing_fast
+
+        with failing_fast(AirflowFailException):
+            return fn(*args, **kwargs)
+
+    return call
+
+
 def _run_key() -> str:
     return get_current_context()["run_id"]
 
@@ -92,7 +112,9 @@ def _run_key() -> str:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=_timeout("RECSYS_TRAINING_TIMEOUT_HOURS", 8, "hours"),
     default_args={
+        "execution_timeout": _timeout("RECSYS_TASK_TIMEOUT_MINUTES", 120),
         "retries": 2,
         "retry_delay": timedelta(seconds=int(os.environ.get("RECSYS_RETRY_DELAY_SECONDS", "30"))),
     },
@@ -190,6 +212,7 @@ def recsys_training():
         doc_md="Check every param (the CLI's rules), then go on only when enough new "
         "interactions have arrived."
     )
+    @_fail_fast
     def check_new_data() -> bool:
         from recsys import config, pipeline
         from recsys.errors import InputError
@@ -207,6 +230,7 @@ def recsys_training():
         return counts["new"] >= params["min_new_interactions"] and counts["rows"] > 0
 
     @task(doc_md="Load the input and run the expectation suites; quarantine a bad batch.")
+    @_fail_fast
     def validate() -> dict:
         from recsys import config, pipeline
 
@@ -224,6 +248,7 @@ def recsys_training():
         )
 
     @task(doc_md="Clean and split the validated interactions.")
+    @_fail_fast
     def prepare(validated: dict) -> dict:
         from recsys import pipeline
 
@@ -231,6 +256,7 @@ def recsys_training():
         return pipeline.prepare_data(_run_key(), protocol=params["protocol"])
 
     @task(doc_md="Build the feature tables of train, validate each, write them as Parquet.")
+    @_fail_fast
     def build_features(split: dict) -> dict:
         from recsys import pipeline
 
@@ -238,6 +264,7 @@ def recsys_training():
         return pipeline.build_features(_run_key(), max_len=params["max_sequence_length"])
 
     @task(doc_md="Tune one model on a validation carve of train (one mapped instance each).")
+    @_fail_fast
     def tune(features: dict, model_name: str) -> dict:
         from recsys import pipeline
 
@@ -258,6 +285,7 @@ def recsys_training():
             doc_md=f"Fit `{name}` with its tuned parameters (from the run folder) and log it "
             "as an MLflow run.",
         )
+        @_fail_fast
         def train() -> dict:
             from recsys import pipeline
 
@@ -272,6 +300,7 @@ def recsys_training():
         trigger_rule="none_failed_min_one_success",
         doc_md="Score every candidate and the champion on the same test split.",
     )
+    @_fail_fast
     def evaluate() -> dict:
         from recsys import pipeline
 
@@ -279,6 +308,7 @@ def recsys_training():
         return pipeline.evaluate_candidates(_run_key(), params["models"], k=params["k"])
 
     @task(doc_md="Register the best candidate; move `champion` when it wins by the margin.")
+    @_fail_fast
     def promote(evaluation: dict) -> dict:
         from recsys import pipeline
 
@@ -286,6 +316,7 @@ def recsys_training():
         return pipeline.promote(_run_key(), evaluation, margin=params["margin"])
 
     @task(doc_md="Write the champion's top-K for every user to Parquet.")
+    @_fail_fast
     def recommend(decision: dict) -> dict:
         from recsys import pipeline
 

@@ -12,6 +12,9 @@ production-like stack is configuration, read here and nowhere else:
 - ``RECSYS_STORE_LOCK_TIMEOUT``: how long a writer waits for the store's lock (default 300).
 - ``MLFLOW_TRACKING_URI``: MLflow tracking store (default: SQLite inside ``mlruns/``).
 - ``RECSYS_MODEL_NAME``: name of the registered model (default ``recsys``).
+- ``RECSYS_REGISTRY_LOCK_URL``: a Postgres database whose advisory locks
+  serialise promotions (default: the tracking URI when it is Postgres, else a
+  file lock beside the store); ``RECSYS_LOCK_TIMEOUT_S``: how long to wait.
 - ``RECSYS_REDIS_URL``: the Redis cache of the batch lists (unset = no cache).
 - ``RECSYS_CACHE_PREFIX``: first part of its keys (default ``recsys``).
 """
@@ -76,6 +79,34 @@ def tracking_uri() -> str:
 def artifact_root() -> str:
     """Default artifact location for experiments created by the embedded default."""
     return os.environ.get("RECSYS_ARTIFACT_ROOT", (mlruns_dir() / "artifacts").as_uri())
+
+
+def registry_lock_url() -> str | None:
+    """``RECSYS_REGISTRY_LOCK_URL``: the Postgres database to take registry locks in, if set."""
+    return os.environ.get("RECSYS_REGISTRY_LOCK_URL") or None
+
+
+def lock_timeout_s() -> float:
+    """``RECSYS_LOCK_TIMEOUT_S``: how long to wait for a registry lock (default 300 s)."""
+    return float(os.environ.get("RECSYS_LOCK_TIMEOUT_S", "300"))
+
+
+#: Minutes a pipeline task may run by default (the DAGs' ``execution_timeout``).
+DEFAULT_TASK_TIMEOUT_MINUTES = 120
+
+
+def task_timeout_s() -> float:
+    """``RECSYS_TASK_TIMEOUT_MINUTES`` (default 120) in seconds: the DAGs' task timeout."""
+    minutes = os.environ.get("RECSYS_TASK_TIMEOUT_MINUTES", str(DEFAULT_TASK_TIMEOUT_MINUTES))
+    return float(minutes) * 60
+
+
+def abandoned_after_s() -> float:
+    """``RECSYS_ABANDONED_AFTER_S``: how long an MLflow run or an undecided version may
+    stay open before the next run takes it for a killed task's leftover (default: the
+    task timeout plus ten minutes, since no task outlives its timeout)."""
+    raw = os.environ.get("RECSYS_ABANDONED_AFTER_S")
+    return float(raw) if raw else task_timeout_s() + 600
 
 
 def model_name() -> str:

@@ -12,15 +12,29 @@ tell "this input or state is wrong, here is why" from a bug:
   used before it was fitted).
 - :class:`UnavailableError`: an outside system recsys needs (the MLflow
   store) cannot be reached or is not what it should be.
+
+None of these is worth retrying as it stands (the same input fails the same
+way), so the DAGs fail such a task at once instead of spending its retries;
+the few that may pass on a second try (a busy lock, a store that did not
+answer) say so with ``retryable = True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+from collections.abc import Iterator
 
 
 class RecsysError(Exception):
-    """Base of every error recsys raises on purpose; its message says what to do."""
+    """Base of every error recsys raises on purpose; its message says what to do.
+
+    Attributes:
+        retryable: whether the same call may succeed when tried again (False
+            for bad input or state, the default).
+    """
+
+    retryable: bool = False
 
 
 class InputError(RecsysError, ValueError):
@@ -38,6 +52,9 @@ class StateError(RecsysError, RuntimeError):
 class UnavailableError(RecsysError):
     """An outside system (the MLflow store) is missing, unreachable or not what it should be."""
 
+    #: A server that did not answer may answer on the next try.
+    retryable = True
+
 
 def check_k(k: object, what: str = "k") -> int:
     """``k`` as an ``int`` when it is a positive whole number (a list length, a cut-off).
@@ -48,3 +65,20 @@ def check_k(k: object, what: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise InputError(f"{what} must be a positive integer, got {k!r}")
     return int(k)
+
+
+@contextlib.contextmanager
+def failing_fast(permanent: type[Exception]) -> Iterator[None]:
+    """Re-raise a :class:`RecsysError` that a retry cannot fix as ``permanent``.
+
+    For orchestrators: the DAGs pass Airflow's ``AirflowFailException``, so a
+    task fails at once on bad input or state instead of spending its retries
+    (recsys itself never imports Airflow). An error with ``retryable = True``
+    and any other exception pass unchanged, to be retried as usual.
+    """
+    try:
+        yield
+    except RecsysError as exc:
+        if exc.retryable:
+            raise
+        raise permanent(f"{type(exc).__name__}: {exc}") from exc

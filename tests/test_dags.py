@@ -187,3 +187,85 @@ def test_the_trigger_form_explains_every_param(dagbag):
     models = params.get_param("models").schema
     assert models["type"] == "array" and models["examples"] == models["items"]["enum"]
     assert set(models["values_display"]) == set(models["examples"])
+
+
+# ------------------------------------------------- timeouts and fail-fast
+DAG_IDS = ("recsys_training", "recsys_ingest", "recsys_monitor", "recsys_forget")
+
+
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_every_task_and_dag_run_has_a_time_limit(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert dag.dagrun_timeout is not None and dag.dagrun_timeout.total_seconds() > 0
+    for t in dag.tasks:
+        assert t.execution_timeout is not None, t.task_id
+        assert 0 < t.execution_timeout.total_seconds() <= dag.dagrun_timeout.total_seconds()
+
+
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_every_task_fails_fast_on_errors_a_retry_cannot_fix(dagbag, dag_id):
+    for t in dagbag.dags[dag_id].tasks:
+        callable_ = t.python_callable
+        assert getattr(callable_, "__wrapped__", None) is not None, t.task_id
+        assert "failing_fast" in callable_.__code__.co_names, t.task_id
+
+
+def test_the_time_limits_come_from_the_environment(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("RECSYS_TASK_TIMEOUT_MINUTES", "7")
+    monkeypatch.setenv("RECSYS_TRAINING_TIMEOUT_HOURS", "3")
+    dag = DagBag(dag_folder=str(DAGS / "recsys_training.py")).dags["recsys_training"]
+    assert dag.dagrun_timeout.total_seconds() == 3 * 3600
+    assert {t.execution_timeout.total_seconds() for t in dag.tasks} == {7 * 60}
+
+
+def test_failing_fast_maps_permanent_errors_and_passes_the_others():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recsys.errors import InputError, NotFoundError, failing_fast
+    from recsys.registry.locks import LockTimeoutError
+
+    for permanent in (InputError("bad --k"), NotFoundError("no champion")):
+        with (
+            pytest.raises(AirflowFailException, match=str(permanent)),
+            failing_fast(AirflowFailException),
+        ):
+            raise permanent
+    for passing in (LockTimeoutError("busy"), OSError("disk")):
+        with pytest.raises(type(passing)), failing_fast(AirflowFailException):
+            raise passing
+
+
+@pytest.fixture(scope="module")
+def airflow_db() -> None:
+    import os
+    import subprocess
+    import sys
+
+    airflow = Path(sys.executable).with_name("airflow")
+    done = subprocess.run(
+        [str(airflow), "db", "migrate"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_an_input_error_in_a_task_fails_it_at_once_not_after_its_retries(
+    airflow_db, monkeypatch, tmp_path, isolated_mlflow
+):
+    """A data path that does not exist: check_new_data raises DataFormatError (an
+    InputError). Before, the task spent both retries on it; now it fails on try 1."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("RECSYS_RETRY_DELAY_SECONDS", "0")
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    dag = DagBag(dag_folder=str(DAGS / "recsys_training.py")).dags["recsys_training"]
+    run = dag.test(run_conf={"data_path": str(tmp_path / "missing.csv")})
+    ti = next(t for t in run.get_task_instances() if t.task_id == "check_new_data")
+    assert str(ti.state) == "failed"
+    assert ti.try_number == 1
+    assert ti.max_tries == 2  # it had retries left, and did not use them

@@ -343,6 +343,12 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     dataset inputs (context ``features``; see :class:`recsys.registry.InputTable`
     for how their content hash becomes the digest).
 
+    A retry replaces what an earlier try left: that try's MLflow run, if still
+    ``RUNNING`` (the try was killed), is ended ``FAILED``, and a finished one is
+    tagged ``recsys.replaced_by`` the new run (runs are tagged with the run key
+    and ``recsys.task`` = ``train_<model>``, the DAG's task id). Runs any killed
+    task left open are ended too (:func:`recsys.registry.end_abandoned_runs`).
+
     Returns:
         ``{"model": name, "run_id": str, "model_uri": str, "metrics": {...},
         "served": {...}}``.
@@ -352,6 +358,11 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     from recsys.training.fit import beyond_figures, fit_model, score_once
 
     run = RunFolder(run_key)
+    task = train_task_id(model_name)
+    registry.setup()
+    # A killed earlier try of this task, or of any task, left its run RUNNING.
+    registry.replace_earlier_tries(run_key, task)
+    registry.end_abandoned_runs()
     tuned = run.read_json_or_none(f"{rf.MODELS}/{model_name}/{rf.TUNED}") or {}
     params = {**tuned.get("params", {}), **(params or {})} or None
     clock = time.perf_counter()
@@ -389,7 +400,6 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
         "score_seconds": score_seconds,
     }
     logged_at = time.perf_counter()
-    registry.setup()
     info = registry.log_model_run(
         model,
         id_map=data.id_map,
@@ -402,6 +412,7 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
         k=k,
         tags={
             "recsys.run_key": run_key,
+            registry.TAG_TASK: task,
             "recsys.input_rows": str(n_rows),
             TAG_INPUT_ERASED: str(read.get("erased_rows", 0)),
             TAG_PSEUDONYM_KEY: read.get("pseudonym_key") or key_fingerprint(config.pseudonym_key()),
@@ -411,6 +422,7 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
         cold_start=chain,
         inputs=feature_inputs(run_key),
     )
+    registry.replace_earlier_tries(run_key, task, keep=info.run_id)
     progress.info(
         "%s: logged to MLflow run %s in %.1fs (%.1fs in all)",
         model_name,
@@ -429,6 +441,11 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     )
     run.write_json(f"{rf.MODELS}/{model_name}/{rf.RESULT}", result)
     return result
+
+
+def train_task_id(model_name: str) -> str:
+    """The task that trains ``model_name`` (the DAG's task id, the runs' ``recsys.task``)."""
+    return f"train_{model_name}"
 
 
 def _shared_cold_start(run: RunFolder, data: Any) -> Any:
@@ -520,7 +537,8 @@ def _score_champion(run: RunFolder, name: str, champion: dict, k: int) -> dict[s
         return {"metrics": {}, "comparable": False, "incomparable": why}
     test = run.test()
     dataset = run.dataset()
-    model = registry.load_model(registry.champion_uri(name))
+    # The version read above, not the alias: another run may move the alias meanwhile.
+    model = registry.load_model(champion["model_uri"])
     why = _incomparable(model.unwrap_python_model().served(), run, dataset, test)
     if why:
         log.warning("the champion of %s cannot be compared with this run: %s", name, why)
@@ -591,6 +609,14 @@ def promote(
     leaderboard files are attached to the judged candidate's run under
     ``leaderboard/``.
 
+    The decision is applied as a compare-and-set on the champion it was made
+    against (:func:`recsys.registry.apply_decision`): when another run moved the
+    champion in between, the new champion is scored on this run's test users
+    and the candidate judged again (at most :data:`PROMOTE_ATTEMPTS` times).
+    First, versions that another, killed run registered without a decision are
+    archived (:func:`recsys.registry.archive_undecided_versions`); this run's own
+    (a retry) are finished, since registering a run again returns its version.
+
     Returns:
         The decision as a dict (:meth:`recsys.promotion.decision.Decision.to_dict`).
     """
@@ -603,18 +629,44 @@ def promote(
         run.model_result(name)
         for name in evaluation.get("candidates", [evaluation["best"]["model"]])
     ]
+    name = run.registered_model()
+    registry.archive_undecided_versions(name, run_key)
     champion = evaluation.get("champion")
-    if champion is None or not champion.get("comparable", True):
-        decision, judged = _first_champion(run, board, settings, champion)
-    else:
-        judged = board[0]
-        decision = _challenge(run, judged, champion, settings)
+    for _attempt in range(PROMOTE_ATTEMPTS):
+        if champion is None or not champion.get("comparable", True):
+            decision, judged = _first_champion(run, board, settings, champion)
+        else:
+            judged = board[0]
+            decision = _challenge(run, judged, champion, settings)
+        if not decision.stale:
+            break
+        # Another run moved the champion meanwhile: judge again against the new one.
+        champion = _current_champion(run, name, settings)
     files = evaluation.get("leaderboard_files") or {}
     if files:
         registry.log_files(
             judged["run_id"], [Path(p) for p in files.values()], f"leaderboard/{run_key}"
         )
     return _record(run, decision)
+
+
+#: Decisions a promote step makes at most when other runs keep moving the champion;
+#: the last one, still stale, is recorded as held.
+PROMOTE_ATTEMPTS = 3
+
+
+def _current_champion(run: RunFolder, name: str, settings: Any) -> dict | None:
+    """The champion as it is now, scored on this run's test users (as in evaluation)."""
+    from recsys import registry
+
+    champion = registry.get_champion(name)
+    if champion is None:
+        return None
+    return {**champion, **_score_champion(run, name, champion, _gate_k(settings))}
+
+
+def _gate_k(settings: Any) -> int:
+    return int(settings.metric.rsplit("@", 1)[-1]) if "@" in settings.metric else 10
 
 
 def _first_champion(
@@ -632,6 +684,7 @@ def _first_champion(
         else None
     )
     decision = None
+    expected = int(champion["version"]) if champion else None
     for candidate in board:
         version = registry.register_model(candidate["run_id"], name)
         decision = decide_gate(
@@ -641,8 +694,8 @@ def _first_champion(
             settings,
             incomparable=incomparable,
         )
-        registry.apply_decision(name, version, decision)
-        if decision.promote:
+        decision = registry.apply_decision(name, version, decision, expected_champion=expected)
+        if decision.promote or decision.stale:
             return decision, candidate
     return decision, board[-1]
 
@@ -666,8 +719,9 @@ def _challenge(run: RunFolder, candidate: dict, champion: dict, settings: Any) -
     decision = decide_gate(
         _evidence(run, candidate, version), held, _load_check(run, candidate, settings), settings
     )
-    registry.apply_decision(name, version, decision)
-    return decision
+    return registry.apply_decision(
+        name, version, decision, expected_champion=int(champion["version"])
+    )
 
 
 def _evidence(run: RunFolder, candidate: dict, version: int) -> Any:
@@ -693,7 +747,7 @@ def _load_check(run: RunFolder, candidate: dict, settings: Any) -> Any:
     from recsys.promotion.gate import check_load
 
     users = np.sort(run.test([USER_COL])[USER_COL].unique())[:LOAD_CHECK_USERS]
-    k = int(settings.metric.rsplit("@", 1)[-1]) if "@" in settings.metric else 10
+    k = _gate_k(settings)
     return check_load(
         lambda: registry.load_model(candidate["model_uri"]),
         users,

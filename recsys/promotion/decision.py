@@ -6,10 +6,17 @@ kinds ``manual_promote`` and ``rollback``). It is pure data: the registry
 (:func:`recsys.registry.apply_decision`) records it as version tags, JSON and
 Markdown (:func:`to_markdown`) and moves the ``champion`` alias when
 :attr:`Decision.promote` is true.
+
+A decision names the champion it was judged against (``champion_version``).
+When the registry finds, under its promotion lock, that the champion moved
+since, it records the decision as :func:`stale` instead: held, with the failed
+check :data:`STALE_CHECK`, so no two versions are ever promoted against the
+same champion.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +30,10 @@ TAG_PREFIX = "recsys.decision."
 #: How a decision was reached: the gate (against a champion, with none, or replacing
 #: one that cannot be compared), or a person.
 KINDS = ("gate", "first_run", "replace_incomparable", "manual_promote", "rollback")
+
+
+#: The check a decision fails when the champion moved after it was made.
+STALE_CHECK = "champion_unchanged"
 
 
 class PromotionInputError(InputError):
@@ -84,6 +95,11 @@ class Decision:
     kind: str = "gate"
 
     @property
+    def stale(self) -> bool:
+        """True when the champion had moved before this decision could be applied."""
+        return any(c.name == STALE_CHECK and not c.passed for c in self.checks)
+
+    @property
     def verdict(self) -> str:
         """``"promote"`` or ``"hold"``."""
         return "promote" if self.promote else "hold"
@@ -121,6 +137,26 @@ def _format(value: object) -> str:
     if value is None:
         return "none"
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def stale(decision: Decision, champion_now: int | None) -> Decision:
+    """``decision`` as a hold: it was judged against a champion that is no longer one.
+
+    Args:
+        decision: a decision judged against ``decision.champion_version``.
+        champion_now: the version holding the alias when it was to be applied
+            (``None``: no champion).
+    """
+    detail = (
+        f"decided against champion {_format(decision.champion_version)}, but the champion "
+        f"is now {_format(champion_now)}: not promoted, to be decided again against it"
+    )
+    return dataclasses.replace(
+        decision,
+        promote=False,
+        reason=f"stale: {detail}",
+        checks=(*decision.checks, Check(STALE_CHECK, False, detail)),
+    )
 
 
 # --------------------------------------------------------------- manual moves

@@ -9,7 +9,9 @@ importing recsys stays cheap):
   top-K lists by user id;
 - :mod:`~recsys.registry.aliases`: versions, the ``champion`` /
   ``challenger`` / ``previous_champion`` aliases and the decisions that move them;
-- :mod:`~recsys.registry.views`: read-only views for the operator's page.
+- :mod:`~recsys.registry.views`: read-only views for the operator's page;
+- :mod:`~recsys.registry.locks`: the promotion and migration locks;
+- :mod:`~recsys.registry.recovery`: what killed or retried tasks leave behind.
 
 Callers use this package's names (``from recsys import registry;
 registry.get_champion()``).
@@ -34,7 +36,18 @@ from recsys.registry.aliases import (
     set_version_tags,
     version_by_alias,
 )
+from recsys.registry.locks import LockTimeoutError, model_lock, store_lock
 from recsys.registry.pyfunc import MODEL_ARTIFACT
+from recsys.registry.recovery import (
+    TAG_ARCHIVED,
+    TAG_END_REASON,
+    TAG_REPLACED_BY,
+    TAG_RUN_KEY,
+    TAG_TASK,
+    archive_undecided_versions,
+    end_abandoned_runs,
+    replace_earlier_tries,
+)
 from recsys.registry.runs import (
     DIGEST_LENGTH,
     TAG_DATA_HASH,
@@ -51,6 +64,7 @@ from recsys.registry.runs import (
     log_model_run,
     log_tuning,
     metric_key,
+    migrate_store,
     model_type_of,
     setup,
 )
@@ -65,6 +79,18 @@ from recsys.registry.views import (
 
 __all__ = [
     "CHALLENGER",
+    "TAG_ARCHIVED",
+    "TAG_END_REASON",
+    "TAG_REPLACED_BY",
+    "TAG_RUN_KEY",
+    "TAG_TASK",
+    "LockTimeoutError",
+    "archive_undecided_versions",
+    "end_abandoned_runs",
+    "migrate_store",
+    "model_lock",
+    "replace_earlier_tries",
+    "store_lock",
     "CHAMPION",
     "DIGEST_LENGTH",
     "MODEL_ARTIFACT",

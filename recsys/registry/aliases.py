@@ -22,8 +22,10 @@ from recsys import config
 from recsys.constants import USER_COL
 from recsys.data.prepare import pseudonymise_ids
 from recsys.errors import NotFoundError, check_k
-from recsys.promotion.decision import Decision, manual_decision, to_markdown
+from recsys.promotion.decision import Decision, manual_decision, stale, to_markdown
+from recsys.registry.locks import model_lock
 from recsys.registry.pyfunc import MODEL_ARTIFACT
+from recsys.registry.recovery import TAG_RUN_KEY, owner_tags
 from recsys.registry.runs import (
     TAG_DATA_HASH,
     TAG_MODEL_TYPE,
@@ -49,8 +51,10 @@ def register_model(run_id_or_model_uri: str, name: str | None = None) -> int:
         name: registered model name; defaults to :func:`recsys.config.model_name`.
 
     Returns:
-        The version number. The run's ``recsys.model_type`` and
-        ``recsys.data_hash`` tags are copied onto the version. Registering the
+        The version number. The run's ``recsys.model_type``, ``recsys.data_hash``
+        and ``recsys.run_key`` tags are copied onto the version, which also
+        names the process that registered it (``recsys.owner.*``, see
+        :mod:`recsys.registry.recovery`). Registering the
         same run id again returns its existing version, so a retried task
         never creates a second version of one run.
     """
@@ -65,13 +69,27 @@ def register_model(run_id_or_model_uri: str, name: str | None = None) -> int:
         if existing:
             return min(int(v.version) for v in existing)
     uri = _model_uri_of(run_id_or_model_uri)
+    # Who registered it and for which run, set with the version itself: a process
+    # killed before the decision leaves a version the next run can tell apart.
+    tags = {**_copied_run_tags(run_id_or_model_uri), **owner_tags()}
     with contextlib.redirect_stderr(io.StringIO()):  # its own "Successfully registered" lines
-        version = mlflow.register_model(uri, name)
-    run_tags = client().get_run(version.run_id).data.tags if version.run_id else {}
-    copied = {t: run_tags[t] for t in (TAG_MODEL_TYPE, TAG_DATA_HASH) if t in run_tags}
-    set_version_tags(name, int(version.version), copied)
+        version = mlflow.register_model(uri, name, tags=tags)
+    if ":/" in run_id_or_model_uri and version.run_id:
+        set_version_tags(name, int(version.version), _copied_run_tags(version.run_id))
     log.info("registered %s as %s version %s", uri, name, version.version)
     return int(version.version)
+
+
+#: Run tags every registered version carries too.
+_COPIED_TAGS = (TAG_MODEL_TYPE, TAG_DATA_HASH, TAG_RUN_KEY)
+
+
+def _copied_run_tags(run_id_or_model_uri: str) -> dict[str, str]:
+    """The tags of :data:`_COPIED_TAGS` a run has (none for a model URI)."""
+    if ":/" in run_id_or_model_uri:
+        return {}
+    run_tags = client().get_run(run_id_or_model_uri).data.tags
+    return {t: run_tags[t] for t in _COPIED_TAGS if t in run_tags}
 
 
 def _model_uri_of(run_id_or_model_uri: str) -> str:
@@ -205,8 +223,27 @@ def decision_artifact(name: str, version: int | str) -> str:
     return f"promotion/{name}-v{version}.json"
 
 
-def apply_decision(name: str | None, candidate_version: int | str, decision: Decision) -> None:
+#: ``expected_champion`` of :func:`apply_decision` when the caller leaves it out.
+FROM_DECISION: Any = object()
+_UNCHECKED: Any = object()
+
+
+def apply_decision(
+    name: str | None,
+    candidate_version: int | str,
+    decision: Decision,
+    *,
+    expected_champion: int | None | Any = FROM_DECISION,
+) -> Decision:
     """Record ``decision`` on the candidate version and move aliases if it promotes.
+
+    The whole step runs under the promotion lock of ``name``
+    (:func:`recsys.registry.locks.model_lock`), and it is a compare-and-set on the
+    champion: inside the lock the ``champion`` alias is read again, and a
+    decision made against another champion than the one found (promote or
+    hold: it judged the wrong champion either way) is recorded as
+    :func:`recsys.promotion.decision.stale` (held; the caller may decide again
+    against the new champion) instead of moving any alias.
 
     Always: the decision's tags (``recsys.decision.*``) go on the candidate version
     and ``promotion/<name>-v<version>.json`` on the candidate's run. On a
@@ -215,21 +252,51 @@ def apply_decision(name: str | None, candidate_version: int | str, decision: Dec
     no alias changes. Versions the decision leaves out are filled in from the
     registry before it is recorded.
 
+    Args:
+        name: registered model (default :func:`recsys.config.model_name`).
+        candidate_version: the version decided on.
+        decision: the verdict.
+        expected_champion: the champion version the decision was made against
+            (``None``: there was none). By default the decision's own
+            ``champion_version``, or no champion for a ``first_run`` decision;
+            a decision that names neither is applied to whichever champion holds.
+
+    Returns:
+        The decision as recorded: ``decision`` with its versions filled in, or
+        its stale form (``decision.stale`` is then true).
+
     Raises:
         mlflow.exceptions.MlflowException: ``name`` has no such version.
+        recsys.registry.locks.LockTimeoutError: the lock stayed busy.
     """
     setup()
     name = name or config.model_name()
+    with model_lock(name):
+        return _apply_locked(name, candidate_version, decision, expected_champion)
+
+
+def _apply_locked(
+    name: str, candidate_version: int | str, decision: Decision, expected: Any
+) -> Decision:
     registry = client()
     version = registry.get_model_version(name, str(candidate_version))
     current = version_by_alias(name, CHAMPION)
+    now = int(current.version) if current is not None else None
+    expected = _expected_champion(decision, expected)
+    if (
+        expected is not _UNCHECKED
+        and now != (None if expected is None else int(expected))
+        and now != int(version.version)
+    ):
+        decision = stale(decision, now)
+        log.warning("%s version %s: %s", name, version.version, decision.reason)
     decision = _with_versions(decision, version.version, current)
     set_version_tags(name, version.version, decision.as_tags())
     if version.run_id:
         _log_decision(registry, version.run_id, decision, decision_artifact(name, version.version))
     if not decision.promote:
         log.info("%s version %s held: %s", name, version.version, decision.reason)
-        return
+        return decision
     if current is not None and int(current.version) != int(version.version):
         set_alias(name, PREVIOUS_CHAMPION, current.version)
     set_alias(name, CHAMPION, version.version)
@@ -237,6 +304,16 @@ def apply_decision(name: str | None, candidate_version: int | str, decision: Dec
     if challenger is not None and int(challenger.version) == int(version.version):
         registry.delete_registered_model_alias(name, CHALLENGER)
     log.info("%s version %s is champion: %s", name, version.version, decision.reason)
+    return decision
+
+
+def _expected_champion(decision: Decision, expected: Any) -> Any:
+    """The champion version a decision must still find, or :data:`_UNCHECKED`."""
+    if expected is not FROM_DECISION:
+        return expected
+    if decision.champion_version is not None:
+        return decision.champion_version
+    return None if decision.kind == "first_run" else _UNCHECKED
 
 
 def _log_decision(registry: Any, run_id: str, decision: Decision, path: str) -> None:
@@ -264,23 +341,29 @@ def aliases(name: str | None = None) -> dict[str, int]:
 def rollback(name: str | None = None, reason: str = "rollback") -> Decision:
     """Move ``champion`` back to ``previous_champion``; the demoted version becomes previous.
 
-    Leaves a manual decision record on the restored version.
+    Both aliases are read under the promotion lock, so a rollback never races a
+    promotion. Leaves a manual decision record on the restored version.
 
     Raises:
         NotFoundError: there is no champion or no previous champion.
     """
     setup()
     name = name or config.model_name()
-    current, previous = version_by_alias(name, CHAMPION), version_by_alias(name, PREVIOUS_CHAMPION)
-    if current is None or previous is None:
-        raise NotFoundError(f"'{name}' has no champion and previous_champion to roll back between")
-    decision = manual_decision("rollback", int(previous.version), int(current.version), reason)
-    apply_decision(name, previous.version, decision)
-    return decision
+    with model_lock(name):
+        current = version_by_alias(name, CHAMPION)
+        previous = version_by_alias(name, PREVIOUS_CHAMPION)
+        if current is None or previous is None:
+            raise NotFoundError(
+                f"'{name}' has no champion and previous_champion to roll back between"
+            )
+        decision = manual_decision("rollback", int(previous.version), int(current.version), reason)
+        return _apply_locked(name, previous.version, decision, int(current.version))
 
 
 def promote_manually(version: int, reason: str, name: str | None = None) -> Decision:
     """Make ``version`` the champion by hand (the old one becomes ``previous_champion``).
+
+    Runs under the promotion lock, like :func:`apply_decision`.
 
     Raises:
         NotFoundError: ``version`` does not exist.
@@ -293,9 +376,8 @@ def promote_manually(version: int, reason: str, name: str | None = None) -> Deci
         client().get_model_version(name, str(version))
     except MlflowException:
         raise NotFoundError(f"'{name}' has no version {version}") from None
-    current = version_by_alias(name, CHAMPION)
-    decision = manual_decision(
-        "manual_promote", int(version), int(current.version) if current else None, reason
-    )
-    apply_decision(name, version, decision)
-    return decision
+    with model_lock(name):
+        current = version_by_alias(name, CHAMPION)
+        now = int(current.version) if current else None
+        decision = manual_decision("manual_promote", int(version), now, reason)
+        return _apply_locked(name, version, decision, now)

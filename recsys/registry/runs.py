@@ -12,7 +12,9 @@ What one training run leaves behind (:func:`log_model_run`):
   (``split.method``, ``split.test_fraction``...);
 - metrics: names MLflow cannot store (``ndcg@10``) are logged as
   ``ndcg_at_10``; the run tag ``recsys.metric_names`` maps them back;
-- tags ``recsys.data_hash`` and ``recsys.model_type``;
+- tags ``recsys.data_hash`` and ``recsys.model_type``, and the process that
+  logged it (``recsys.owner.*``: :mod:`recsys.registry.recovery` ends the runs
+  of a killed try);
 - artifacts ``split.json`` and ``plots/metrics.png``;
 - dataset inputs: the feature tables the model was fitted with
   (:class:`InputTable`, context ``features``), each with its content hash;
@@ -233,11 +235,43 @@ def _quiet_mlflow() -> None:
 
 
 def client() -> Any:
-    """An ``MlflowClient`` on the configured tracking and registry store."""
+    """An ``MlflowClient`` on the configured tracking and registry store.
+
+    The first call of a process on a database store creates or migrates its
+    schema under the store's lock (:func:`migrate_store`).
+    """
     from mlflow import MlflowClient
 
     uri = config.tracking_uri()
+    migrate_store(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+#: Database stores this process has seen migrated.
+_MIGRATED: set[str] = set()
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
+
+
+def migrate_store(uri: str) -> None:
+    """Create or upgrade the MLflow schema of database store ``uri``, once, under a lock.
+
+    MLflow migrates a database when it first opens it, without a lock: two
+    processes opening one fresh SQLite file at once both add the same columns
+    (``duplicate column name``). Here the first opener of a process migrates
+    under :func:`recsys.registry.locks.store_lock`; whoever comes next finds
+    the schema current. A tracking server migrates its own store: nothing to do.
+    """
+    if uri in _MIGRATED or uri.split(":", 1)[0].split("+")[0] not in _DATABASE_SCHEMES:
+        return
+    from mlflow import MlflowClient
+
+    from recsys.registry.locks import store_lock
+
+    with store_lock():
+        opened = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        opened.search_experiments(max_results=1)  # opens (and migrates) the tracking store
+        opened.search_registered_models(max_results=1)  # and the registry's
+    _MIGRATED.add(uri)
 
 
 def _artifact_location(experiment: str) -> str | None:
@@ -473,7 +507,9 @@ def _run_tags(
     renamed: Mapping[str, str],
     tags: Mapping[str, str] | None,
 ) -> dict[str, str]:
-    run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    from recsys.registry.recovery import owner_tags
+
+    run_tags = {**owner_tags(), **{str(k): str(v) for k, v in (tags or {}).items()}}
     run_tags[TAG_DATA_HASH] = str(data_hash)
     run_tags[TAG_MODEL_TYPE] = model_type_of(model)
     if renamed:
@@ -540,9 +576,12 @@ def log_tuning(
     """
     import mlflow
 
+    from recsys.registry.recovery import owner_tags
+
     experiment_id = setup()
     metric = metric_key(f"validation_{result['metric']}")
-    parent_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "study", **(tags or {})}
+    owner = owner_tags()
+    parent_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "study", **owner, **(tags or {})}
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=run_name,
@@ -554,7 +593,7 @@ def log_tuning(
         if result["trials"]:
             mlflow.log_metric(metric, float(result["score"]))
         for trial in result["trials"]:
-            trial_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "trial"}
+            trial_tags = {TAG_MODEL_TYPE: model_name, "recsys.tuning": "trial", **owner}
             with mlflow.start_run(
                 experiment_id=experiment_id,
                 nested=True,
