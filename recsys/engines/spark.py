@@ -62,6 +62,8 @@ _DRAW = "_draw"
 #: Rows per task of the positional draws (see the module's docstring).
 DRAWS_PER_TASK = 4_000_000
 _SECONDS_PER_DAY = 86_400
+#: JVM thread stack size of the engine's session (see :func:`session`).
+_THREAD_STACK = "-Xss16m"
 
 
 # ------------------------------------------------------------------ session
@@ -86,6 +88,11 @@ def session() -> SparkSession:
         if master.startswith("local"):
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.master(master).config("spark.sql.session.timeZone", "UTC")
+    # MLlib ALS builds a long lineage per sweep; reading it back overflows the JVM's
+    # default 1 MB thread stacks (StackOverflowError) unless checkpointing is set up
+    # (spark.checkpoint.dir). Settings given in the configuration win.
+    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+        builder = builder.config(key, _THREAD_STACK)
     for key, value in config.spark_conf().items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
