@@ -71,6 +71,7 @@ _LONG_FILES = (
     "test_browser.py",
     "test_ui.py",
     "test_attention.py",
+    "test_spark.py",
 )
 
 

@@ -774,7 +774,7 @@ def fit_als(
     regularization: float,
     alpha: float,
     iterations: int,
-    blocks: int | None,
+    blocks: int,
     seed: int,
 ) -> Any:
     """MLlib ALS (implicit preferences) fitted on the non-zeros of the CSR matrix ``X``
@@ -800,8 +800,8 @@ def fit_als(
         itemCol="item",
         ratingCol="weight",
         seed=seed,
-        numUserBlocks=blocks or 10,
-        numItemBlocks=blocks or 10,
+        numUserBlocks=blocks,
+        numItemBlocks=blocks,
     )
     return als.fit(ratings)
 

@@ -37,8 +37,10 @@ class SparkALSRecommender(Recommender):
         alpha: confidence scaling of the interaction weights.
         iterations: ALS sweeps (``maxIter``).
         blocks: user and item blocks (``numUserBlocks`` / ``numItemBlocks``);
-            ``None`` is MLlib's 10. With 1 the fit is bit-for-bit reproducible;
-            with more, shuffles may sum in another order between runs.
+            ``None`` takes one per million interactions, from 1 up to MLlib's
+            default of 10 (small data then fits in one block, without the
+            overhead of ten). With 1 the fit is bit-for-bit reproducible; with
+            more, shuffles may sum in another order between runs.
         random_state: seed of the factor initialisation.
 
     Attributes:
@@ -80,7 +82,7 @@ class SparkALSRecommender(Recommender):
             regularization=float(self.regularization),
             alpha=float(self.alpha),
             iterations=int(self.iterations),
-            blocks=self.blocks,
+            blocks=self.blocks or int(np.clip(X.nnz // 1_000_000, 1, 10)),
             seed=seed,
         )
         self.user_factors_, self.item_factors_ = engine.als_factors(model, *X.shape)
