@@ -217,7 +217,8 @@ def pseudonymise_users(df: DataFrame, key: bytes) -> DataFrame:
     ids = to_pandas(df.select(USER_COL).distinct())[USER_COL]
     mapping = pd.DataFrame({USER_COL: ids, "_pseudonym": pseudonymise_ids(ids.tolist(), key)})
     joined = df.join(to_spark(spark, mapping), USER_COL, "left")
-    return joined.drop(USER_COL).withColumnRenamed("_pseudonym", USER_COL)
+    renamed = joined.drop(USER_COL).withColumnRenamed("_pseudonym", USER_COL)
+    return renamed.select(*df.columns)
 
 
 # ------------------------------------------------------------------ writing
