@@ -46,6 +46,12 @@ def main() -> int:
     parser.add_argument("--out", default="var/bench/engines", help="output folder")
     parser.add_argument("--engines", default="local,spark", help="engines to run, commas")
     parser.add_argument("--driver-memory", default="4g", help="SPARK_DRIVER_MEMORY (local mode)")
+    parser.add_argument(
+        "--from-step",
+        default=STEPS[0],
+        choices=STEPS,
+        help="resume an earlier run of the same size at this step",
+    )
     parser.add_argument("--step", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
@@ -54,14 +60,18 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"sizes": []}
     for size in (float(s) for s in args.sizes.split(",")):
-        report["sizes"].append(_size(size, args.engines.split(","), args.driver_memory, out))
+        steps = STEPS[STEPS.index(args.from_step) :]
+        engines = args.engines.split(",")
+        report["sizes"].append(_size(size, engines, steps, args.driver_memory, out))
         (out / "engines.json").write_text(json.dumps(report, indent=2))
         (out / "engines.md").write_text(_markdown(report))
     print((out / "engines.md").read_text())
     return 0
 
 
-def _size(size: float, engines: list[str], driver_memory: str, out: Path) -> dict:
+def _size(
+    size: float, engines: list[str], steps: tuple[str, ...], driver_memory: str, out: Path
+) -> dict:
     users, items = SHAPES.get(size, (int(size * 25_000), int(size * 10_000)))
     home = out / f"{size:g}M"
     data = (home / "data").resolve()
@@ -88,7 +98,7 @@ def _size(size: float, engines: list[str], driver_memory: str, out: Path) -> dic
         env = {**base, "RECSYS_ENGINE": engine, "RECSYS_HOME": str(home / f"home-{engine}")}
         run_key = f"engines-{size:g}M-{engine}"
         rows = []
-        for step in STEPS:
+        for step in steps:
             row = _measure(step, run_key, str(data), env)
             rows.append(row)
             print(

@@ -85,9 +85,12 @@ def session() -> SparkSession:
         builder = builder.remote(remote)
     else:
         master = config.spark_master()
+        builder = builder.master(master).config("spark.sql.session.timeZone", "UTC")
         if master.startswith("local"):
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = builder.master(master).config("spark.sql.session.timeZone", "UTC")
+            # Spark's 200 shuffle partitions cost more in task overhead than one
+            # machine's cores can use; a cluster keeps its own default.
+            builder = builder.config("spark.sql.shuffle.partitions", str(_local_partitions()))
     # MLlib ALS builds a long lineage per sweep; reading it back overflows the JVM's
     # default 1 MB thread stacks (StackOverflowError) unless checkpointing is set up
     # (spark.checkpoint.dir). Settings given in the configuration win.
@@ -98,6 +101,11 @@ def session() -> SparkSession:
     spark = builder.getOrCreate()
     log.info("Spark %s session on %s", spark.version, remote or config.spark_master())
     return spark
+
+
+def _local_partitions() -> int:
+    """Shuffle partitions in local mode: two per core."""
+    return 2 * (os.cpu_count() or 1)
 
 
 def to_spark(spark: SparkSession, frame: pd.DataFrame) -> DataFrame:
