@@ -103,6 +103,7 @@ def test_training_dag_fans_tuning_out_per_model(dagbag):
         "content",
         "ranker",
         "attention",
+        "spark_als",
     ]
     assert dagbag.dags["recsys_training"].params["tuning_trials"] == 0
 
