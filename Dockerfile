@@ -25,12 +25,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     AIRFLOW_HOME=/opt/airflow \
-    RECSYS_HOME=/var/lib/recsys
+    RECSYS_HOME=/var/lib/recsys \
+    PYSPARK_PYTHON=/opt/venv/bin/python
 
 # curl answers the HTTP health checks; tini is PID 1, forwards SIGTERM to the one
 # child (Celery's warm shutdown depends on it) and reaps zombie task processes.
+# Java 17 runs Spark (RECSYS_ENGINE=spark): the driver inside Airflow tasks, and
+# the spark-master / spark-worker services, whose Spark is pyspark's own (the
+# client, its jars and spark-class come with the lock's pyspark).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends curl tini \
+    && apt-get install -y --no-install-recommends curl tini openjdk-17-jre-headless procps \
     && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --uid "${AIRFLOW_UID}" --gid 0 --home-dir "${AIRFLOW_HOME}" --create-home \
@@ -63,8 +67,9 @@ COPY --chown=${AIRFLOW_UID}:0 expectations/ ${AIRFLOW_HOME}/expectations/
 USER ${AIRFLOW_UID}:0
 WORKDIR ${AIRFLOW_HOME}
 
-# api-server, MLflow, worker and triggerer log servers, scheduler health check
-EXPOSE 8080 5000 8793 8794 8974
+# api-server, MLflow, worker and triggerer log servers, scheduler health check;
+# Spark master (7077, UI 8080) and worker (UI 8081)
+EXPOSE 8080 5000 8793 8794 8974 7077 8081
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["airflow", "version"]

@@ -69,6 +69,7 @@ MODEL_LABELS = {
     "content": "content (TF-IDF of titles, genres and years)",
     "ranker": "ranker (XGBoost ranks the other models' candidates)",
     "attention": "attention (SASRec-style self-attention; takes minutes)",
+    "spark_als": "spark_als (ALS on Spark MLlib; for RECSYS_ENGINE=spark)",
 }
 
 #: Updated by recsys_monitor when drift, decay or an erasure calls for retraining.

@@ -17,6 +17,12 @@ production-like stack is configuration, read here and nowhere else:
   file lock beside the store); ``RECSYS_LOCK_TIMEOUT_S``: how long to wait.
 - ``RECSYS_REDIS_URL``: the Redis cache of the batch lists (unset = no cache).
 - ``RECSYS_CACHE_PREFIX``: first part of its keys (default ``recsys``).
+- ``RECSYS_ENGINE``: ``local`` (pandas, the default) or ``spark``, which runs
+  reading, validation, cleaning, splits and feature tables on Spark.
+- ``SPARK_MASTER`` / ``SPARK_REMOTE``: the cluster the Spark engine uses
+  (default ``local[*]``; a ``sc://`` URL means Spark Connect);
+  ``SPARK_EXECUTOR_MEMORY``, ``SPARK_DRIVER_MEMORY`` and ``RECSYS_SPARK_CONF``
+  (a JSON object of any other Spark settings) size it.
 """
 
 from __future__ import annotations
@@ -269,3 +275,72 @@ def _seconds(name: str, default: float) -> float:
 
         raise InputError(f"{name} must be seconds >= 0, got {raw!r}")
     return value
+
+
+#: The engines ``RECSYS_ENGINE`` chooses between.
+ENGINES = ("local", "spark")
+
+
+def engine() -> str:
+    """``RECSYS_ENGINE``: ``local`` (default: pandas, NumPy, SciPy in each task) or
+    ``spark`` (the heavy data steps on a Spark cluster, :mod:`recsys.engines.spark`).
+
+    Raises:
+        recsys.errors.InputError: any other value.
+    """
+    value = os.environ.get("RECSYS_ENGINE", "").strip().lower() or "local"
+    if value not in ENGINES:
+        from recsys.errors import InputError
+
+        raise InputError(
+            f"RECSYS_ENGINE must be one of {', '.join(ENGINES)}, got {value!r}; "
+            "unset it for the local engine"
+        )
+    return value
+
+
+def spark_master() -> str:
+    """``SPARK_MASTER``: the cluster manager URL (``spark://host:7077``, ``yarn``,
+    ``k8s://...``); default ``local[*]``, Spark inside the task's own process."""
+    return os.environ.get("SPARK_MASTER", "").strip() or "local[*]"
+
+
+def spark_remote() -> str | None:
+    """``SPARK_REMOTE``: a Spark Connect server (``sc://host:15002``); when set it wins
+    over :func:`spark_master`. ``None`` when unset."""
+    return os.environ.get("SPARK_REMOTE", "").strip() or None
+
+
+def spark_conf() -> dict[str, str]:
+    """Spark settings of the engine's session: ``spark.executor.memory`` and
+    ``spark.driver.memory`` from ``SPARK_EXECUTOR_MEMORY`` / ``SPARK_DRIVER_MEMORY``
+    when set, then everything in ``RECSYS_SPARK_CONF`` (a JSON object such as
+    ``{"spark.sql.shuffle.partitions": "64"}``).
+
+    Raises:
+        recsys.errors.InputError: ``RECSYS_SPARK_CONF`` is not a JSON object.
+    """
+    import json
+
+    conf = {}
+    for env, key in (
+        ("SPARK_EXECUTOR_MEMORY", "spark.executor.memory"),
+        ("SPARK_DRIVER_MEMORY", "spark.driver.memory"),
+    ):
+        if os.environ.get(env, "").strip():
+            conf[key] = os.environ[env].strip()
+    raw = os.environ.get("RECSYS_SPARK_CONF", "").strip()
+    if raw:
+        try:
+            extra = json.loads(raw)
+        except json.JSONDecodeError:
+            extra = None
+        if not isinstance(extra, dict):
+            from recsys.errors import InputError
+
+            raise InputError(
+                "RECSYS_SPARK_CONF must be a JSON object of Spark settings such as "
+                f'{{"spark.sql.shuffle.partitions": "64"}}, got {raw!r}'
+            )
+        conf.update({str(k): str(v) for k, v in extra.items()})
+    return conf

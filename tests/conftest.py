@@ -6,7 +6,9 @@ test never touches the developer's ``var/``, ``mlruns/`` or Airflow home.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +23,23 @@ os.environ["RECSYS_HOME"] = str(_SESSION_TMP / "var")
 os.environ["RECSYS_MLRUNS"] = str(_SESSION_TMP / "mlruns")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The Spark engine's one session per test process (tests/test_spark.py and spark_als
+# in the contract suite): local mode on two cores, no UI, few shuffle partitions,
+# a JVM tuned to start fast rather than to run long.
+os.environ.setdefault("SPARK_MASTER", "local[2]")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault(
+    "RECSYS_SPARK_CONF",
+    json.dumps(
+        {
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.sql.shuffle.partitions": "2",
+            "spark.default.parallelism": "2",
+            "spark.driver.extraJavaOptions": "-Xss16m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        }
+    ),
+)
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
@@ -52,6 +71,7 @@ _LONG_FILES = (
     "test_browser.py",
     "test_ui.py",
     "test_attention.py",
+    "test_spark.py",
 )
 
 

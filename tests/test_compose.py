@@ -33,6 +33,8 @@ EXPECTED_SERVICES = {
     "airflow-triggerer",
     "airflow-worker",
     "recsys-serve",
+    "spark-master",
+    "spark-worker",
 }
 AIRFLOW_SERVICES = sorted(s for s in EXPECTED_SERVICES if s.startswith("airflow-"))
 LONG_RUNNING_AIRFLOW = [s for s in AIRFLOW_SERVICES if s != "airflow-init"]
@@ -312,3 +314,21 @@ def test_the_init_check_sees_each_placeholder_as_compose_resolves_it(tmp_path):
         init_env = yaml.safe_load(result.stdout)["services"]["airflow-init"]["environment"]
         visible = [k for k, v in init_env.items() if "change-me" in str(v)]
         assert visible, f"{name}={placeholder} is invisible to airflow-init's check"
+
+
+def test_spark_cluster_shares_the_run_folders_and_the_airflow_tasks_point_at_it(services):
+    """RECSYS_ENGINE=spark in .env sends the data steps to the bundled cluster: the tasks'
+    SPARK_MASTER is its master, and the workers see the run folders the driver writes."""
+    assert services["spark-master"]["command"][:2] == [
+        "spark-class",
+        "org.apache.spark.deploy.master.Master",
+    ]
+    worker = services["spark-worker"]
+    assert worker["command"][-1] == "spark://spark-master:7077"
+    assert "ports" not in worker and "container_name" not in worker
+    env = services["airflow-worker"]["environment"]
+    assert env["RECSYS_ENGINE"] == "${RECSYS_ENGINE:-local}"
+    assert env["SPARK_MASTER"] == "${SPARK_MASTER:-spark://spark-master:7077}"
+    assert f"recsys-home:{env['RECSYS_HOME']}" in worker["volumes"]
+    assert worker["environment"]["PYSPARK_PYTHON"] == env["PYSPARK_PYTHON"]
+    assert read_env_file(ENV_EXAMPLE)["RECSYS_ENGINE"] == "local"

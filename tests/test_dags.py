@@ -50,7 +50,7 @@ def test_dag_files_import_nothing_heavy_at_top_level(path):
 
 def test_training_dag_has_the_exact_task_graph(dagbag):
     dag = dagbag.dags["recsys_training"]
-    models = ["popularity", "itemknn", "als", "ease", "content", "ranker", "attention"]
+    models = ["popularity", "itemknn", "als", "ease", "content", "ranker", "attention", "spark_als"]
     trains = {f"train_{m}" for m in models}
     expected = {
         "check_new_data": {"validate"},
@@ -104,6 +104,7 @@ def test_training_dag_fans_tuning_out_per_model(dagbag):
         "content",
         "ranker",
         "attention",
+        "spark_als",
     ]
     assert dagbag.dags["recsys_training"].params["tuning_trials"] == 0
 

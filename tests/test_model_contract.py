@@ -35,6 +35,7 @@ N = 20  # users == items, so user u's held-out item is item u
 FAST_PARAMS: dict[str, dict] = {
     "itemknn": {"k_neighbours": 10},
     "als": {"factors": 8, "iterations": 10},
+    "spark_als": {"factors": 8, "iterations": 10, "blocks": 1},
     "ease": {"l2": 1.0},
     "ranker": {
         "generators": ("popularity", "itemknn", "ease"),

@@ -319,6 +319,7 @@ def test_every_model_fits_a_file_without_side_tables_or_timestamps(store):
     quick = {
         "attention": {"epochs": 2, "max_len": 20},
         "ranker": {"n_bags": 1, "n_folds": 1, "max_rounds": 20},
+        "spark_als": {"factors": 8, "iterations": 5},
     }
     report = run_benchmark(
         str(store["other"]),

@@ -276,6 +276,22 @@ def describe_split(
 
 
 # ------------------------------------------------------------------- helpers
+def check_split_options(protocol: str, options: dict[str, Any]) -> None:
+    """Raise the error :func:`split_interactions` raises for an unknown protocol or option
+    (for another engine's splitter, :mod:`recsys.engines.spark`)."""
+    _check_options(_protocol(protocol), protocol, options)
+
+
+def check_ratio(ratio: float) -> None:
+    """Raise unless ``ratio`` lies strictly between 0 and 1 (the splitters' own check)."""
+    _check_ratio(ratio)
+
+
+def group_column(by: str, user_col: str = USER_COL, item_col: str = ITEM_COL) -> str:
+    """The column ``by`` (``"user"`` or ``"item"``) stratifies on, or a ValueError."""
+    return _group_column(by, user_col, item_col)
+
+
 def _part_facts(name: str, part: pd.DataFrame, user_col: str, item_col: str) -> dict[str, int]:
     return {
         f"{name}_rows": int(len(part)),

@@ -27,6 +27,10 @@ How a suite is applied to one frame:
   per genre); its ``column`` kwarg in the file is a readable stand-in such as
   ``"genre_*"``. No matching column: it is not run.
 
+A frame is a pandas DataFrame or, under ``RECSYS_ENGINE=spark``, a Spark
+DataFrame: the same suites run through GX's Spark data source, the data
+staying on the cluster.
+
 Every outcome, structural problems included, ends up as a :class:`Failure` in
 one :class:`ValidationReport`; GX errors never escape as tracebacks.
 
@@ -472,13 +476,41 @@ def _skip_reason(expectation: dict[str, Any], df: pd.DataFrame) -> str | None:
     empty = [
         c
         for c in (expectation.get("meta") or {}).get(SKIP_WHEN_ALL_NULL, [])
-        if c in df.columns and df[c].isna().all()
+        if c in df.columns and _all_null(df, c)
     ]
     if empty:
         return f"column(s) {empty} hold no value"
-    if kind in _NUMERIC_ONLY and not pd.api.types.is_numeric_dtype(df[kwargs["column"]]):
-        return f"column {kwargs['column']!r} is not numeric (dtype {df[kwargs['column']].dtype})"
+    if kind in _NUMERIC_ONLY and not _is_numeric(df, kwargs["column"]):
+        return f"column {kwargs['column']!r} is not numeric (dtype {_dtype(df, kwargs['column'])})"
     return None
+
+
+# A Spark DataFrame (RECSYS_ENGINE=spark) is validated by the same suites: these
+# three questions and the row count are all the planning asks of a frame.
+def _is_spark(df: Any) -> bool:
+    return not isinstance(df, pd.DataFrame) and hasattr(df, "sparkSession")
+
+
+def _all_null(df: Any, col: str) -> bool:
+    if _is_spark(df):
+        return df.filter(df[col].isNotNull()).limit(1).count() == 0
+    return bool(df[col].isna().all())
+
+
+def _is_numeric(df: Any, col: str) -> bool:
+    if _is_spark(df):
+        from pyspark.sql.types import NumericType
+
+        return isinstance(df.schema[col].dataType, NumericType)
+    return pd.api.types.is_numeric_dtype(df[col])
+
+
+def _dtype(df: Any, col: str) -> str:
+    return df.schema[col].dataType.simpleString() if _is_spark(df) else str(df[col].dtype)
+
+
+def _row_count(df: Any) -> int:
+    return int(df.count()) if _is_spark(df) else len(df)
 
 
 #: Expectation ``meta`` key: run the expectation once per column matching this regex.
@@ -542,6 +574,7 @@ class _Session:
         self.key = key
         self.context: Any = None
         self.source: Any = None
+        self.spark_source: Any = None
 
     def __enter__(self) -> _Session:
         self.context = _ephemeral_context(self.docs_dir)
@@ -549,7 +582,15 @@ class _Session:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.context = self.source = None
+        self.context = self.source = self.spark_source = None
+
+    def _source_for(self, df: Any) -> Any:
+        """The pandas data source, or for a Spark DataFrame the Spark one (made once)."""
+        if not _is_spark(df):
+            return self.source
+        if self.spark_source is None:
+            self.spark_source = self.context.data_sources.add_spark("recsys-spark")
+        return self.spark_source
 
     def run(self, df: pd.DataFrame, suite_name: str, given: dict[str, Any]) -> SuiteResult:
         """Validate ``df`` against one suite and summarise the outcome."""
@@ -562,7 +603,7 @@ class _Session:
         return SuiteResult(
             suite=suite_name,
             success=not failures,
-            row_count=len(df),
+            row_count=_row_count(df),
             evaluated=len(runnable),
             failures=failures,
             skipped=skipped,
@@ -588,7 +629,8 @@ class _Session:
         gx_suite = self.context.suites.add(
             gx.ExpectationSuite(name=name, expectations=runnable, meta=suite.get("meta", {}))
         )
-        batch = self.source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
+        source = self._source_for(df)
+        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
         definition = self.context.validation_definitions.add(
             gx.ValidationDefinition(name=name, data=batch, suite=gx_suite)
         )

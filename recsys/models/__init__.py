@@ -26,6 +26,8 @@ MODELS: dict[str, str] = {
     "content": "recsys.models.content:ContentRecommender",
     "ranker": "recsys.models.ranker:XGBRankerRecommender",
     "attention": "recsys.models.attention:SelfAttentionRecommender",
+    # MLlib ALS on Spark (RECSYS_ENGINE=spark); not a default: it needs a JVM.
+    "spark_als": "recsys.models.spark_als:SparkALSRecommender",
 }
 
 #: What a training run trains unless told otherwise (the CLI and the DAG alike):

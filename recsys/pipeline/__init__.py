@@ -2,6 +2,8 @@
 
 - :mod:`~recsys.pipeline.steps`: one function per task (validate, prepare,
   build features, tune, train, evaluate, promote, recommend, ingest);
+- :mod:`~recsys.pipeline.spark_steps`: the data steps' bodies under
+  ``RECSYS_ENGINE=spark`` (the steps call them; same files out);
 - :mod:`~recsys.pipeline.runfolder`: :class:`RunFolder`, the one place that
   knows the run folder's layout;
 - :mod:`~recsys.pipeline.reports`: the leaderboard table and chart, model plots;

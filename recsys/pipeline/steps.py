@@ -96,10 +96,38 @@ def validate_data(
         ``{"rows": int, "users": int, "items": int, "data_docs": str | None,
         "registered_model": str, ...}``.
     """
+    run = RunFolder(run_key).create()
+    if config.engine() == "spark":
+        from recsys.pipeline import spark_steps
+
+        counts = spark_steps.validate_input(run, data_path, data_format, columns, now)
+    else:
+        counts = _validate_locally(run, data_path, data_format, columns, now)
+    summary = {
+        "registered_model": model_name or config.model_name_for(data_path),
+        "pseudonymised": config.pseudonym_key() is not None,
+        "pseudonym_key": key_fingerprint(config.pseudonym_key()),
+        "data_path": str(data_path),
+        **counts,
+        "engine": config.engine(),
+        **_store_state(data_path),
+    }
+    run.write_json(rf.INPUT, summary)
+    return summary
+
+
+def _validate_locally(
+    run: RunFolder,
+    data_path: str,
+    data_format: str | None,
+    columns: dict[str, str] | None,
+    now: float | None,
+) -> dict:
+    """The local engine's validation: load, check, quarantine or write ``raw/``;
+    returns the input's ``rows``, ``users``, ``items`` and ``data_docs``."""
     from recsys.data import validation
     from recsys.data.loaders import load_input, write_dataset
 
-    run = RunFolder(run_key).create()
     dataset = load_input(data_path, data_format, columns)
     report = validation.validate_dataset(dataset, now=now, docs_dir=run.data_docs)
     run.write_json(rf.VALIDATION, report.to_dict())
@@ -111,19 +139,12 @@ def validate_data(
     dataset = _pseudonymised(dataset)
     write_dataset(dataset, run.raw)
     inter = dataset.interactions
-    summary = {
-        "registered_model": model_name or config.model_name_for(data_path),
-        "pseudonymised": config.pseudonym_key() is not None,
-        "pseudonym_key": key_fingerprint(config.pseudonym_key()),
-        "data_path": str(data_path),
+    return {
         "rows": int(len(inter)),
         "users": int(inter[USER_COL].nunique()),
         "items": int(inter[ITEM_COL].nunique()),
         "data_docs": str(report.docs_path) if report.docs_path else None,
-        **_store_state(data_path),
     }
-    run.write_json(rf.INPUT, summary)
-    return summary
 
 
 def _store_state(data_path: str) -> dict:
@@ -175,6 +196,12 @@ def prepare_data(
 
     run = RunFolder(run_key)
     run.file(rf.COLD_START).unlink(missing_ok=True)  # fitted on the split this step replaces
+    if config.engine() == "spark":
+        from recsys.pipeline import spark_steps
+
+        info = spark_steps.prepare(run, protocol, dedupe, split_options)
+        run.write_json(rf.SPLIT, info)
+        return info
     clean, cleaning = clean_interactions(run.dataset().interactions, dedupe=dedupe)
     used, note = protocol_for(clean, protocol)
     if note:
@@ -221,11 +248,16 @@ def build_features(run_key: str, *, max_len: int = 50) -> dict:
 
     run = RunFolder(run_key)
     run.remove_features()
-    train = run.train()
-    dataset = run.dataset()
-    tables = features.build_feature_tables(train, dataset.items, dataset.users, max_len=max_len)
-    features.check_feature_tables(tables, features.suite_parameters(train, max_len=max_len))
-    paths = features.write_features(run.features_dir, **tables)
+    if config.engine() == "spark":
+        from recsys.pipeline import spark_steps
+
+        paths = spark_steps.write_feature_tables(run, max_len=max_len)
+    else:
+        train = run.train()
+        dataset = run.dataset()
+        tables = features.build_feature_tables(train, dataset.items, dataset.users, max_len=max_len)
+        features.check_feature_tables(tables, features.suite_parameters(train, max_len=max_len))
+        paths = features.write_features(run.features_dir, **tables)
     summary = {
         "max_len": max_len,
         "tables": {name: _table_summary(run, name, path) for name, path in paths.items()},
@@ -793,7 +825,12 @@ def recommend_all(run_key: str, *, k: int = 10, rerank_strength: float = 0.0) ->
     # The run's own copy: pseudonyms already when pseudonymisation is on.
     users = run.dataset().interactions[USER_COL].unique()
     pool = max(k, RERANK_POOL) if rerank_strength > 0 else k
-    recs = registry.recommend_for_users(np.sort(users), k=pool, pseudonymise=False, name=name)
+    if config.engine() == "spark" and _champion_is_runs_spark_als(run, champion):
+        from recsys.pipeline import spark_steps
+
+        recs = spark_steps.spark_als_lists(run, np.sort(users), pool, name)
+    else:
+        recs = registry.recommend_for_users(np.sort(users), k=pool, pseudonymise=False, name=name)
     if rerank_strength > 0:
         train = run.train([USER_COL, ITEM_COL])
         popularity = train.groupby(ITEM_COL)[USER_COL].nunique()
@@ -811,6 +848,14 @@ def recommend_all(run_key: str, *, k: int = 10, rerank_strength: float = 0.0) ->
         "related_items": str(related) if related else None,
         "cache": _cache_lists(recs, name, int(champion["version"])),
     }
+
+
+def _champion_is_runs_spark_als(run: RunFolder, champion: dict) -> bool:
+    """Whether the champion is the ``spark_als`` this run trained (its Spark model is
+    then in the run folder, for ``recommendForAllUsers``)."""
+    if champion.get("model_type") != "spark_als" or not run.has_model_result("spark_als"):
+        return False
+    return run.model_result("spark_als")["run_id"] == champion.get("run_id")
 
 
 def _cache_lists(recs: pd.DataFrame, name: str, version: int) -> dict | None:
