@@ -197,6 +197,8 @@ def airflow_db() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+# Two minutes on 2 cores (a whole DAG run with a JVM beside it): run by `make bench`.
+@pytest.mark.slow
 def test_training_dag_on_the_spark_engine_promotes_spark_als_with_spark_lists(
     spark, airflow_db, data_dir, isolated_mlflow, monkeypatch
 ):
