@@ -328,7 +328,14 @@ def tune_model(
     return result
 
 
-def train_model(run_key: str, model_name: str, *, params: dict | None = None, k: int = 10) -> dict:
+def train_model(
+    run_key: str,
+    model_name: str,
+    *,
+    params: dict | None = None,
+    k: int = 10,
+    models: list[str] | None = None,
+) -> dict:
     """Train one model, evaluate it on the test split and log it as an MLflow run.
 
     The model's hyper-parameters are what :func:`tune_model` found for it in
@@ -337,6 +344,9 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     are fed to the model through its fit context and logged as the MLflow run's
     dataset inputs (context ``features``; see :class:`recsys.registry.InputTable`
     for how their content hash becomes the digest).
+
+    ``models`` are every model the run trains: the ranker fuses the sequential
+    ones among them (:func:`recsys.models.ranker.fused_params`).
 
     Returns:
         ``{"model": name, "run_id": str, "model_uri": str, "metrics": {...},
@@ -349,6 +359,11 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     run = RunFolder(run_key)
     tuned = run.read_json_or_none(f"{rf.MODELS}/{model_name}/{rf.TUNED}") or {}
     params = {**tuned.get("params", {}), **(params or {})} or None
+    if model_name == "ranker" and models:
+        from recsys.models.ranker import fused_params
+
+        protocol = run.split_info().get("protocol")
+        params = fused_params(models, protocol=protocol, params=params) or None
     clock = time.perf_counter()
     data = load_training_data(run_key)
     read = run.read_json(rf.INPUT)
