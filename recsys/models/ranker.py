@@ -18,6 +18,11 @@ hyper-parameters are picked on a validation share of those users (also carved
 from the training data), and ``n_bags`` boosters, each early-stopped on a
 different share, are averaged. Finally the generators are refitted on all of
 ``X`` for scoring.
+
+A run that trains a sequential model (``attention``) fuses it: :func:`fused_params`
+adds it to the generators, so its ranks and scores are candidates and features
+next to the user's sequence features (:data:`SEQUENCE_FEATURES`), and under a
+time-ordered protocol the ranker learns from each user's latest items.
 """
 
 from __future__ import annotations
