@@ -293,7 +293,10 @@ def recsys_training():
             params = get_current_context()["params"]
             if name not in params["models"]:
                 raise AirflowSkipException(f"{name} is not among this run's models")
-            return pipeline.train_model(_run_key(), name, k=params["k"])
+            # Every model of the run: the ranker fuses the sequential ones among them.
+            return pipeline.train_model(
+                _run_key(), name, k=params["k"], models=list(params["models"])
+            )
 
         return train
 

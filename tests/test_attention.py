@@ -136,6 +136,33 @@ def test_profile_conditioning_runs():
     assert model._score(np.arange(3), X).shape == (3, N_ITEMS)
 
 
+def test_validation_every_few_epochs_on_a_sample_stops_by_patience_in_epochs():
+    X, seqs = cyclic_data()
+    params = {**TINY, "epochs": 40, "val_every": 3, "val_users": 25, "patience": 6}
+    model = SelfAttentionRecommender(**params).fit(X, FitContext(sequences=seqs))
+    h = model.history_
+    validated = [i + 1 for i, v in enumerate(h["val_ndcg@10"]) if not np.isnan(v)]
+    n = len(h["loss"])
+    # Every third epoch, plus the last one run; the best is one of them.
+    assert validated == [e for e in range(1, n + 1) if e % 3 == 0 or e == 40]
+    assert model.best_epoch_ in validated
+    # Stopped when 6 epochs had passed since the best, or ran to the end.
+    assert n == 40 or n - model.best_epoch_ >= 6
+    assert n < 40 or n - model.best_epoch_ < 6 + 3
+    assert plot_history(h) is not None
+    with pytest.raises(ValueError, match="^val_users must be at least 1 or None, got 0$"):
+        SelfAttentionRecommender(**{**TINY, "val_users": 0}).fit(X, FitContext(sequences=seqs))
+
+
+def test_sample_users_keeps_row_order_and_pairs():
+    from recsys.models.attention import _sample_users
+
+    rows, targets = np.arange(10), np.arange(10) * 10
+    r, t = _sample_users(rows, targets, 4, seed=0)
+    assert len(r) == 4 and np.all(np.diff(r) > 0) and np.array_equal(t, r * 10)
+    assert _sample_users(rows, targets, None, seed=0)[0] is rows
+
+
 # ------------------------------------------------------------------ errors
 def test_bad_inputs_named():
     X, seqs = cyclic_data(n_users=5)

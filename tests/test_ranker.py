@@ -15,6 +15,7 @@ from recsys.models.base import FitContext
 from recsys.models.ranker import (
     XGBRankerRecommender,
     feature_names,
+    fused_params,
     parse_generator,
     plot_feature_importances,
     split_history,
@@ -325,3 +326,81 @@ def test_at_scale_the_ranker_learns_from_one_fold_and_a_sample_of_users(caplog):
     assert "ranker: candidate folds built 1/1" in said
     items, _ = model.recommend(np.arange(6), X, k=3)
     assert (items >= 0).all()
+
+
+def test_fused_params_add_the_runs_sequential_models_as_generators():
+    from recsys.models.ranker import DEFAULT_GENERATORS
+
+    models = ["ease", "als", "attention", "ranker"]
+    # A random holdout: the order says nothing about the test items; nothing fused.
+    assert fused_params(models, protocol="msr") == {}
+    assert fused_params(models, protocol="random", params={"n_bags": 2}) == {"n_bags": 2}
+    # A time-ordered test: the ranker learns from each user's latest items.
+    assert fused_params(models, protocol="loo") == {
+        "generators": (*DEFAULT_GENERATORS, "attention"),
+        "holdout": "time",
+        "n_folds": 1,
+    }
+    # Nothing sequential in the run, or generators / the carve set by hand: unchanged.
+    assert fused_params(["ease", "ranker"], protocol="loo") == {}
+    assert fused_params(models, params={"generators": ("ease",)}) == {"generators": ("ease",)}
+    assert fused_params(models, protocol="temporal", params={"holdout": "random"}) == {
+        "generators": (*DEFAULT_GENERATORS, "attention"),
+        "holdout": "random",
+    }
+
+
+def test_sequence_features_hand_checked():
+    from recsys.models.ranker import _DAY, SEQUENCE_FEATURES, _sequence_features, _Times
+
+    # User 0: 2 items on days 0 and 3; user 1: 1 item on day 10 (the data's last).
+    X = sp.csr_matrix(np.array([[1, 1], [0, 1]], dtype=np.float32))
+    T = sp.csr_matrix(np.array([[0.0, 3.0], [0.0, 10.0]]) * _DAY + 1e9)
+    feats = _sequence_features(_Times.build(X, T), X, np.array([0, 1]))
+    assert feats.shape == (2, len(SEQUENCE_FEATURES))
+    np.testing.assert_allclose(feats[:, 0], [2, 1])  # history length
+    np.testing.assert_allclose(feats[:, 1], [3, 0], atol=1e-9)  # active days
+    np.testing.assert_allclose(feats[:, 2], [7, 0], atol=1e-5)  # idle days before the end
+    blind = _sequence_features(None, X, np.array([0, 1]))
+    assert blind[:, 0].tolist() == [2, 1] and np.isnan(blind[:, 1:]).all()
+
+
+def test_ranker_fused_with_attention_learns_the_next_item_rule():
+    """Each user walks i -> i + 1: popularity cannot tell the next item, attention
+    can; the ranker fused with both (its latest items as labels) must put it first."""
+    n_items, rng = 10, np.random.default_rng(0)
+    seqs = [(rng.integers(n_items) + np.arange(rng.integers(5, 9))) % n_items for _ in range(80)]
+    rows = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
+    X = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, np.concatenate(seqs))), shape=(len(seqs), n_items)
+    )
+    attention = {
+        "max_len": 8,
+        "d_model": 16,
+        "n_heads": 2,
+        "n_blocks": 1,
+        "dropout": 0.0,
+        "epochs": 15,
+        "batch_size": 32,
+        "learning_rate": 0.01,
+    }
+    params = {
+        **TINY,
+        **fused_params(["popularity", "attention", "ranker"], protocol="loo"),
+        "generators": ("popularity", "attention"),
+        "generator_params": {"attention": attention},
+        "label_share": 0.25,
+        "n_candidates": 4,
+    }
+    model = XGBRankerRecommender(**params).fit(X, FitContext(sequences=seqs))
+    assert set(model.generators_) == {"popularity", "attention"}
+    assert model.feature_names_[3:6] == [
+        "attention_rank",
+        "attention_score_ratio",
+        "attention_score_z",
+    ]
+    items, _ = model.recommend(np.arange(len(seqs)), X, k=1)
+    expected = np.array([(s[-1] + 1) % n_items for s in seqs])
+    assert np.mean(items[:, 0] == expected) >= 0.9
+    attention_gain = sum(v for f, v in model.feature_importances_.items() if "attention" in f)
+    assert attention_gain > 0

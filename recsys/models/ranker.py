@@ -18,12 +18,18 @@ hyper-parameters are picked on a validation share of those users (also carved
 from the training data), and ``n_bags`` boosters, each early-stopped on a
 different share, are averaged. Finally the generators are refitted on all of
 ``X`` for scoring.
+
+A run that trains a sequential model (``attention``) fuses it: :func:`fused_params`
+adds it to the generators, so its ranks and scores are candidates and features
+next to the user's sequence features (:data:`SEQUENCE_FEATURES`), and under a
+time-ordered protocol the ranker learns from each user's latest items.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -81,13 +87,23 @@ TASTE_FEATURES = (
     "popularity_gap",
     "user_popularity_mean",
 )
+#: What the user's own sequence says: how many interactions it holds, how
+#: many days it spans and how many days before the data's last interaction it
+#: ended (both days NaN without ``context.timestamps``). They let the booster
+#: learn when the sequence matters, e.g. to trust a sequential generator's
+#: ranks more for users with a short or a recent history.
+SEQUENCE_FEATURES = ("user_history_length", "user_active_days", "user_idle_days")
 FEATURE_GROUPS = {
     "user": USER_FEATURES,
     "item": ITEM_FEATURES,
     "pair": PAIR_FEATURES,
     "time": TIME_FEATURES,
+    "sequence": SEQUENCE_FEATURES,
     "taste": TASTE_FEATURES,
 }
+#: Protocols whose test items come after the training ones in time; a ranker
+#: fused for them learns from each user's latest items (``holdout="time"``).
+TIME_PROTOCOLS = ("loo", "temporal")
 #: User-table columns whose segments give ``segment_lift_<column>``: the
 #: candidate's share of the interactions of users in the same segment over its
 #: share of all interactions. Numeric columns are cut into quantile bins.
@@ -128,6 +144,42 @@ def parse_generator(entry: str) -> tuple[str, str]:
     if not label or not model:
         raise InputError(f"generator entry must be 'model' or 'label:model', got {entry!r}")
     return label, model
+
+
+def fused_params(
+    models: Iterable[str], *, protocol: str | None = None, params: dict | None = None
+) -> dict:
+    """The ranker's hyper-parameters in a run that trains ``models`` (``params`` on top).
+
+    When the run's ``protocol`` holds out later items (:data:`TIME_PROTOCOLS`),
+    every sequential model the run trains (``attention``) joins the default
+    generators, so its scores and ranks become the ranker's candidates and
+    features, unless ``params`` names the generators itself; the ranker then
+    learns from each user's latest items (``holdout="time"``, one fold), the
+    carve that matches such a test, unless ``params`` says otherwise. Under a
+    random holdout the order of a history says nothing about the held-out
+    items, and each fold would refit the network (minutes each), so nothing
+    is fused there.
+
+    Returns:
+        The parameters to build the ranker with (``params`` unchanged when no
+        sequential model is trained).
+    """
+    from recsys.models import model_class
+
+    params = dict(params or {})
+    if "generators" in params or protocol not in TIME_PROTOCOLS:
+        return params
+    labels = {parse_generator(g)[0] for g in DEFAULT_GENERATORS}
+    extra = tuple(
+        m for m in models if m != "ranker" and m not in labels and model_class(m).sequential
+    )
+    if not extra:
+        return params
+    params["generators"] = (*DEFAULT_GENERATORS, *extra)
+    if not {"holdout", "n_folds"} & set(params):
+        params.update(holdout="time", n_folds=1)
+    return params
 
 
 def feature_names(
@@ -531,6 +583,7 @@ class XGBRankerRecommender(Recommender):
         parts.append(self.item_stats_[c])
         parts.append(self._pair_features(rows, r, c, parts[: len(scores)], n))
         parts.append(_time_features(self.times_, users[r], c))
+        parts.append(_sequence_features(self.times_, rows, users)[r])
         parts.append(self.taste_.features(rows, users, r, c))
         return np.hstack(parts).astype(np.float32), r, c
 
@@ -756,6 +809,17 @@ def _segment_codes(context: FitContext, n_users: int, columns: tuple[str, ...]) 
             values = pd.qcut(values.astype(float), _SEGMENT_BINS, duplicates="drop")
         out.append(pd.factorize(values, use_na_sentinel=True)[0].astype(np.int64))
     return out
+
+
+def _sequence_features(times: _Times | None, rows: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    """``(len(users), len(SEQUENCE_FEATURES))``: history length, active and idle days."""
+    length = np.diff(rows.indptr).astype(np.float64)
+    if times is None:
+        nan = np.full(users.size, np.nan)
+        return np.column_stack([length, nan, nan])
+    first, last = times.user_first[users], times.user_last[users]
+    end = times.span - 1
+    return np.column_stack([length, (last - first) / _DAY, (end - last) / _DAY])
 
 
 def _time_features(times: _Times | None, users: np.ndarray, items: np.ndarray) -> np.ndarray:

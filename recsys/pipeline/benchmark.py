@@ -22,6 +22,7 @@ from recsys.evaluation.beyond import build_catalogue, evaluate_detailed
 from recsys.evaluation.cold_users import evaluate_cold_users
 from recsys.ids import long_frame
 from recsys.models import make_model
+from recsys.models.ranker import fused_params
 from recsys.serving.rerank import rerank
 from recsys.training.data import build_training_data
 from recsys.training.fit import beyond_figures, fit_and_evaluate, served_evaluation
@@ -84,10 +85,11 @@ def run_benchmark(
     )
     results = {}
     for name in models:
+        params = (model_params or {}).get(name)
+        if name == "ranker":
+            params = fused_params(models, protocol=protocol, params=params)
         start = time.perf_counter()
-        model, metrics, seconds = fit_and_evaluate(
-            name, data, params=(model_params or {}).get(name), k=k
-        )
+        model, metrics, seconds = fit_and_evaluate(name, data, params=params, k=k)
         total = time.perf_counter() - start
         results[name] = {
             **metrics,

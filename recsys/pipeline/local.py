@@ -114,7 +114,13 @@ def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = 
                 timeout_s=options.tuning_timeout_s,
                 k=options.k,
             )
-            train_model(run_key, name, params=options.model_params.get(name), k=options.k)
+            train_model(
+                run_key,
+                name,
+                params=options.model_params.get(name),
+                k=options.k,
+                models=list(options.models),
+            )
     with step("evaluate candidates and the champion"):
         evaluation = evaluate_candidates(run_key, options.models, k=options.k)
     summary["leaderboard"] = evaluation["leaderboard"]

@@ -365,7 +365,14 @@ def tune_model(
     return result
 
 
-def train_model(run_key: str, model_name: str, *, params: dict | None = None, k: int = 10) -> dict:
+def train_model(
+    run_key: str,
+    model_name: str,
+    *,
+    params: dict | None = None,
+    k: int = 10,
+    models: list[str] | None = None,
+) -> dict:
     """Train one model, evaluate it on the test split and log it as an MLflow run.
 
     The model's hyper-parameters are what :func:`tune_model` found for it in
@@ -380,6 +387,9 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     tagged ``recsys.replaced_by`` the new run (runs are tagged with the run key
     and ``recsys.task`` = ``train_<model>``, the DAG's task id). Runs any killed
     task left open are ended too (:func:`recsys.registry.end_abandoned_runs`).
+
+    ``models`` are every model the run trains: the ranker fuses the sequential
+    ones among them (:func:`recsys.models.ranker.fused_params`).
 
     Returns:
         ``{"model": name, "run_id": str, "model_uri": str, "metrics": {...},
@@ -397,6 +407,11 @@ def train_model(run_key: str, model_name: str, *, params: dict | None = None, k:
     registry.end_abandoned_runs()
     tuned = run.read_json_or_none(f"{rf.MODELS}/{model_name}/{rf.TUNED}") or {}
     params = {**tuned.get("params", {}), **(params or {})} or None
+    if model_name == "ranker" and models:
+        from recsys.models.ranker import fused_params
+
+        protocol = run.split_info().get("protocol")
+        params = fused_params(models, protocol=protocol, params=params) or None
     clock = time.perf_counter()
     data = load_training_data(run_key)
     read = run.read_json(rf.INPUT)
