@@ -108,13 +108,17 @@ def forget_one(home: Path) -> None:
     from recsys.cli import forget_summary
     from recsys.data import ingest
     from recsys.pipeline import forget_user
+    from recsys.serving.forget import cache_key
 
     store = ingest.read_store(home / "data").interactions
     ranked = store["user_id"].value_counts().index
     user, other = int(ranked[0]), int(ranked[1])
     prefix = f"recsys-drill-{uuid.uuid4().hex[:8]}:recs"
     client = _redis()
-    keys = [f"{prefix}:recsys:{v}:{user}" for v in (1, 2, 3)] + [f"{prefix}:recsys:3:{other}"]
+    # The keys the service and the recommend step write (recsys.serving.cache).
+    keys = [cache_key("recsys", v, str(user), prefix) for v in (1, 2, 3)] + [
+        cache_key("recsys", 3, str(other), prefix)
+    ]
     for key in keys if client else []:
         client.set(key, "[cached list]", ex=600)
     served_before = _served_by(user)
