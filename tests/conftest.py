@@ -52,6 +52,22 @@ def ml100k_dir() -> Path:
     return ML100K
 
 
+@pytest.fixture(scope="module")
+def airflow_db() -> None:
+    """Airflow's metadata database, migrated, for a module whose tests run DAGs."""
+    import subprocess
+
+    airflow = Path(sys.executable).with_name("airflow")
+    done = subprocess.run(
+        [str(airflow), "db", "migrate"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.fixture
 def isolated_mlflow(tmp_path, monkeypatch) -> str:
     """A fresh SQLite MLflow store for one test; returns its tracking URI."""

@@ -238,23 +238,6 @@ def test_failing_fast_maps_permanent_errors_and_passes_the_others():
             raise passing
 
 
-@pytest.fixture(scope="module")
-def airflow_db() -> None:
-    import os
-    import subprocess
-    import sys
-
-    airflow = Path(sys.executable).with_name("airflow")
-    done = subprocess.run(
-        [str(airflow), "db", "migrate"],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
 def test_an_input_error_in_a_task_fails_it_at_once_not_after_its_retries(
     airflow_db, monkeypatch, tmp_path, isolated_mlflow
 ):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,19 +17,6 @@ from recsys.constants import ITEM_COL, USER_COL
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 K = 5
-
-
-@pytest.fixture(scope="module")
-def airflow_db() -> None:
-    airflow = Path(sys.executable).with_name("airflow")
-    done = subprocess.run(
-        [str(airflow), "db", "migrate"],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.fixture

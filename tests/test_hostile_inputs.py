@@ -297,19 +297,6 @@ def test_the_first_task_fails_without_retrying_on_a_bad_param(training_dag):
     assert "raise AirflowFailException" in body
 
 
-@pytest.fixture(scope="module")
-def airflow_db() -> None:
-    airflow = Path(sys.executable).with_name("airflow")
-    done = subprocess.run(
-        [str(airflow), "db", "migrate"],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
 @pytest.mark.slow
 def test_a_real_dag_run_with_an_unknown_param_fails_at_its_first_task(airflow_db, tiny, home):
     from airflow.dag_processing.dagbag import DagBag

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -184,19 +182,6 @@ def test_spark_engine_rejects_an_unknown_engine_name(monkeypatch):
 
 
 # ------------------------------------------------------------------ the DAG
-@pytest.fixture(scope="module")
-def airflow_db() -> None:
-    airflow = Path(sys.executable).with_name("airflow")
-    done = subprocess.run(
-        [str(airflow), "db", "migrate"],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
 # Two minutes on 2 cores (a whole DAG run with a JVM beside it): run by `make bench`.
 @pytest.mark.slow
 def test_training_dag_on_the_spark_engine_promotes_spark_als_with_spark_lists(
