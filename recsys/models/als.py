@@ -13,6 +13,13 @@ from recsys.models.base import FitContext, Recommender
 
 log = logging.getLogger(__name__)
 
+#: The hyper-parameters an ALS model is tuned over (``implicit`` and MLlib alike).
+ALS_SEARCH_SPACE: dict[str, Any] = {
+    "factors": ("int", 16, 128, True),
+    "regularization": ("float", 1e-3, 1.0, True),
+    "alpha": ("float", 0.5, 20.0, True),
+}
+
 
 class ALSRecommender(Recommender):
     """Alternating least squares for implicit feedback (Hu, Koren, Volinsky 2008).
@@ -38,11 +45,7 @@ class ALSRecommender(Recommender):
     name = "als"
     #: A new history's user factors are solved against the item factors.
     folds_in: ClassVar[bool] = True
-    search_space: ClassVar[dict[str, Any]] = {
-        "factors": ("int", 16, 128, True),
-        "regularization": ("float", 1e-3, 1.0, True),
-        "alpha": ("float", 0.5, 20.0, True),
-    }
+    search_space: ClassVar[dict[str, Any]] = ALS_SEARCH_SPACE
 
     def __init__(
         self,
@@ -86,12 +89,7 @@ class ALSRecommender(Recommender):
         return int(rng.integers(0, 2**31 - 1))
 
     def _score(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
-        if users.size and users.max() >= self.user_factors_.shape[0]:
-            raise InputError(
-                f"ALS scores only the {self.user_factors_.shape[0]} users it was fitted on; "
-                f"got user index {int(users.max())}"
-            )
-        return self.user_factors_[users] @ self.item_factors_.T
+        return factor_scores("ALS", self.user_factors_, self.item_factors_, users)
 
     def _score_histories(self, H: sp.csr_matrix) -> np.ndarray:
         """Solve each history's user factors against the fitted item factors
@@ -133,3 +131,19 @@ class ALSRecommender(Recommender):
         state = dict(self.__dict__)
         state.pop("_fold_in_solver", None)
         return state
+
+
+def factor_scores(
+    label: str, user_factors: np.ndarray, item_factors: np.ndarray, users: np.ndarray
+) -> np.ndarray:
+    """Every item's score for ``users`` (rows of ``user_factors``): their dot products.
+
+    Raises:
+        InputError: a user index past the users the factors were fitted on.
+    """
+    if users.size and users.max() >= user_factors.shape[0]:
+        raise InputError(
+            f"{label} scores only the {user_factors.shape[0]} users it was fitted on; "
+            f"got user index {int(users.max())}"
+        )
+    return user_factors[users] @ item_factors.T

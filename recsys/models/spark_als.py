@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.errors import InputError
+from recsys.models.als import ALS_SEARCH_SPACE, factor_scores
 from recsys.models.base import FitContext, Recommender
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,7 @@ class SparkALSRecommender(Recommender):
     """
 
     name = "spark_als"
-    search_space: ClassVar[dict[str, Any]] = {
-        "factors": ("int", 16, 128, True),
-        "regularization": ("float", 1e-3, 1.0, True),
-        "alpha": ("float", 0.5, 20.0, True),
-    }
+    search_space: ClassVar[dict[str, Any]] = ALS_SEARCH_SPACE
 
     def __init__(
         self,
@@ -90,12 +86,7 @@ class SparkALSRecommender(Recommender):
         log.debug("spark_als fitted: %d users, %d items", *X.shape)
 
     def _score(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
-        if users.size and users.max() >= self.user_factors_.shape[0]:
-            raise InputError(
-                f"spark_als scores only the {self.user_factors_.shape[0]} users it was fitted "
-                f"on; got user index {int(users.max())}"
-            )
-        return self.user_factors_[users] @ self.item_factors_.T
+        return factor_scores("spark_als", self.user_factors_, self.item_factors_, users)
 
     def _save(self, path: Path) -> None:
         """The pickle of the factors, and the Spark model when this process fitted it."""
