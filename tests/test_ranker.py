@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.models import make_model
-from recsys.models.base import FitContext
+from recsys.models.base import FitContext, _dense_top_k
 from recsys.models.ranker import (
     XGBRankerRecommender,
     feature_names,
@@ -131,6 +131,26 @@ def test_candidates_outscore_every_other_item(fitted):
     n_cand = (scores > scores[unseen].min()).sum()
     assert n_cand >= TINY["n_candidates"]
     assert np.isfinite(scores).all()
+
+
+def test_lists_ranked_among_candidates_equal_the_dense_scores_lists(fitted):
+    """recommend ranks candidates alone (no dense row per user); its lists must be
+    what ranking the dense scores gives, also past the candidates (a user who has
+    seen nearly every item) and with seen items allowed back."""
+    model, X, _ = fitted
+    crowded = X.tolil()
+    crowded[1, :] = 1.0
+    crowded[1, [3, 7]] = 0.0
+    crowded = crowded.tocsr()
+    users = np.arange(X.shape[0])
+    for data, k in ((X, 10), (crowded, 10), (X, 40)):
+        for filter_seen in (True, False):
+            dense = _dense_top_k(model, users, data, min(k, X.shape[1]), filter_seen)
+            items, scores = model.recommend(users, data, k=k, filter_seen=filter_seen)
+            np.testing.assert_array_equal(items, dense[0])
+            np.testing.assert_array_equal(scores, dense[1])
+    items, _ = model.recommend(np.array([1]), crowded, k=5)
+    assert items[0, :2].tolist() == [3, 7] and (items[0, 2:] == -1).all()
 
 
 def test_save_load_round_trip(fitted, tmp_path):

@@ -146,14 +146,20 @@ class Recommender(ABC):
         scores_out = np.empty((users.size, k), dtype=np.float32)
         for start in range(0, users.size, batch_size):
             batch = users[start : start + batch_size]
-            scores = np.asarray(self._score(batch, X), dtype=np.float32)
-            if filter_seen:
-                rows = X[batch]
-                scores[rows.nonzero()] = -np.inf
-            items_out[start : start + batch.size], scores_out[start : start + batch.size] = top_k(
-                scores, k
+            items_out[start : start + batch.size], scores_out[start : start + batch.size] = (
+                self._top_k(batch, X, k, filter_seen)
             )
         return items_out, scores_out
+
+    def _top_k(
+        self, users: np.ndarray, X: sp.csr_matrix, k: int, filter_seen: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One batch of :meth:`recommend`: the dense scores, seen items masked, top-``k``.
+
+        A model that can rank without a dense score row overrides this; its
+        lists must equal this one's.
+        """
+        return _dense_top_k(self, users, X, k, filter_seen)
 
     def score_users(self, users: np.ndarray, X: sp.spmatrix) -> np.ndarray:
         """Dense scores of every item for fitted user rows of ``X`` (nothing filtered):
@@ -293,6 +299,15 @@ def check_matrix(X: sp.spmatrix) -> sp.csr_matrix:
     if X.nnz and X.data.min() < 0:
         raise InputError("X must hold non-negative interaction weights")
     return X
+
+
+def _dense_top_k(
+    model: Recommender, users: np.ndarray, X: sp.csr_matrix, k: int, filter_seen: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(model._score(users, X), dtype=np.float32)  # noqa: SLF001 - same package
+    if filter_seen:
+        scores[X[users].nonzero()] = -np.inf
+    return top_k(scores, k)
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

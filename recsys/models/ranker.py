@@ -39,7 +39,7 @@ import scipy.sparse as sp
 
 from recsys.constants import GENRES_COL, YEAR_COL
 from recsys.errors import InputError
-from recsys.models.base import FitContext, Recommender, top_k
+from recsys.models.base import FitContext, Recommender, _dense_top_k, top_k
 from recsys.progress import Ticker
 from recsys.progress import log as progress
 
@@ -541,15 +541,53 @@ class XGBRankerRecommender(Recommender):
         out = np.full((users.size, self.n_items_), -np.inf, dtype=np.float64)
         if r.size == 0:
             return np.zeros((users.size, self.n_items_), dtype=np.float32)
-        import xgboost as xgb
-
-        dm = xgb.DMatrix(feats, feature_names=self.feature_names_)
-        margin = np.mean([b.predict(dm) for b in self.boosters_], axis=0)
-        mean_rank = feats[:, self._rank_columns()].mean(axis=1)
-        out[r, c] = margin - 1e-4 * mean_rank / (self.n_candidates + 1)
+        out[r, c] = self._candidate_scores(feats)
         floor = np.nanmin(np.where(np.isfinite(out), out, np.nan), axis=1, keepdims=True)
         floor = np.nan_to_num(floor, nan=0.0)
         return np.where(np.isfinite(out), out, floor - 1.0).astype(np.float32)
+
+    def _top_k(
+        self, users: np.ndarray, X: sp.csr_matrix, k: int, filter_seen: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The lists of :meth:`_score`, ranked among the candidates alone.
+
+        Every item outside a user's candidates scores below them all, so a
+        user with at least ``k`` candidates has their top-``k`` among them:
+        no dense row is built or partitioned for the ranker's own scores
+        (the rows the generators score are the cost that stays). Users with
+        fewer candidates (they have seen nearly everything) take the dense
+        path. Users are featurised in blocks of :data:`_BLOCK_CELLS` cells.
+        """
+        items_out = np.full((users.size, k), -1, dtype=np.int64)
+        scores_out = np.full((users.size, k), -np.inf, dtype=np.float32)
+        block = max(64, _BLOCK_CELLS // max(self.n_items_, 1))
+        for start in range(0, users.size, block):
+            part = users[start : start + block]
+            feats, r, c = self._features(part, X)
+            counts = np.bincount(r, minlength=part.size)
+            if r.size:
+                # float32 first, as _score returns: ties then break by item, as in top_k.
+                s = self._candidate_scores(feats).astype(np.float32)
+                order = np.lexsort((c, -s, r))
+                r, c, s = r[order], c[order], s[order]
+                slot = np.arange(r.size) - np.repeat(np.cumsum(counts) - counts, counts)
+                kept = slot < k
+                items_out[start + r[kept], slot[kept]] = c[kept]
+                scores_out[start + r[kept], slot[kept]] = s[kept]
+            short = np.flatnonzero(counts < k)
+            if short.size:
+                items_out[start + short], scores_out[start + short] = _dense_top_k(
+                    self, part[short], X, k, filter_seen
+                )
+        return items_out, scores_out
+
+    def _candidate_scores(self, feats: np.ndarray) -> np.ndarray:
+        """The boosters' mean margin, ties broken by the generators' mean rank."""
+        # In place: no DMatrix per call (its construction and the feature-name
+        # checks cost more than the trees for one user's candidates).
+        margin = np.mean([b.inplace_predict(feats) for b in self.boosters_], axis=0)
+        mean_rank = feats[:, self._rank_columns()].mean(axis=1)
+        return margin - 1e-4 * mean_rank / (self.n_candidates + 1)
 
     def _rank_columns(self) -> list[int]:
         return [self.feature_names_.index(f"{g}_rank") for g in self.generators_]
@@ -569,15 +607,12 @@ class XGBRankerRecommender(Recommender):
             for name, model in self.generators_.items()
         }
         n = min(int(self.n_candidates), self.n_items_)
-        chosen = np.zeros((users.size, self.n_items_), dtype=bool)
-        tops = {}
-        for name, s in scores.items():
-            items, _ = top_k(s, n)
-            tops[name] = items
-            r = np.repeat(np.arange(users.size), n)
-            ok = items.ravel() >= 0
-            chosen[r[ok], items.ravel()[ok]] = True
-        r, c = np.nonzero(chosen)
+        tops = {name: top_k(s, n)[0] for name, s in scores.items()}
+        # The union of the generators' top-n, as (row, item) keys: sorted by
+        # row, then item, without a dense users × items mask.
+        row_of = np.repeat(np.arange(users.size, dtype=np.int64), n)
+        keys = [(row_of * self.n_items_ + t.ravel())[t.ravel() >= 0] for t in tops.values()]
+        r, c = np.divmod(np.unique(np.concatenate(keys)), self.n_items_)
         parts = [_generator_features(scores[g], tops[g], r, c, n) for g in scores]
         parts.append(_user_features(rows, self.activity_sorted_)[r])
         parts.append(self.item_stats_[c])
@@ -996,20 +1031,44 @@ def _generator_features(
     lower index, ``-1`` for empty slots): only those ranks are ever needed, so
     no row is sorted whole.
     """
-    finite = np.where(np.isfinite(scores), scores, np.nan)
-    best = np.nanmax(finite, axis=1)
-    mu = np.nanmean(finite, axis=1)
-    sd = np.nanstd(finite, axis=1)
+    best, mu, sd = _finite_moments(scores)
     s = scores[r, c]
-    ranks = np.full(scores.shape, n + 1, dtype=np.int32)
-    rows = np.repeat(np.arange(top.shape[0]), top.shape[1])
+    # Each pair's rank by lookup among the row's top-n (sorted keys), not
+    # through a dense rank matrix.
+    n_rows, n_top = top.shape
+    n_cols = scores.shape[1]
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), n_top)
     filled = top.ravel() >= 0
-    slots = np.tile(np.arange(1, top.shape[1] + 1, dtype=np.int32), top.shape[0])
-    ranks[rows[filled], top.ravel()[filled]] = slots[filled]
-    rank = ranks[r, c]
+    top_keys = rows[filled] * n_cols + top.ravel()[filled]
+    slots = np.tile(np.arange(1, n_top + 1, dtype=np.int32), n_rows)[filled]
+    order = np.argsort(top_keys)
+    top_keys, slots = top_keys[order], slots[order]
+    asked = r.astype(np.int64) * n_cols + c
+    at = np.minimum(np.searchsorted(top_keys, asked), max(top_keys.size - 1, 0))
+    found = top_keys[at] == asked if top_keys.size else np.zeros(asked.size, dtype=bool)
+    rank = np.where(found, slots[at] if slots.size else 0, n + 1)
     z = np.divide(s - mu[r], sd[r], out=np.zeros(r.size), where=sd[r] > 0)
     ratio = np.divide(s, best[r], out=np.zeros(r.size), where=best[r] > 0)
     return np.column_stack([rank, ratio, z])
+
+
+def _finite_moments(scores: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each row's best, mean and standard deviation over its finite scores
+    (``-inf`` marks seen items), in float64; a row with none gets ``-inf``, 0, 0."""
+    finite = np.isfinite(scores)
+    count = finite.sum(axis=1)
+    zeroed = np.where(finite, scores, 0.0)
+    total = zeroed.sum(axis=1, dtype=np.float64)
+    mu = np.divide(total, count, out=np.zeros(count.size), where=count > 0)
+    zeroed -= mu[:, None].astype(zeroed.dtype)
+    zeroed[~finite] = 0.0
+    np.square(zeroed, out=zeroed)
+    squares = zeroed.sum(axis=1, dtype=np.float64)
+    var = np.divide(squares, count, out=np.zeros(count.size), where=count > 0)
+    if scores.shape[1] == 0:
+        return np.full(scores.shape[0], -np.inf), mu, np.sqrt(var)
+    best = np.where(finite, scores, -np.inf).max(axis=1).astype(np.float64)
+    return best, mu, np.sqrt(var)
 
 
 def _normalise_l1(M: np.ndarray) -> np.ndarray:
