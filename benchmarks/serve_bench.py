@@ -5,9 +5,9 @@
 
 1. writes the champion's batch lists for every known user to Redis under a
    private key prefix (as the ``recommend`` task does), removed at the end;
-2. starts ``recsys serve`` (one worker, access log on, into a file) and
-   ``mlflow models serve`` of the same champion (``--env-manager local``, one
-   worker), each on its own 127.0.0.1 port;
+2. starts ``recsys serve`` (``--workers`` processes, one per core by default,
+   access log on, into a file) and ``mlflow models serve`` of the same champion
+   (``--env-manager local``, as many workers), each on its own 127.0.0.1 port;
 3. drives each with wrk (a C load generator from the Debian package ``wrk``;
    one thread, ``--connections`` open connections, closed loop), after a
    short warm-up, for ``--duration`` seconds per scenario:
@@ -18,7 +18,8 @@
    - ``mlflow``: ``POST /invocations`` of ``mlflow models serve`` for one known user;
 
    each flat out (``--connections``), then paced: ``--paced-connections``
-   connections, each waiting before every request, offering ``--rate``
+   connections, each waiting a random (exponential) time before every request,
+   so that requests arrive as a Poisson stream, offering ``--rate``
    requests/s, or 60 % of the flat-out throughput when that is less;
 
 4. writes ``serve.json`` and ``serve.md`` (requests/s, p50/p90/p99/max,
@@ -64,7 +65,10 @@ request = function()
   return requests[n]
 end
 delay = function()
-  return __DELAY__
+  -- A random wait, exponential with mean __DELAY__ ms: arrivals then form a Poisson
+  -- stream, as independent users do, instead of connections firing in step.
+  if __DELAY__ == 0 then return 0 end
+  return -math.log(1 - math.random()) * __DELAY__
 end
 done = function(summary, latency, _)
   local e = summary.errors
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if wrk is None:
         print("bench-serve needs wrk: apt-get install wrk (Debian's package)", file=sys.stderr)
         return 2
+    from recsys import config
     from recsys.registry.snapshot import current_copy, default_model
 
     name = args.model or default_model()
@@ -110,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_type": copy.model_type,
         "folds_in": bool(served.model.folds_in),
         "cores": os.cpu_count(),
+        "workers": args.workers,
         "connections": args.connections,
         "duration_s": args.duration,
         "load_before": _uptime(),
@@ -127,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 name,
                 "--port",
                 str(serve_port),
+                "--workers",
+                str(args.workers),
             ]
             + ["--redis-url", args.redis_url],
             {"RECSYS_CACHE_PREFIX": prefix},
@@ -135,9 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         processes.append(serve)
         mlflow = _start(
             [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m"]
-            + [f"models:/{name}@champion", "--env-manager", "local", "-w", "1"]
+            + [f"models:/{name}@champion", "--env-manager", "local", "-w", str(args.workers)]
             + ["-h", "127.0.0.1", "-p", str(mlflow_port)],
-            {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+            {
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                # The deployment's store, not MLflow's own default (./mlflow.db).
+                "MLFLOW_TRACKING_URI": config.tracking_uri(),
+            },
             work / "mlflow.log",
         )
         processes.append(mlflow)
@@ -264,6 +276,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=int, default=20, help="seconds of load per scenario")
     p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per scenario")
     p.add_argument("--connections", type=int, default=8, help="open connections (closed loop)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="server processes of each server, recsys and mlflow alike (default: one per core)",
+    )
     p.add_argument("--k", type=int, default=10, help="list length asked")
     p.add_argument(
         "--rate", type=float, default=550.0, help="offered req/s of the paced runs (at most)"
@@ -337,7 +355,7 @@ def _script(
     work: Path, key: str, requests: list[tuple[str, str, str]], headers: str, delay_ms: int = 0
 ) -> Path:
     """wrk's Lua script: cycle through ``requests``; each connection waits
-    ``delay_ms`` before each request (0: flat out)."""
+    on average ``delay_ms`` (exponentially distributed) before each request (0: flat out)."""
     lines = work / f"{key}.requests"
     lines.write_text("".join(f"{m}\t{p}\t{b}\n" for m, p, b in requests))
     script = work / f"{key}-{delay_ms}.lua"
@@ -445,7 +463,8 @@ def markdown(report: dict) -> str:
     mlflow = next((s for s in report["scenarios"] if s["scenario"] == "mlflow"), None)
     lines = [
         f"`{report['model']}` version {report['version']} ({report['model_type']}), "
-        f"{report['cores']} cores, wrk 1 thread, {report['duration_s']} s per run; "
+        f"{report['cores']} cores, {report.get('workers', 1)} worker(s) per server, "
+        f"wrk 1 thread, {report['duration_s']} s per run; "
         f"load average before "
         f"{report['load_before']}, after {report.get('load_after', '?')}",
         "",
