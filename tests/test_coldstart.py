@@ -175,6 +175,27 @@ def test_recommend_many_serves_each_request_row_by_its_own_path():
     assert set(lists[12]) == {1, 4}  # a fitted user's segment from the users table
 
 
+def test_recommend_many_in_blocks_of_users_answers_as_in_one(monkeypatch):
+    """Many cold users are scored a block at a time (a large data set's test users
+    would not fit as one dense matrix); the lists are the same."""
+    from recsys.serving import coldstart
+
+    requests = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d", 12, "e"],
+            "liked_items": [[4], "2|999", None, None, None, [1]],
+            "liked_genres": [None, None, "Comedy", None, None, "Comedy"],
+            "age": [None, None, None, 21, None, 40],
+            "gender": [None, None, None, "F", None, "M"],
+        }
+    )
+    whole = chain().recommend_many(requests, 3)
+    monkeypatch.setattr(coldstart, "SCORE_BLOCK_CELLS", 2 * chain().item_ids.size)
+    blocked = chain().recommend_many(requests, 3)
+    pd.testing.assert_frame_equal(blocked, whole)
+    assert chain().recommend_many(requests.iloc[:0], 3).empty
+
+
 def test_recommend_many_refuses_repeated_ids():
     with pytest.raises(
         ColdStartError, match="^requests repeat a user_id; pass each cold user once$"

@@ -204,18 +204,30 @@ class ColdStart:
             raise ColdStartError(f"requests have no {USER_COL!r} column")
         if requests[USER_COL].duplicated().any():
             raise ColdStartError("requests repeat a user_id; pass each cold user once")
-        k = check_k(k)
+        k = min(check_k(k), self.item_ids.size)
         ids = requests[USER_COL].to_numpy()
         liked = _coerce_item_ids(_answer_lists(requests, LIKED_ITEMS_COL), self.item_ids)
-        history = self._liked_matrix(liked)
+        genres = _answer_lists(requests, LIKED_GENRES_COL)
         demos = [
             self._demographics(u, d)
             for u, d in zip(ids, _answer_demographics(requests), strict=True)
         ]
-        votes = self._genre_matrix(_answer_lists(requests, LIKED_GENRES_COL))
-        scores, paths = self.score_users(history, demos, genre_scores=votes)
-        items, best = top_k(scores, min(k, self.item_ids.size))
-        return long_frame(ids, items, best, self.item_ids, served_by=paths)
+        # Users in blocks: the chain's scores are dense users x items (float64), and
+        # every test user a large data set has not seen at once would not fit.
+        block = max(1, SCORE_BLOCK_CELLS // max(self.item_ids.size, 1))
+        items, best, paths = [], [], []
+        for start in range(0, max(ids.size, 1), block):
+            part = slice(start, start + block)
+            scores, part_paths = self.score_users(
+                self._liked_matrix(liked[part]),
+                demos[part],
+                genre_scores=self._genre_matrix(genres[part]),
+            )
+            part_items, part_best = top_k(scores, k)
+            items.append(part_items)
+            best.append(part_best)
+            paths += part_paths
+        return long_frame(ids, np.vstack(items), np.vstack(best), self.item_ids, served_by=paths)
 
     def _liked_matrix(self, lists: list[list]) -> sp.csr_matrix:
         """``(n_users, n_items)`` 1 per known liked item; unknown ids are logged and ignored."""
@@ -521,6 +533,9 @@ def _segments(
         pops[kind] = {str(n): pop[i] for i, n in enumerate(names) if counts[i] >= min_users}
     return lookup, pops
 
+
+#: Dense cells of chain scores held at once by :meth:`ColdStart.recommend_many`.
+SCORE_BLOCK_CELLS = 1 << 24
 
 #: Co-liked neighbours each item keeps for onboarding answers (the whole item-item
 #: cosine matrix of a large catalogue would not fit in memory).
