@@ -91,7 +91,7 @@ bench-serve: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/serve_bench.py --out $(RECSYS_HOME)/bench
 
 test: $(STAMP)
-	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow" --durations=25
 
 ML100K ?= ../shared/data/ml-100k
 

@@ -277,6 +277,30 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
+#: Test users a run scores at most (``RECSYS_EVAL_MAX_USERS``); a seeded sample beyond.
+DEFAULT_EVAL_MAX_USERS = 20_000
+
+
+def eval_max_users() -> int | None:
+    """``RECSYS_EVAL_MAX_USERS``: the most test users a training run evaluates every
+    model on (a seeded sample of them when the holdout has more; the same sample
+    for every model and for the champion); ``0`` = every test user (default 20,000).
+
+    Raises:
+        recsys.errors.InputError: the value is not a whole number >= 0.
+    """
+    raw = os.environ.get("RECSYS_EVAL_MAX_USERS", "").strip()
+    if not raw:
+        return DEFAULT_EVAL_MAX_USERS
+    if not raw.isdigit():
+        from recsys.errors import InputError
+
+        raise InputError(
+            f"RECSYS_EVAL_MAX_USERS must be a whole number of users >= 0 (0 = all), got {raw!r}"
+        )
+    return int(raw) or None
+
+
 #: The engines ``RECSYS_ENGINE`` chooses between.
 ENGINES = ("local", "spark")
 

@@ -186,3 +186,33 @@ def test_time_matrix_keeps_each_pairs_latest_time_and_skips_missing_ones():
     assert T.dtype == np.float64
     assert T.toarray().tolist() == [[30.0, 20.0, 0.0], [0.0, 0.0, 5.0]]
     assert ids.time_matrix(frame.drop(columns="timestamp")) is None
+
+
+def test_a_large_holdout_is_scored_on_a_seeded_sample_of_its_users(monkeypatch):
+    """Past RECSYS_EVAL_MAX_USERS test users a run scores a seeded sample: whole
+    users, the same ones at every read (every model and the champion meet them),
+    recorded in the split; the training rows stay whole."""
+    from recsys import config
+    from recsys.errors import InputError
+    from recsys.training.data import TrainingData, sample_test_users
+
+    rows = pd.DataFrame({"user_id": np.repeat(np.arange(100), 2), "item_id": np.arange(200)})
+    data = TrainingData(rows, rows, None, None, None, {"protocol": "temporal"})
+    first, again = sample_test_users(data, 30), sample_test_users(data, 30)
+    assert first.test["user_id"].nunique() == 30
+    assert (first.test.groupby("user_id").size() == 2).all()
+    pd.testing.assert_frame_equal(first.test, again.test)
+    assert first.train is rows
+    assert first.split == {
+        "protocol": "temporal",
+        "evaluation_sample": {"users": 30, "of_users": 100, "seed": 0},
+    }
+    assert sample_test_users(data, 100) is data and sample_test_users(data, None) is data
+
+    monkeypatch.delenv("RECSYS_EVAL_MAX_USERS", raising=False)
+    assert config.eval_max_users() == 20_000
+    monkeypatch.setenv("RECSYS_EVAL_MAX_USERS", "0")
+    assert config.eval_max_users() is None
+    monkeypatch.setenv("RECSYS_EVAL_MAX_USERS", "lots")
+    with pytest.raises(InputError, match="RECSYS_EVAL_MAX_USERS must be a whole number"):
+        config.eval_max_users()

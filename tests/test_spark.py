@@ -226,3 +226,19 @@ def test_training_dag_on_the_spark_engine_promotes_spark_als_with_spark_lists(
     train = pd.read_parquet(folder / "train.parquet")
     seen = set(zip(train[USER_COL], train[ITEM_COL], strict=True))
     assert not seen & set(zip(recs[USER_COL], recs[ITEM_COL], strict=True))
+
+    # A user forgotten after training is answered as the served model answers
+    # them (the cold-start chain), not from recommendForAllUsers' fitted list.
+    import time
+
+    from recsys.data.forgotten import default_list
+    from recsys.pipeline import RunFolder, spark_steps
+
+    gone = train[USER_COL].iloc[0]
+    default_list().add(gone, at=time.time())
+    lists = spark_steps.spark_als_lists(
+        RunFolder(run.run_id), np.sort(users), k, "recsys-spark-dag"
+    )
+    served = lists.groupby(USER_COL)["served_by"].first()
+    assert served[gone] != "model"
+    assert (served.drop(gone) == "model").sum() > 0.9 * (len(served) - 1)

@@ -80,6 +80,8 @@ class SelfAttentionRecommender(Recommender):
     """
 
     name = "attention"
+    #: Keras runs its own thread pool over a batch; batches go one at a time.
+    threaded_scoring: ClassVar[bool] = False
     #: Reads ``context.sequences`` as time order and predicts the next item.
     sequential: ClassVar[bool] = True
 

@@ -16,8 +16,10 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import pickle
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -28,6 +30,7 @@ import scipy.sparse as sp
 
 from recsys.errors import InputError, StateError, check_k
 from recsys.ids import IdMap
+from recsys.progress import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,9 @@ class Recommender(ABC):
     #: on (:meth:`score_histories`): a new user's first clicks, or a known
     #: user's history plus what they did a minute ago, without retraining.
     folds_in: ClassVar[bool] = False
+    #: Whether :meth:`recommend` may score several batches of users at once, in
+    #: threads (the model's scoring must then be thread-safe).
+    threaded_scoring: ClassVar[bool] = True
 
     # ------------------------------------------------------------------ contract
     def fit(self, X: sp.spmatrix, context: FitContext | None = None) -> Self:
@@ -144,11 +150,21 @@ class Recommender(ABC):
         k = int(min(k, self.n_items_))
         items_out = np.empty((users.size, k), dtype=np.int64)
         scores_out = np.empty((users.size, k), dtype=np.float32)
-        for start in range(0, users.size, batch_size):
-            batch = users[start : start + batch_size]
-            items_out[start : start + batch.size], scores_out[start : start + batch.size] = (
-                self._top_k(batch, X, k, filter_seen)
-            )
+        starts = range(0, users.size, batch_size)
+
+        def one(start: int) -> tuple[np.ndarray, np.ndarray]:
+            return self._top_k(users[start : start + batch_size], X, k, filter_seen)
+
+        # Batches side by side on the cores: the heavy parts (NumPy, BLAS, the
+        # boosters) release the GIL. Only many users are worth a line every 30 s.
+        ticker = Ticker(f"{self.name}: users listed", users.size, every_s=30)
+        threads = min(len(starts), os.cpu_count() or 1, 4) if self.threaded_scoring else 1
+        with ThreadPoolExecutor(max(threads, 1)) as pool:
+            for start, (items, scores) in zip(starts, pool.map(one, starts), strict=True):
+                end = min(start + batch_size, users.size)
+                items_out[start:end], scores_out[start:end] = items, scores
+                if users.size > batch_size:
+                    ticker.tick(end - start)
         return items_out, scores_out
 
     def _top_k(

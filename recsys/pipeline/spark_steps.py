@@ -177,6 +177,7 @@ def spark_als_lists(run: RunFolder, users: Any, k: int, name: str) -> Any:
 
     from recsys import registry
     from recsys.constants import RANK_COL, SCORE_COL, SERVED_BY_COL
+    from recsys.data.forgotten import default_list
     from recsys.engines import spark as engine
     from recsys.models.spark_als import SPARK_MODEL_DIR
     from recsys.pipeline.steps import load_training_data
@@ -192,11 +193,17 @@ def spark_als_lists(run: RunFolder, users: Any, k: int, name: str) -> Any:
             SERVED_BY_COL: "model",
         }
     )
+    # A user a forget request named since training gets the pyfunc's answer (its
+    # cold-start chain), as the served model gives them, never the fitted list.
+    forgotten = default_list().mask(known[USER_COL].to_numpy())
+    known = known[~forgotten]
     others = pd.Index(users).difference(pd.Index(known[USER_COL].unique()))
     progress.info(
-        "spark_als: lists of %s users from recommendForAllUsers, %s from the pyfunc",
+        "spark_als: lists of %s users from recommendForAllUsers, %s from the pyfunc "
+        "(%s of them forgotten since training)",
         f"{known[USER_COL].nunique():,}",
         f"{len(others):,}",
+        f"{len(pd.unique(lists['user'].to_numpy()[forgotten])):,}",
     )
     if not len(others):
         return known

@@ -291,18 +291,20 @@ def load_training_data(run_key: str) -> Any:
     """Read a run's split back as :class:`recsys.training.data.TrainingData`.
 
     When :func:`build_features` has run, the user profiles and item features
-    go into the fit context too.
+    go into the fit context too. A holdout of more than ``RECSYS_EVAL_MAX_USERS``
+    users is cut to a seeded sample of them (:func:`sample_test_users`).
     """
-    from recsys.training.data import CONTEXT_TABLES, build_training_data
+    from recsys.training.data import CONTEXT_TABLES, build_training_data, sample_test_users
 
     run = RunFolder(run_key)
-    return build_training_data(
+    data = build_training_data(
         run.train(),
         run.test(),
         run.dataset(),
         run.split_info(),
         features=run.feature_tables(CONTEXT_TABLES) or None,
     )
+    return sample_test_users(data, config.eval_max_users())
 
 
 def feature_inputs(run_key: str) -> list[Any]:

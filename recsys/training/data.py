@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
@@ -12,6 +14,8 @@ from recsys.data import Dataset
 from recsys.data.features import indexed_features
 from recsys.ids import IdMap
 from recsys.models.base import FitContext
+
+progress = logging.getLogger("recsys.progress")
 
 #: Feature tables handed to models through :class:`recsys.models.base.FitContext`.
 CONTEXT_TABLES = ("user_profiles", "item_features")
@@ -66,3 +70,29 @@ def build_training_data(
     if "item_features" in features:
         context.item_features = indexed_features(features["item_features"], ITEM_COL, id_map.items)
     return TrainingData(train, test, id_map, id_map.to_matrix(train), context, split)
+
+
+def sample_test_users(data: TrainingData, max_users: int | None, seed: int = 0) -> TrainingData:
+    """``data`` with the test rows of a seeded sample of ``max_users`` test users, when
+    the holdout has more (``None``: all of them).
+
+    The training rows stay whole: only what is scored shrinks. The sample depends
+    on the test users and ``seed`` alone, so every model of a run, and the
+    champion scored on the same holdout, meet the same users; ``split`` records
+    it (``evaluation_sample``) and the figures report both counts.
+    """
+    users = np.sort(data.test[USER_COL].unique())
+    if max_users is None or users.size <= max_users:
+        return data
+    keep = np.random.default_rng(seed).choice(users, size=int(max_users), replace=False)
+    progress.info(
+        "evaluating on a seeded sample of %s of the %s test users (RECSYS_EVAL_MAX_USERS)",
+        f"{int(max_users):,}",
+        f"{users.size:,}",
+    )
+    sample = {"users": int(max_users), "of_users": int(users.size), "seed": int(seed)}
+    return replace(
+        data,
+        test=data.test[data.test[USER_COL].isin(keep)],
+        split={**data.split, "evaluation_sample": sample},
+    )

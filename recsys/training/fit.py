@@ -80,6 +80,9 @@ def warm_figures(
         n_cold_users=float(pairs[USER_COL].nunique() - len(warm)),
         n_unknown_item_rows=float((data.id_map.item_index(pairs[ITEM_COL].to_numpy()) < 0).sum()),
     )
+    sample = data.split.get("evaluation_sample")
+    if sample:
+        figures["n_test_users_sampled_from"] = float(sample["of_users"])
     return figures
 
 
