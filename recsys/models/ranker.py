@@ -254,6 +254,11 @@ class XGBRankerRecommender(Recommender):
 
     name = "ranker"
 
+    @property
+    def threaded_scoring(self) -> bool:  # type: ignore[override]
+        """Batches in threads only when every generator allows it (not with attention)."""
+        return all(g.threaded_scoring for g in getattr(self, "generators_", {}).values())
+
     def __init__(
         self,
         generators: tuple[str, ...] = DEFAULT_GENERATORS,
