@@ -27,35 +27,21 @@ Thresholds and the cooldown: `RECSYS_MONITOR_<SETTING>` (e.g.
 
 from __future__ import annotations
 
-import functools
-import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from recsys.config import time_limit
+from recsys.errors import fail_fast_as
+
 INTERACTIONS = Asset("recsys_interactions")
 RETRAIN = Asset("recsys_retrain")
 
-
-def _timeout(variable: str, default: float, unit: str = "minutes") -> timedelta:
-    """A time limit read from environment variable ``variable`` (``default`` when unset)."""
-    return timedelta(**{unit: float(os.environ.get(variable) or default)})
-
-
-def _fail_fast(fn):
-    """The task fails at once, its retries unspent, on an error a retry cannot fix
-    (bad input or state: a non-retryable ``recsys.errors.RecsysError``)."""
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        from recsys.errors import failing_fast
-
-        with failing_fast(AirflowFailException):
-            return fn(*args, **kwargs)
-
-    return call
+#: Fails a task at once, its retries unspent, on an error a retry cannot fix
+#: (bad input or state: a non-retryable ``recsys.errors.RecsysError``).
+_fail_fast = fail_fast_as(AirflowFailException)
 
 
 def _moment() -> float:
@@ -69,9 +55,9 @@ def _moment() -> float:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=_timeout("RECSYS_MONITOR_TIMEOUT_HOURS", 2, "hours"),
+    dagrun_timeout=time_limit("RECSYS_MONITOR_TIMEOUT_HOURS", 2, "hours"),
     default_args={
-        "execution_timeout": _timeout("RECSYS_TASK_TIMEOUT_MINUTES", 30),
+        "execution_timeout": time_limit("RECSYS_TASK_TIMEOUT_MINUTES", 30),
         "retries": 2,
         "retry_delay": timedelta(seconds=30),
     },

@@ -36,7 +36,6 @@ Outputs live in `$RECSYS_HOME/runs/<run_id>/`; a rerun overwrites them.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from datetime import timedelta
@@ -46,6 +45,9 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
+
+from recsys.config import time_limit
+from recsys.errors import fail_fast_as
 
 # The model registry's names only: importing it loads no numerical library.
 from recsys.models import DEFAULT_MODELS as DEFAULT_MODEL_NAMES
@@ -83,24 +85,9 @@ SCHEDULE = AssetOrTimeSchedule(
     assets=[RETRAIN],
 )
 
-
-def _timeout(variable: str, default: float, unit: str = "minutes") -> timedelta:
-    """A time limit read from environment variable ``variable`` (``default`` when unset)."""
-    return timedelta(**{unit: float(os.environ.get(variable) or default)})
-
-
-def _fail_fast(fn):
-    """The task fails at once, its retries unspent, on an error a retry cannot fix
-    (bad input or state: a non-retryable ``recsys.errors.RecsysError``)."""
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        from recsys.errors import failing_fast
-
-        with failing_fast(AirflowFailException):
-            return fn(*args, **kwargs)
-
-    return call
+#: Fails a task at once, its retries unspent, on an error a retry cannot fix
+#: (bad input or state: a non-retryable ``recsys.errors.RecsysError``).
+_fail_fast = fail_fast_as(AirflowFailException)
 
 
 def _run_key() -> str:
@@ -113,9 +100,9 @@ def _run_key() -> str:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=_timeout("RECSYS_TRAINING_TIMEOUT_HOURS", 8, "hours"),
+    dagrun_timeout=time_limit("RECSYS_TRAINING_TIMEOUT_HOURS", 8, "hours"),
     default_args={
-        "execution_timeout": _timeout("RECSYS_TASK_TIMEOUT_MINUTES", 120),
+        "execution_timeout": time_limit("RECSYS_TASK_TIMEOUT_MINUTES", 120),
         "retries": 2,
         "retry_delay": timedelta(seconds=int(os.environ.get("RECSYS_RETRY_DELAY_SECONDS", "30"))),
     },

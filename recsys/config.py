@@ -28,6 +28,7 @@ production-like stack is configuration, read here and nowhere else:
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +100,12 @@ def lock_timeout_s() -> float:
 
 #: Minutes a pipeline task may run by default (the DAGs' ``execution_timeout``).
 DEFAULT_TASK_TIMEOUT_MINUTES = 120
+
+
+def time_limit(variable: str, default: float, unit: str = "minutes") -> timedelta:
+    """A time limit read from environment variable ``variable`` (``default`` when
+    unset), in ``unit`` (``"minutes"`` or ``"hours"``): the DAGs' timeouts."""
+    return timedelta(**{unit: float(os.environ.get(variable) or default)})
 
 
 def task_timeout_s() -> float:

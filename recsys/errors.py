@@ -22,8 +22,10 @@ answer) say so with ``retryable = True``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import numbers
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 class RecsysError(Exception):
@@ -82,3 +84,18 @@ def failing_fast(permanent: type[Exception]) -> Iterator[None]:
         if exc.retryable:
             raise
         raise permanent(f"{type(exc).__name__}: {exc}") from exc
+
+
+def fail_fast_as(permanent: type[Exception]) -> Callable[[Callable], Callable]:
+    """A decorator: the function runs under :func:`failing_fast` with ``permanent``
+    (the DAGs' ``_fail_fast = fail_fast_as(AirflowFailException)``)."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with failing_fast(permanent):
+                return fn(*args, **kwargs)
+
+        return call
+
+    return decorate

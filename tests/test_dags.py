@@ -22,9 +22,10 @@ HEAVY = {
     "recsys",
 }
 #: The parts of recsys a DAG file may import at parse time: the model
-#: registry's names and the schema of run options, which import no numerical
-#: library (checked below).
-LIGHT = {"recsys.models", "recsys.options"}
+#: registry's names, the schema of run options, the settings (the DAGs' time
+#: limits) and the errors (failing fast), which import no numerical library
+#: (checked below).
+LIGHT = {"recsys.models", "recsys.options", "recsys.config", "recsys.errors"}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,17 @@ def test_dag_files_import_nothing_heavy_at_top_level(path):
     modules = {n.module if isinstance(n, ast.ImportFrom) else n.names[0].name for n in top}
     names = {m.split(".")[0] for m in modules - LIGHT}
     assert names.isdisjoint(HEAVY), f"{path.name} imports {names & HEAVY} at top level"
+
+
+@pytest.mark.parametrize("module", sorted(LIGHT))
+def test_the_parts_of_recsys_dag_files_import_load_no_heavy_library(module):
+    import subprocess
+    import sys
+
+    heavy = sorted(HEAVY - {"recsys"})
+    code = f"import sys, {module}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"{module} loads {out.stdout.strip()}"
 
 
 def test_training_dag_has_the_exact_task_graph(dagbag):

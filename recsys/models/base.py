@@ -12,6 +12,7 @@ input checks, seen-item filtering and vectorised top-K in user batches.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
@@ -159,8 +160,10 @@ class Recommender(ABC):
         # boosters) release the GIL. Only many users are worth a line every 30 s.
         ticker = Ticker(f"{self.name}: users listed", users.size, every_s=30)
         threads = min(len(starts), os.cpu_count() or 1, 4) if self.threaded_scoring else 1
-        with ThreadPoolExecutor(max(threads, 1)) as pool:
-            for start, (items, scores) in zip(starts, pool.map(one, starts), strict=True):
+        # One batch (a served request) starts no pool.
+        with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+            lists = pool.map(one, starts) if pool else map(one, starts)
+            for start, (items, scores) in zip(starts, lists, strict=True):
                 end = min(start + batch_size, users.size)
                 items_out[start:end], scores_out[start:end] = items, scores
                 if users.size > batch_size:
