@@ -57,7 +57,9 @@ MODEL_NAME = "recsys_stack"
 MANUAL_MODELS = ["popularity", "ease"]
 K = 10
 N_USERS, N_ITEMS, N_INTERACTIONS = 300, 150, 10_000
-RUNS_TIMEOUT = 420  # seconds for both runs, kill and retry included
+#: Seconds for both runs, kill and retry included: a hang guard (at load 8 on 2
+#: cores they took over 420 s).
+RUNS_TIMEOUT = 900
 
 
 def _reachable(host: str, port: int) -> bool:
