@@ -178,6 +178,40 @@ def test_top_k_matches_stable_sort_on_random_ties():
         np.testing.assert_array_equal(items, np.argsort(-scores, axis=1, kind="stable")[:, :k])
 
 
+def _stable_top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    clean = np.where(np.isnan(scores), -np.inf, scores)
+    items = np.argsort(-clean, axis=1, kind="stable")[:, :k]
+    return np.where(np.isneginf(np.take_along_axis(clean, items, axis=1)), -1, items)
+
+
+@pytest.mark.parametrize("values", ["distinct", "ties", "masked", "empty rows", "many ties", "nan"])
+def test_top_k_of_long_rows_matches_stable_sort(values):
+    """Long rows are first narrowed to the groups that can hold a winner; the
+    lists must not change: ties at the cut, seen items at -inf, a NaN, a row
+    that is all -inf, many equal scores (the last three take the whole-row path)."""
+    rng = np.random.default_rng(7)
+    shape = (40, 64 * 60 + 37)  # whole groups and a tail
+    if values in ("ties", "many ties"):
+        top = 2_000 if values == "ties" else 30
+        scores = rng.integers(0, top, size=shape).astype(np.float32)
+    else:
+        scores = rng.standard_normal(shape).astype(np.float32)
+    if values in ("masked", "empty rows"):
+        scores[rng.random(shape) < 0.3] = -np.inf
+    if values == "empty rows":
+        scores[3] = -np.inf
+        scores[4, :-5] = -np.inf  # only the tail is left
+    if values == "nan":
+        scores[5, 100] = np.nan
+    for k in (1, 10, 15):
+        items, best = top_k(scores, k)
+        np.testing.assert_array_equal(items, _stable_top_k(scores, k))
+        filled = items >= 0
+        np.testing.assert_array_equal(
+            best[filled], np.take_along_axis(scores, np.maximum(items, 0), axis=1)[filled]
+        )
+
+
 def test_top_k_marks_minus_inf_and_nan_as_empty():
     scores = np.array([[np.nan, -np.inf, 2.0]], dtype=np.float32)
     items, best = top_k(scores, 3)

@@ -385,6 +385,30 @@ def test_sequence_features_hand_checked():
     assert blind[:, 0].tolist() == [2, 1] and np.isnan(blind[:, 1:]).all()
 
 
+def test_unseen_moments_equal_those_of_the_masked_rows():
+    """Mean and spread of the scores a user has not seen, from whole-row sums
+    less the seen cells; rows with a non-finite score take the masked path."""
+    from recsys.models.ranker import _finite_moments, _unseen_moments
+
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((6, 500)).astype(np.float32) * 4 + 10
+    nobody = np.ones(6)
+    nobody[2] = 0  # a user with nothing seen
+    seen_pattern = sp.diags(nobody) @ sp.random(6, 500, density=0.1, format="csr", random_state=3)
+    seen_pattern.eliminate_zeros()
+    scores[4, 7] = -np.inf  # a generator's own -inf
+    scores[5, 9] = np.nan
+    seen = seen_pattern.nonzero()
+    mu, sd = _unseen_moments(scores, seen)
+    masked = scores.copy()
+    masked[seen] = -np.inf
+    _, want_mu, want_sd = _finite_moments(masked)
+    np.testing.assert_allclose(mu[:5], want_mu[:5], rtol=1e-9)
+    np.testing.assert_allclose(sd[:5], want_sd[:5], rtol=1e-6)
+    unseen = np.isfinite(masked[5])
+    np.testing.assert_allclose(mu[5], masked[5][unseen].mean(), rtol=1e-6)
+
+
 def test_ranker_fused_with_attention_learns_the_next_item_rule():
     """Each user walks i -> i + 1: popularity cannot tell the next item, attention
     can; the ranker fused with both (its latest items as labels) must put it first."""

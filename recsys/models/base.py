@@ -336,24 +336,77 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     items share the ``k``-th best score than there are slots left, the lowest
     indices win. NaN counts as ``-inf``. Items scored ``-inf`` are returned as
     ``-1`` (their score stays ``-inf``). Cost is linear in the number of items
-    per row (one partition and a few masks), plus sorting the ``k`` winners.
+    per row: one pass over a long row narrows it to its candidates
+    (:func:`_candidates`), then one partition and a few masks over those,
+    plus sorting the ``k`` winners.
     """
-    if np.isnan(scores).any():
-        scores = np.where(np.isnan(scores), -np.inf, scores)
     n_rows, n_items = scores.shape
     k = min(k, n_items)
     if k < 1 or n_rows == 0:
         return np.empty((n_rows, max(k, 0)), dtype=np.int64), np.empty(
             (n_rows, max(k, 0)), dtype=scores.dtype
         )
-    chosen = _select_k(scores, k)
-    part = np.nonzero(chosen)[1].reshape(n_rows, k)
-    part_scores = np.take_along_axis(scores, part, axis=1)
+    narrowed = _candidates(scores, k)
+    if narrowed is None:
+        if np.isnan(scores).any():
+            scores = np.where(np.isnan(scores), -np.inf, scores)
+        part = np.nonzero(_select_k(scores, k))[1].reshape(n_rows, k)
+        part_scores = np.take_along_axis(scores, part, axis=1)
+    else:
+        # The exact rule on the candidates alone: they are in item order, so
+        # ties still go to the lower item index.
+        cols, sub = narrowed
+        at = np.nonzero(_select_k(sub, k))[1].reshape(n_rows, k)
+        part = np.take_along_axis(cols, at, axis=1)
+        part_scores = np.take_along_axis(sub, at, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
     items = np.take_along_axis(part, order, axis=1)
     best = np.take_along_axis(part_scores, order, axis=1)
     items = np.where(np.isneginf(best), -1, items)
     return items, best
+
+
+#: Items per group when :func:`top_k` narrows a long row down to its candidates.
+_GROUP = 64
+
+
+def _candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per row, the columns that can hold its top-``k`` (ties at the cut included),
+    in ascending order, and their scores; ``None`` when narrowing would not pay
+    (short rows, many equal scores at the cut, NaN).
+
+    The row's first ``G * 64`` items (``G = n_items // 64``) fall into ``G``
+    groups, group ``g`` holding items ``g, g + G, g + 2G, ...``: the maxima of
+    all groups are one reduction over a contiguous axis. The ``k``-th best
+    group maximum is a floor for the row's ``k``-th best score (``k`` groups
+    reach it, each with an item at least that good), so only the groups that
+    reach it, and the short tail after the groups, can hold a winner. On
+    50,000 items and ``k`` = 50 that is 3,200 candidates instead of 50,000
+    (top-``k`` about 8x faster).
+    """
+    n_rows, n_items = scores.shape
+    n_groups = n_items // _GROUP
+    if n_groups < 4 * k:
+        return None
+    body = scores[:, : n_groups * _GROUP].reshape(n_rows, _GROUP, n_groups)
+    peaks = body.max(axis=1)  # NaN anywhere in a group makes its maximum NaN
+    tail = scores[:, n_groups * _GROUP :]
+    if np.isnan(peaks).any() or np.isnan(tail).any():
+        return None
+    floor = np.partition(peaks, n_groups - k, axis=1)[:, n_groups - k : n_groups - k + 1]
+    m = int((peaks >= floor).sum(axis=1).max())
+    if m * _GROUP * 4 > n_items:
+        return None
+    # The m best groups of each row (a row with fewer reaching the floor also
+    # takes some that cannot win, harmless), in ascending order: then
+    # (offset, group) order is item order.
+    groups = np.sort(np.argpartition(-peaks, m - 1, axis=1)[:, :m], axis=1)
+    offsets = np.arange(_GROUP)[:, None] * n_groups
+    cols = (groups[:, None, :] + offsets).reshape(n_rows, _GROUP * m)
+    sub = np.take_along_axis(body, groups[:, None, :], axis=2).reshape(n_rows, _GROUP * m)
+    start = n_groups * _GROUP
+    tail_cols = np.broadcast_to(np.arange(start, n_items), (n_rows, n_items - start))
+    return np.hstack([cols, tail_cols]), np.hstack([sub, tail])
 
 
 def _select_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -607,18 +607,26 @@ class XGBRankerRecommender(Recommender):
         Generators score ``X``'s rows of the users, with the items in ``X`` excluded.
         """
         rows = X[users]
-        scores = {
-            name: self._masked_scores(model, users, X, rows)
-            for name, model in self.generators_.items()
-        }
+        if not rows.has_canonical_format:
+            rows.sum_duplicates()
+        seen = rows.nonzero()
+        scores, moments = {}, {}
+        for name, model in self.generators_.items():
+            s = np.asarray(model._score(users, X), dtype=np.float32)  # noqa: SLF001 - same package
+            moments[name] = _unseen_moments(s, seen)
+            s[seen] = -np.inf
+            scores[name] = s
         n = min(int(self.n_candidates), self.n_items_)
-        tops = {name: top_k(s, n)[0] for name, s in scores.items()}
+        ranked = {name: top_k(s, n) for name, s in scores.items()}
+        tops = {name: items for name, (items, _) in ranked.items()}
         # The union of the generators' top-n, as (row, item) keys: sorted by
         # row, then item, without a dense users × items mask.
         row_of = np.repeat(np.arange(users.size, dtype=np.int64), n)
         keys = [(row_of * self.n_items_ + t.ravel())[t.ravel() >= 0] for t in tops.values()]
         r, c = np.divmod(np.unique(np.concatenate(keys)), self.n_items_)
-        parts = [_generator_features(scores[g], tops[g], r, c, n) for g in scores]
+        parts = [
+            _generator_features(scores[g], *ranked[g], moments[g], r, c, n) for g in scores
+        ]
         parts.append(_user_features(rows, self.activity_sorted_)[r])
         parts.append(self.item_stats_[c])
         parts.append(self._pair_features(rows, r, c, parts[: len(scores)], n))
@@ -626,14 +634,6 @@ class XGBRankerRecommender(Recommender):
         parts.append(_sequence_features(self.times_, rows, users)[r])
         parts.append(self.taste_.features(rows, users, r, c))
         return np.hstack(parts).astype(np.float32), r, c
-
-    @staticmethod
-    def _masked_scores(
-        model: Recommender, users: np.ndarray, X: sp.csr_matrix, rows: sp.csr_matrix
-    ) -> np.ndarray:
-        s = np.asarray(model._score(users, X), dtype=np.float32)  # noqa: SLF001 - same package
-        s[rows.nonzero()] = -np.inf
-        return s
 
     def _pair_features(
         self, rows: sp.csr_matrix, r: np.ndarray, c: np.ndarray, gen_parts: list[np.ndarray], n: int
@@ -1026,17 +1026,26 @@ def _user_features(rows: sp.csr_matrix, population: np.ndarray) -> np.ndarray:
 
 
 def _generator_features(
-    scores: np.ndarray, top: np.ndarray, r: np.ndarray, c: np.ndarray, n: int
+    scores: np.ndarray,
+    top: np.ndarray,
+    top_scores: np.ndarray,
+    moments: tuple[np.ndarray, np.ndarray],
+    r: np.ndarray,
+    c: np.ndarray,
+    n: int,
 ) -> np.ndarray:
     """Rank (``n + 1`` beyond the top-``n``), score / the user's best score, z-score.
 
     All three are free of the score's scale, which grows with the amount of
     data (the ranker learns on generators fitted on less data than it scores with).
-    ``top`` is the generator's top-``n`` of each row (:func:`top_k`, ties to the
-    lower index, ``-1`` for empty slots): only those ranks are ever needed, so
-    no row is sorted whole.
+    ``top`` and ``top_scores`` are the generator's top-``n`` of each row
+    (:func:`top_k` of the masked ``scores``, ties to the lower index, ``-1``
+    for empty slots): only those ranks are ever needed, so no row is sorted
+    whole, and the best score is the first. ``moments`` are the mean and
+    standard deviation of each row's unseen scores (:func:`_unseen_moments`).
     """
-    best, mu, sd = _finite_moments(scores)
+    mu, sd = moments
+    best = top_scores[:, 0].astype(np.float64)
     s = scores[r, c]
     # Each pair's rank by lookup among the row's top-n (sorted keys), not
     # through a dense rank matrix.
@@ -1055,6 +1064,38 @@ def _generator_features(
     z = np.divide(s - mu[r], sd[r], out=np.zeros(r.size), where=sd[r] > 0)
     ratio = np.divide(s, best[r], out=np.zeros(r.size), where=best[r] > 0)
     return np.column_stack([rank, ratio, z])
+
+
+def _unseen_moments(
+    scores: np.ndarray, seen: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's mean and standard deviation over its finite scores outside the
+    ``seen`` cells, in float64; a row with none gets 0, 0.
+
+    Sums over the whole row (two passes, no temporary) less the seen cells'
+    share, before those are masked; a row with a non-finite score anywhere
+    takes :func:`_finite_moments` instead.
+    """
+    n_rows, n_cols = scores.shape
+    r, c = seen
+    seen_scores = scores[r, c].astype(np.float64)
+    count = n_cols - np.bincount(r, minlength=n_rows)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are redone below
+        total = scores.sum(axis=1, dtype=np.float64) - np.bincount(
+            r, weights=seen_scores, minlength=n_rows
+        )
+        squares = np.einsum("ij,ij->i", scores, scores, dtype=np.float64) - np.bincount(
+            r, weights=seen_scores**2, minlength=n_rows
+        )
+        mu = np.divide(total, count, out=np.zeros(n_rows), where=count > 0)
+        var = np.divide(squares, count, out=np.zeros(n_rows), where=count > 0) - mu**2
+    sd = np.sqrt(np.maximum(var, 0.0))
+    odd = np.flatnonzero(~(np.isfinite(total) & np.isfinite(squares)))
+    if odd.size:
+        masked = scores[odd]
+        masked[np.searchsorted(odd, r[np.isin(r, odd)]), c[np.isin(r, odd)]] = -np.inf
+        _, mu[odd], sd[odd] = _finite_moments(masked)
+    return mu, sd
 
 
 def _finite_moments(scores: np.ndarray) -> tuple[np.ndarray, ...]:
