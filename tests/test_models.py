@@ -187,8 +187,9 @@ def _stable_top_k(scores: np.ndarray, k: int) -> np.ndarray:
 @pytest.mark.parametrize("values", ["distinct", "ties", "masked", "empty rows", "many ties", "nan"])
 def test_top_k_of_long_rows_matches_stable_sort(values):
     """Long rows are first narrowed to the groups that can hold a winner; the
-    lists must not change: ties at the cut, seen items at -inf, a NaN, a row
-    that is all -inf, many equal scores (the last three take the whole-row path)."""
+    lists must not change: ties at the cut, seen items at -inf. Rows that are
+    (nearly) all -inf, hold a NaN or many equal scores rank the whole row,
+    beside narrowed ones in the same call."""
     rng = np.random.default_rng(7)
     shape = (40, 64 * 60 + 37)  # whole groups and a tail
     if values in ("ties", "many ties"):

@@ -336,9 +336,9 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     items share the ``k``-th best score than there are slots left, the lowest
     indices win. NaN counts as ``-inf``. Items scored ``-inf`` are returned as
     ``-1`` (their score stays ``-inf``). Cost is linear in the number of items
-    per row: one pass over a long row narrows it to its candidates
-    (:func:`_candidates`), then one partition and a few masks over those,
-    plus sorting the ``k`` winners.
+    per row: one pass narrows a long row to its candidates
+    (:func:`_candidates`), then one partition and a few masks over those (over
+    the whole row where narrowing does not pay), plus sorting the ``k`` winners.
     """
     n_rows, n_items = scores.shape
     k = min(k, n_items)
@@ -346,19 +346,23 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return np.empty((n_rows, max(k, 0)), dtype=np.int64), np.empty(
             (n_rows, max(k, 0)), dtype=scores.dtype
         )
-    narrowed = _candidates(scores, k)
-    if narrowed is None:
-        if np.isnan(scores).any():
-            scores = np.where(np.isnan(scores), -np.inf, scores)
-        part = np.nonzero(_select_k(scores, k))[1].reshape(n_rows, k)
-        part_scores = np.take_along_axis(scores, part, axis=1)
-    else:
+    part = np.empty((n_rows, k), dtype=np.int64)
+    part_scores = np.empty((n_rows, k), dtype=scores.dtype)
+    narrow, cols, sub = _candidates(scores, k)
+    if narrow.size:
         # The exact rule on the candidates alone: they are in item order, so
         # ties still go to the lower item index.
-        cols, sub = narrowed
-        at = np.nonzero(_select_k(sub, k))[1].reshape(n_rows, k)
-        part = np.take_along_axis(cols, at, axis=1)
-        part_scores = np.take_along_axis(sub, at, axis=1)
+        at = np.nonzero(_select_k(sub, k))[1].reshape(narrow.size, k)
+        part[narrow] = np.take_along_axis(cols, at, axis=1)
+        part_scores[narrow] = np.take_along_axis(sub, at, axis=1)
+    if narrow.size < n_rows:
+        wide = np.setdiff1d(np.arange(n_rows), narrow) if narrow.size else slice(None)
+        rows = scores[wide]
+        if np.isnan(rows).any():
+            rows = np.where(np.isnan(rows), -np.inf, rows)
+        chosen = np.nonzero(_select_k(rows, k))[1].reshape(rows.shape[0], k)
+        part[wide] = chosen
+        part_scores[wide] = np.take_along_axis(rows, chosen, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
     items = np.take_along_axis(part, order, axis=1)
     best = np.take_along_axis(part_scores, order, axis=1)
@@ -370,10 +374,9 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 _GROUP = 64
 
 
-def _candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per row, the columns that can hold its top-``k`` (ties at the cut included),
-    in ascending order, and their scores; ``None`` when narrowing would not pay
-    (short rows, many equal scores at the cut, NaN).
+def _candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows worth narrowing, and for each the columns that can hold its
+    top-``k`` (ties at the cut included), in ascending order, with their scores.
 
     The row's first ``G * 64`` items (``G = n_items // 64``) fall into ``G``
     groups, group ``g`` holding items ``g, g + G, g + 2G, ...``: the maxima of
@@ -382,31 +385,37 @@ def _candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | N
     reach it, each with an item at least that good), so only the groups that
     reach it, and the short tail after the groups, can hold a winner. On
     50,000 items and ``k`` = 50 that is 3,200 candidates instead of 50,000
-    (top-``k`` about 8x faster).
+    (top-``k`` about 5x faster). Short rows, rows with a NaN and rows where
+    more than a quarter of the items reach the floor (many equal scores, or
+    ``-inf`` nearly everywhere) are not narrowed.
     """
     n_rows, n_items = scores.shape
     n_groups = n_items // _GROUP
+    none = np.empty(0, dtype=np.int64)
     if n_groups < 4 * k:
-        return None
+        return none, none, none
     body = scores[:, : n_groups * _GROUP].reshape(n_rows, _GROUP, n_groups)
     peaks = body.max(axis=1)  # NaN anywhere in a group makes its maximum NaN
     tail = scores[:, n_groups * _GROUP :]
-    if np.isnan(peaks).any() or np.isnan(tail).any():
-        return None
     floor = np.partition(peaks, n_groups - k, axis=1)[:, n_groups - k : n_groups - k + 1]
-    m = int((peaks >= floor).sum(axis=1).max())
-    if m * _GROUP * 4 > n_items:
-        return None
+    reach = (peaks >= floor).sum(axis=1)
+    ok = reach * _GROUP * 4 <= n_items
+    ok &= ~(np.isnan(peaks).any(axis=1) | np.isnan(tail).any(axis=1))
+    rows = np.flatnonzero(ok)
+    if rows.size == 0:
+        return none, none, none
+    peaks = peaks[rows] if rows.size < n_rows else peaks
+    m = int(reach[rows].max())
     # The m best groups of each row (a row with fewer reaching the floor also
     # takes some that cannot win, harmless), in ascending order: then
     # (offset, group) order is item order.
     groups = np.sort(np.argpartition(-peaks, m - 1, axis=1)[:, :m], axis=1)
-    offsets = np.arange(_GROUP)[:, None] * n_groups
-    cols = (groups[:, None, :] + offsets).reshape(n_rows, _GROUP * m)
-    sub = np.take_along_axis(body, groups[:, None, :], axis=2).reshape(n_rows, _GROUP * m)
+    offsets = np.arange(_GROUP)[None, :, None]
+    cols = (groups[:, None, :] + offsets * n_groups).reshape(rows.size, _GROUP * m)
+    sub = body[rows[:, None, None], offsets, groups[:, None, :]].reshape(rows.size, _GROUP * m)
     start = n_groups * _GROUP
-    tail_cols = np.broadcast_to(np.arange(start, n_items), (n_rows, n_items - start))
-    return np.hstack([cols, tail_cols]), np.hstack([sub, tail])
+    tail_cols = np.broadcast_to(np.arange(start, n_items), (rows.size, n_items - start))
+    return rows, np.hstack([cols, tail_cols]), np.hstack([sub, tail[rows]])
 
 
 def _select_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.errors import InputError
-from recsys.models.base import FitContext, Recommender
+from recsys.models.base import FitContext, Recommender, top_k
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +53,21 @@ class ItemKNNRecommender(Recommender):
             raise InputError(f"k_neighbours must be >= 1, got {self.k_neighbours}")
         if self.shrinkage < 0:
             raise InputError(f"shrinkage must be >= 0, got {self.shrinkage}")
-        items = X.T.tocsr().astype(np.float64)
-        norms = np.sqrt(np.asarray(items.multiply(items).sum(axis=1)).ravel())
-        self.similarity_ = self._prune(items, X.astype(np.float64).tocsr(), norms)
+        items = X.T.tocsr()
+        norms = np.sqrt(np.asarray(items.multiply(items).sum(axis=1, dtype=np.float64)).ravel())
+        self.similarity_ = self._prune(items, X, norms.astype(np.float32))
         log.debug("itemknn: %d similarities kept", self.similarity_.nnz)
 
     def _prune(self, items: sp.csr_matrix, X: sp.csr_matrix, norms: np.ndarray) -> sp.csr_matrix:
-        """Shrunk cosine, top ``k_neighbours`` per row, in dense row blocks.
+        """Shrunk cosine, top ``k_neighbours`` per row, in row blocks.
 
         Each block's co-occurrences are computed on their own (items of the
         block × every item), so memory stays one block whatever the catalogue:
-        the whole co-occurrence matrix is never held.
+        the whole co-occurrence matrix is never held. They stay sparse: a row
+        with at most ``k_neighbours`` co-occurring items keeps them all, and
+        only the rows with more are made dense to pick theirs with
+        :func:`top_k` (ties to the lower item index). Zeros are never
+        candidates, so a sparse catalogue does not pay for ranking them.
         """
         n = items.shape[0]
         keep = min(int(self.k_neighbours), n - 1)
@@ -71,10 +75,13 @@ class ItemKNNRecommender(Recommender):
         parts = []
         for start in range(0, n, block):
             rows = np.arange(start, min(start + block, n))
-            sim = (items[rows] @ X).toarray()
-            sim /= np.outer(norms[rows], norms) + self.shrinkage + 1e-12
-            sim[np.arange(rows.size), rows] = 0.0
-            parts.append(_keep_top(sim, keep))
+            co = (items[rows] @ X).tocsr()
+            co.sum_duplicates()
+            at = np.repeat(np.arange(rows.size), np.diff(co.indptr))
+            co.data /= norms[rows][at] * norms[co.indices] + np.float32(self.shrinkage + 1e-12)
+            co.data[co.indices == rows[at]] = 0.0  # no item is its own neighbour
+            co.eliminate_zeros()
+            parts.append(_keep_top(co, keep))
         S = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((n, n))
         S.eliminate_zeros()
         return S.astype(np.float32)
@@ -83,16 +90,16 @@ class ItemKNNRecommender(Recommender):
         return (X[users] @ self.similarity_).toarray()
 
 
-def _keep_top(sim: np.ndarray, keep: int) -> sp.csr_matrix:
-    """Sparse copy of ``sim`` with only each row's ``keep`` largest entries."""
+def _keep_top(sim: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """``sim`` (CSR, positive entries) with only each row's ``keep`` largest entries."""
     if keep <= 0:
-        return sp.csr_matrix(sim.shape)
-    if keep >= sim.shape[1]:
-        return sp.csr_matrix(sim)
-    n_rows, n = sim.shape
-    cut = np.argpartition(sim, n - keep, axis=1)[:, n - keep :]
-    values = np.take_along_axis(sim, cut, axis=1)
-    rows = np.repeat(np.arange(n_rows), keep)
-    top = sp.csr_matrix((values.ravel(), (rows, cut.ravel())), shape=sim.shape)
-    top.eliminate_zeros()
-    return top
+        return sp.csr_matrix(sim.shape, dtype=sim.dtype)
+    full = np.flatnonzero(np.diff(sim.indptr) > keep)
+    if full.size == 0:
+        return sim
+    cut, values = top_k(sim[full].toarray(), keep)
+    rest = sp.diags((np.diff(sim.indptr) <= keep).astype(sim.dtype)) @ sim
+    top = sp.csr_matrix(
+        (values.ravel(), (np.repeat(full, keep), cut.ravel())), shape=sim.shape
+    )
+    return (rest + top).tocsr()
