@@ -337,8 +337,10 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     indices win. NaN counts as ``-inf``. Items scored ``-inf`` are returned as
     ``-1`` (their score stays ``-inf``). Cost is linear in the number of items
     per row: one pass narrows a long row to its candidates
-    (:func:`_candidates`), then one partition and a few masks over those (over
-    the whole row where narrowing does not pay), plus sorting the ``k`` winners.
+    (:func:`_candidates`), then one partition and a few masks over those, plus
+    sorting the ``k`` winners. A row whose best scores are spread over too many
+    groups (many ties at the cut) ranks the items at or above its floor alone
+    when they are few, else the whole row (:func:`_best_columns_by_key`).
     """
     n_rows, n_items = scores.shape
     k = min(k, n_items)
@@ -348,7 +350,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         )
     part = np.empty((n_rows, k), dtype=np.int64)
     part_scores = np.empty((n_rows, k), dtype=scores.dtype)
-    narrow, cols, sub = _candidates(scores, k)
+    narrow, cols, sub, floor = _candidates(scores, k)
     if narrow.size:
         # The exact rule on the candidates alone: they are in item order, so
         # ties still go to the lower item index.
@@ -360,10 +362,22 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         rows = scores[wide]
         if np.isnan(rows).any():
             rows = np.where(np.isnan(rows), -np.inf, rows)
-        if rows.dtype == np.float32:
-            chosen = _best_columns_by_key(rows, k)
-        else:
-            chosen = np.nonzero(_select_k(rows, k))[1].reshape(rows.shape[0], k)
+        chosen = np.empty((rows.shape[0], k), dtype=np.int64)
+        whole = np.arange(rows.shape[0])
+        if floor is not None:
+            low = floor[wide]
+            over = rows >= np.where(np.isnan(low), -np.inf, low)
+            counts = over.sum(axis=1)
+            few = np.flatnonzero(counts <= n_items // 8)
+            if few.size:
+                chosen[few] = _best_over_floor(rows[few], over[few], k)
+            whole = np.flatnonzero(counts > n_items // 8)
+        if whole.size:
+            rest = rows[whole]
+            if rest.dtype == np.float32:
+                chosen[whole] = _best_columns_by_key(rest, k)
+            else:
+                chosen[whole] = np.nonzero(_select_k(rest, k))[1].reshape(whole.size, k)
         part[wide] = chosen
         part_scores[wide] = np.take_along_axis(rows, chosen, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
@@ -377,9 +391,13 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 _GROUP = 64
 
 
-def _candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _candidates(
+    scores: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """The rows worth narrowing, and for each the columns that can hold its
-    top-``k`` (ties at the cut included), in ascending order, with their scores.
+    top-``k`` (ties at the cut included), in ascending order, with their
+    scores; last, every row's floor (``(n_rows, 1)``, NaN for a row with a
+    NaN; ``None`` for short rows).
 
     The row's first ``G * 64`` items (``G = n_items // 64``) fall into ``G``
     groups, group ``g`` holding items ``g, g + G, g + 2G, ...``: the maxima of
@@ -396,17 +414,18 @@ def _candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.
     n_groups = n_items // _GROUP
     none = np.empty(0, dtype=np.int64)
     if n_groups < 4 * k:
-        return none, none, none
+        return none, none, none, None
     body = scores[:, : n_groups * _GROUP].reshape(n_rows, _GROUP, n_groups)
     peaks = body.max(axis=1)  # NaN anywhere in a group makes its maximum NaN
     tail = scores[:, n_groups * _GROUP :]
     floor = np.partition(peaks, n_groups - k, axis=1)[:, n_groups - k : n_groups - k + 1]
     reach = (peaks >= floor).sum(axis=1)
-    ok = reach * _GROUP * 4 <= n_items
-    ok &= ~(np.isnan(peaks).any(axis=1) | np.isnan(tail).any(axis=1))
+    nan = np.isnan(peaks).any(axis=1) | np.isnan(tail).any(axis=1)
+    floor[nan] = np.nan  # partition counts NaN as the largest: no floor there
+    ok = (reach * _GROUP * 4 <= n_items) & ~nan
     rows = np.flatnonzero(ok)
     if rows.size == 0:
-        return none, none, none
+        return none, none, none, floor
     peaks = peaks[rows] if rows.size < n_rows else peaks
     m = int(reach[rows].max())
     # The m best groups of each row (a row with fewer reaching the floor also
@@ -418,7 +437,21 @@ def _candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.
     sub = body[rows[:, None, None], offsets, groups[:, None, :]].reshape(rows.size, _GROUP * m)
     start = n_groups * _GROUP
     tail_cols = np.broadcast_to(np.arange(start, n_items), (rows.size, n_items - start))
-    return rows, np.hstack([cols, tail_cols]), np.hstack([sub, tail[rows]])
+    return rows, np.hstack([cols, tail_cols]), np.hstack([sub, tail[rows]]), floor
+
+
+def _best_over_floor(rows: np.ndarray, over: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` best columns of each row among those at or above its floor
+    (``over``, at least ``k`` per row), ties to the lower index."""
+    r, c = np.nonzero(over)
+    order = np.lexsort((c, -rows[r, c], r))
+    r, c = r[order], c[order]
+    counts = np.bincount(r, minlength=rows.shape[0])
+    slot = np.arange(r.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    kept = slot < k
+    out = np.empty((rows.shape[0], k), dtype=np.int64)
+    out[r[kept], slot[kept]] = c[kept]
+    return out
 
 
 def _best_columns_by_key(rows: np.ndarray, k: int) -> np.ndarray:
