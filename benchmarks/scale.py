@@ -232,9 +232,10 @@ def _plot(report: dict, path: Path) -> None:
     sizes = report["sizes"]
     if not sizes:
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     steps = [row["step"] for row in sizes[0]["steps"]]
-    for step in steps:
+    colours = plt.get_cmap("tab20").colors
+    for n, step in enumerate(steps):
         xs, ys = [], []
         for size in sizes:
             row = next((r for r in size["steps"] if r["step"] == step and not r["error"]), None)
@@ -242,13 +243,19 @@ def _plot(report: dict, path: Path) -> None:
                 xs.append(size["million_interactions"] * 1e6)
                 ys.append(row["seconds"])
         if xs:
-            ax.plot(xs, ys, "o-", label=step)
+            ax.plot(xs, ys, "os^Dv"[n % 5] + "-", color=colours[n % len(colours)], label=step)
+    whole = [(s["million_interactions"] * 1e6, sum(r["seconds"] for r in s["steps"])) for s in sizes]
+    ax.plot(*zip(*whole, strict=True), "k*-", linewidth=2, label="whole run")
+    # Linear growth from the smallest size's whole run, to read slopes against.
+    x0, y0 = whole[0]
+    xs = [x for x, _ in whole]
+    ax.plot(xs, [y0 * x / x0 for x in xs], "k:", linewidth=1, label="linear in interactions")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("interactions")
     ax.set_ylabel("seconds (each step in its own process)")
     ax.set_title("Training run cost against data size, 2 cores")
-    ax.legend(fontsize=7, ncols=2)
+    ax.legend(fontsize=7, ncols=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

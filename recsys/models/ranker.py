@@ -794,10 +794,7 @@ class _Taste:
         pop_mean, pop_sd = _row_moments(B, self.log_pop)
         year_gap = self.years[c] - year_mean[r]
         pop_gap = self.log_pop[c] - pop_mean[r]
-        D = sp.csr_matrix(
-            (np.ones(self.decades.size), (np.arange(self.decades.size), self.decades))
-        )
-        per_decade = np.asarray((B @ D).todense())
+        per_decade = np.asarray((B @ self._decade_matrix()).todense())
         decade_share = _normalise_l1(per_decade)[r, self.decades[c]]
         cols = [
             year_gap / (year_sd[r] + 1.0),
@@ -817,6 +814,14 @@ class _Taste:
                 else np.full(r.size, np.nan)
             )
         return np.column_stack(cols)
+
+    def _decade_matrix(self) -> sp.csr_matrix:
+        """Items × decades one-hot, built once (a request would otherwise pay for it)."""
+        D = self.__dict__.get("_decades_onehot")
+        if D is None:
+            n = self.decades.size
+            D = self._decades_onehot = sp.csr_matrix((np.ones(n), (np.arange(n), self.decades)))
+        return D
 
     def _genre_lift(self, B: sp.csr_matrix, r: np.ndarray, c: np.ndarray) -> np.ndarray:
         """Mean over the candidate's genres of log(user's genre share / catalogue share)."""
