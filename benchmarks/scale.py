@@ -244,7 +244,9 @@ def _plot(report: dict, path: Path) -> None:
                 ys.append(row["seconds"])
         if xs:
             ax.plot(xs, ys, "os^Dv"[n % 5] + "-", color=colours[n % len(colours)], label=step)
-    whole = [(s["million_interactions"] * 1e6, sum(r["seconds"] for r in s["steps"])) for s in sizes]
+    whole = [
+        (s["million_interactions"] * 1e6, sum(r["seconds"] for r in s["steps"])) for s in sizes
+    ]
     ax.plot(*zip(*whole, strict=True), "k*-", linewidth=2, label="whole run")
     # Linear growth from the smallest size's whole run, to read slopes against.
     x0, y0 = whole[0]

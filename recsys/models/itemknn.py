@@ -99,7 +99,5 @@ def _keep_top(sim: sp.csr_matrix, keep: int) -> sp.csr_matrix:
         return sim
     cut, values = top_k(sim[full].toarray(), keep)
     rest = sp.diags((np.diff(sim.indptr) <= keep).astype(sim.dtype)) @ sim
-    top = sp.csr_matrix(
-        (values.ravel(), (np.repeat(full, keep), cut.ravel())), shape=sim.shape
-    )
+    top = sp.csr_matrix((values.ravel(), (np.repeat(full, keep), cut.ravel())), shape=sim.shape)
     return (rest + top).tocsr()

@@ -630,9 +630,7 @@ class XGBRankerRecommender(Recommender):
         row_of = np.repeat(np.arange(users.size, dtype=np.int64), n)
         keys = [(row_of * self.n_items_ + t.ravel())[t.ravel() >= 0] for t in tops.values()]
         r, c = np.divmod(np.unique(np.concatenate(keys)), self.n_items_)
-        parts = [
-            _generator_features(scores[g], *ranked[g], moments[g], r, c, n) for g in scores
-        ]
+        parts = [_generator_features(scores[g], *ranked[g], moments[g], r, c, n) for g in scores]
         parts.append(_user_features(rows, self.activity_sorted_)[r])
         parts.append(self.item_stats_[c])
         parts.append(self._pair_features(rows, r, c, parts[: len(scores)], n))
