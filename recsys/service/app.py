@@ -30,6 +30,7 @@ messages; its async handlers answer cache hits on the event loop (Redis via
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -37,6 +38,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -214,6 +216,22 @@ class _Service:
             cache = BatchCache(settings.redis_url, prefix=settings.cache_prefix, timeout_s=0.1)
         self.cache = cache
         self.model_name = self.holder.name
+        self._scoring: anyio.CapacityLimiter | None = None
+
+    async def _scored(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn`` (a model's scoring) in a worker thread, one call at a time per process.
+
+        Scoring is CPU-bound and made of many short NumPy, SciPy and XGBoost
+        calls: several of them side by side in one process contend for the
+        GIL and each takes longer, while the process runs no faster. Queued
+        here, first come first served, each answer takes its own time; a
+        second core is used by a second worker process (``--workers``).
+        """
+        if self._scoring is None:
+            self._scoring = anyio.CapacityLimiter(1)
+        return await anyio.to_thread.run_sync(
+            functools.partial(fn, *args, **kwargs), limiter=self._scoring
+        )
 
     def _make_holder(self) -> ModelHolder:
         from recsys.registry.snapshot import default_model
@@ -324,7 +342,7 @@ class _Service:
             answer = await self._from_cache(loaded, asked, k, excluded, mask)
         if answer is None:
             try:
-                answer = await run_in_threadpool(
+                answer = await self._scored(
                     online.recommend,
                     asked,
                     k,
@@ -419,7 +437,7 @@ class _Service:
         cols = online.item_columns([item_id], "the catalogue", strict=False)
         if not cols.size:
             raise HTTPProblem(404, f"unknown item id {item_id!r}: not in the catalogue")
-        answer = await run_in_threadpool(online.similar, int(cols[0]), k)
+        answer = await self._scored(online.similar, int(cols[0]), k)
         request.state.served_by = answer.served_by
         body = self._body(None, loaded, k, answer)
         del body["user_id"]
