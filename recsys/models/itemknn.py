@@ -84,7 +84,7 @@ class ItemKNNRecommender(Recommender):
             parts.append(_keep_top(co, keep))
         S = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((n, n))
         S.eliminate_zeros()
-        return S.astype(np.float32)
+        return S
 
     def _score(self, users: np.ndarray, X: sp.csr_matrix) -> np.ndarray:
         return (X[users] @ self.similarity_).toarray()

@@ -1102,7 +1102,8 @@ def _unseen_moments(
     odd = np.flatnonzero(~(np.isfinite(total) & np.isfinite(squares)))
     if odd.size:
         masked = scores[odd]
-        masked[np.searchsorted(odd, r[np.isin(r, odd)]), c[np.isin(r, odd)]] = -np.inf
+        inside = np.isin(r, odd)
+        masked[np.searchsorted(odd, r[inside]), c[inside]] = -np.inf
         _, mu[odd], sd[odd] = _finite_moments(masked)
     return mu, sd
 
