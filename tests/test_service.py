@@ -216,6 +216,136 @@ def test_a_model_that_cannot_fold_in_falls_back_and_says_so(store):
     assert not set(recent) & set(new.items)
 
 
+def _asks(store, online):
+    """Requests of every kind: known users, filters, fold-in, new users with and
+    without first clicks, demographics and liked genres."""
+    from recsys.serving.online import Ask
+
+    known = [online.user_id(u) for u in store.users[:4]]
+    seen = set(store.data.interactions.query("user_id == @known[3]")["item_id"])
+    unseen = tuple(i for i in store.items if i not in seen)[:3]
+    some = np.array([0, 1, 2])
+    genre = online.genre_mask([str(online._genres[1][0])])  # noqa: SLF001 - any known genre
+    return [
+        Ask(known[0], 5),
+        Ask(known[1], 3, exclude=some),
+        Ask(known[2], 5, genres=genre),
+        Ask(known[3], 5, recent=unseen),
+        Ask("brand-new-1", 4, recent=tuple(store.items[5:8])),
+        Ask("brand-new-2", 5),
+        Ask("brand-new-3", 5, demographics={"age": 30, "gender": "F"}, liked_genres=("x",)),
+        Ask(known[0], 10, recent=("no-such-item",)),
+    ]
+
+
+@pytest.mark.parametrize("folds_in", [True, False], ids=["ease", "no-fold-in"])
+def test_requests_scored_together_get_the_answers_they_get_alone(store, folds_in):
+    """One scoring call for many requests (known users by row, fold-in histories
+    stacked) answers each exactly as it is answered on its own."""
+    from recsys.models.ease import EASERecommender
+    from recsys.serving.online import OnlineModel
+    from recsys.serving.served import ServedRecommender
+
+    class NoFoldIn(EASERecommender):
+        folds_in = False
+
+    base = store.served[1]
+    model = base.model if folds_in else NoFoldIn(l2=50.0).fit(base.X)
+    online = OnlineModel(ServedRecommender(model, base.id_map, base.X, base.cold_start))
+    asks = _asks(store, online)
+    together = online.recommend_many(asks)
+    alone = [online.recommend(**vars(ask)) for ask in asks]
+    assert len(together) == len(asks)
+    for a, b in zip(together, alone, strict=True):
+        assert a.items == b.items
+        assert a.scores == pytest.approx(b.scores, rel=1e-5)
+        assert (a.served_by, a.fallback, a.folded_in, a.ignored) == (
+            b.served_by,
+            b.fallback,
+            b.folded_in,
+            b.ignored,
+        )
+    assert together[3].folded_in == (3 if folds_in else 0)
+    assert together[7].ignored == ["no-such-item"]
+
+
+@pytest.mark.parametrize("max_batch", [16, 2])
+def test_requests_that_arrive_together_share_a_model_call(store, max_batch):
+    """While one batch is scored the next requests queue; they are then scored
+    in one call of at most ``max_batch``, and each still gets its own answer."""
+    import asyncio
+    import threading
+    import time
+
+    import httpx
+
+    from recsys.service.app import create_app
+    from recsys.service.config import ServiceConfig
+    from recsys.service.holder import ModelHolder
+
+    holder = ModelHolder(MODEL, ("champion",), root=store.root / "serving")
+    holder.poll_once()
+    online = holder.get().online
+    sizes, first = [], threading.Event()
+    scored = online.recommend_many
+
+    def slow_first(asks):
+        sizes.append(len(asks))
+        if not first.is_set():  # the first call is slow: the others queue behind it
+            first.set()
+            time.sleep(0.3)
+        return scored(asks)
+
+    online.recommend_many = slow_first
+    app = create_app(ServiceConfig(model_name=MODEL, max_batch=max_batch), holder=holder)
+    users = store.users[:7]
+
+    async def ask_all():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            gets = [client.get(f"/recommendations/{u}", params={"k": 5}) for u in users]
+            answers = await asyncio.gather(*gets)
+            metrics = (await client.get("/metrics")).text
+        return answers, metrics
+
+    answers, metrics = asyncio.run(ask_all())
+    assert [a.status_code for a in answers] == [200] * len(users)
+    assert sum(sizes) == len(users)
+    assert max(sizes) <= max_batch
+    assert len(sizes) < len(users)  # some requests shared a call
+    for user, answer in zip(users, answers, strict=True):
+        expected = batch_lists(store, 1, [user], k=5)["item_id"].tolist()
+        assert _items(answer.json()) == expected
+    assert f"recsys_scoring_batch_size_count {float(len(sizes))}" in metrics
+    assert f"recsys_scoring_batch_size_sum {float(len(users))}" in metrics
+
+
+def test_a_failing_model_call_fails_each_request_in_it_with_500_and_the_service_goes_on(store):
+    from recsys.service.app import create_app
+    from recsys.service.config import ServiceConfig
+    from recsys.service.holder import ModelHolder
+
+    holder = ModelHolder(MODEL, ("champion",), root=store.root / "serving")
+    holder.poll_once()
+    online = holder.get().online
+    scored, calls = online.recommend_many, []
+
+    def broken_once(asks):
+        calls.append(len(asks))
+        if len(calls) == 1:
+            raise RuntimeError("scoring broke")
+        return scored(asks)
+
+    online.recommend_many = broken_once
+    client = TestClient(
+        create_app(ServiceConfig(model_name=MODEL), holder=holder), raise_server_exceptions=False
+    )
+    with client:
+        assert client.get(f"/recommendations/{store.users[0]}").status_code == 500
+        again = client.get(f"/recommendations/{store.users[0]}")
+    assert again.status_code == 200 and again.json()["served_by"] == "model"
+
+
 # -------------------------------------------------------------- the cache
 def test_known_users_are_served_from_the_batch_cache_by_version(store, prefix):
     users = store.users[:5]

@@ -29,6 +29,7 @@ messages; its async handlers answer cache hits on the event loop (Redis via
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -50,7 +51,7 @@ from recsys.registry.snapshot import CHAMPION
 from recsys.service.config import ServiceConfig
 from recsys.service.holder import CHALLENGER, Loaded, ModelHolder
 from recsys.service.metrics import Metrics
-from recsys.serving.online import Answer, UnknownGenresError, UnknownItemsError
+from recsys.serving.online import Answer, Ask, OnlineModel, UnknownGenresError, UnknownItemsError
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("recsys.service.access")
@@ -217,6 +218,7 @@ class _Service:
         self.cache = cache
         self.model_name = self.holder.name
         self._scoring: anyio.CapacityLimiter | None = None
+        self.batches = _Batches(self._scored, settings.max_batch, self.metrics)
 
     async def _scored(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn`` (a model's scoring) in a worker thread, one call at a time per process.
@@ -341,17 +343,9 @@ class _Service:
         if not recent and self._cache_allowed(request):
             answer = await self._from_cache(loaded, asked, k, excluded, mask)
         if answer is None:
+            ask = Ask(asked, k, excluded, mask, tuple(recent), demographics, tuple(liked_genres))
             try:
-                answer = await self._scored(
-                    online.recommend,
-                    asked,
-                    k,
-                    exclude=excluded,
-                    genres=mask,
-                    recent=recent,
-                    demographics=demographics,
-                    liked_genres=liked_genres,
-                )
+                answer = await self.batches.answer(online, ask)
             except InputError as exc:
                 raise HTTPProblem(400, str(exc)) from None
         self.metrics.served(answer.served_by, loaded.alias, answer.fallback)
@@ -442,6 +436,71 @@ class _Service:
         body = self._body(None, loaded, k, answer)
         del body["user_id"]
         return {"item_id": online.items[int(cols[0])], **body}
+
+
+class _Batches:
+    """Requests that need the model, scored together when they arrive together.
+
+    A request joins the queue; while no batch is being scored, the queue (up
+    to ``max_size`` requests, oldest first) goes to the scoring thread as one
+    :meth:`~recsys.serving.online.OnlineModel.recommend_many` call per loaded
+    version, and the next batch is whatever queued meanwhile. Nothing waits
+    for a batch to fill: an idle service scores a lone request at once, and a
+    busy one shares each model call among the requests that queued behind the
+    last (the way dynamic batching in model servers works), so throughput
+    grows with load instead of the queue.
+
+    Args:
+        run: runs a function in the scoring thread (:meth:`_Service._scored`).
+        max_size: the most requests in one scoring call.
+        metrics: where each batch's size is observed.
+    """
+
+    def __init__(self, run: Any, max_size: int, metrics: Metrics) -> None:
+        self._run = run
+        self.max_size = max_size
+        self._metrics = metrics
+        self._queue: list[tuple[OnlineModel, Ask, asyncio.Future]] = []
+        self._drainer: asyncio.Task | None = None
+
+    async def answer(self, online: OnlineModel, ask: Ask) -> Answer:
+        """``ask``'s answer from ``online`` (raises the request's own ``InputError``)."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((online, ask, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self.max_size], self._queue[self.max_size :]
+            self._metrics.batch(len(batch))
+            try:
+                answers = await self._run(_answer_all, [(o, a) for o, a, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each request gets the failure
+                answers = [exc] * len(batch)
+            for (_, _, future), answer in zip(batch, answers, strict=True):
+                if future.done():  # the client went away
+                    continue
+                if isinstance(answer, Exception):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
+
+def _answer_all(asked: list[tuple[OnlineModel, Ask]]) -> list[Answer | Exception]:
+    """Each request's answer, one ``recommend_many`` call per model version."""
+    answers: list[Answer | Exception | None] = [None] * len(asked)
+    by_model: dict[int, list[int]] = {}
+    for n, (online, _) in enumerate(asked):
+        by_model.setdefault(id(online), []).append(n)
+    for positions in by_model.values():
+        online = asked[positions[0]][0]
+        for n, answer in zip(
+            positions, online.recommend_many([asked[n][1] for n in positions]), strict=True
+        ):
+            answers[n] = answer
+    return answers  # type: ignore[return-value]
 
 
 def bucket(user_text: str, salt: str) -> float:
@@ -590,6 +649,7 @@ def _as_env(settings: ServiceConfig) -> dict[str, str]:
         "RECSYS_SERVE_WORKERS": str(settings.workers),
         "RECSYS_SERVE_POLL_SECONDS": str(settings.poll_s),
         "RECSYS_SERVE_MAX_K": str(settings.max_k),
+        "RECSYS_SERVE_MAX_BATCH": str(settings.max_batch),
         "RECSYS_SERVE_ACCESS_LOG": "1" if settings.access_log else "0",
         "RECSYS_AB_CHALLENGER_SHARE": str(settings.challenger_share),
         "RECSYS_AB_SALT": settings.ab_salt,

@@ -7,6 +7,7 @@
 | ``RECSYS_SERVE_WORKERS`` | ``1`` | server processes (each holds its own copy of the models) |
 | ``RECSYS_SERVE_POLL_SECONDS`` | ``5`` | how often the aliases are read (a cheap query) |
 | ``RECSYS_SERVE_MAX_K`` | ``100`` | the longest list a request may ask for |
+| ``RECSYS_SERVE_MAX_BATCH`` | ``16`` | the most requests scored by the model in one call |
 | ``RECSYS_SERVE_ACCESS_LOG`` | ``1`` | one log line per request (``0`` = off) |
 | ``RECSYS_AB_CHALLENGER_SHARE`` | ``0`` | share of users (0..1) served by ``challenger`` |
 | ``RECSYS_AB_SALT`` | ``recsys-ab`` | salt of the stable hash that buckets users |
@@ -41,6 +42,7 @@ class ServiceConfig:
         cache_prefix: first part of the cache keys.
         poll_s: seconds between reads of the aliases.
         max_k: the longest list a request may ask for.
+        max_batch: the most requests that waited together scored in one model call.
         default_k: list length when a request does not say.
         challenger_share: share of users served by the ``challenger`` alias.
         ab_salt: salt of the bucketing hash (change it to reshuffle buckets).
@@ -58,6 +60,7 @@ class ServiceConfig:
     cache_prefix: str = "recsys"
     poll_s: float = 5.0
     max_k: int = 100
+    max_batch: int = 16
     default_k: int = 10
     challenger_share: float = 0.0
     ab_salt: str = "recsys-ab"
@@ -82,6 +85,7 @@ class ServiceConfig:
             cache_prefix=config.cache_prefix(),
             poll_s=_number(env, "RECSYS_SERVE_POLL_SECONDS", cls.poll_s, float),
             max_k=_number(env, "RECSYS_SERVE_MAX_K", cls.max_k, int),
+            max_batch=_number(env, "RECSYS_SERVE_MAX_BATCH", cls.max_batch, int),
             challenger_share=_number(env, "RECSYS_AB_CHALLENGER_SHARE", 0.0, float),
             ab_salt=env.get("RECSYS_AB_SALT", cls.ab_salt),
             access_log=env.get("RECSYS_SERVE_ACCESS_LOG", "1").strip().lower()
@@ -107,6 +111,8 @@ class ServiceConfig:
             raise InputError(f"the poll interval must be positive, got {self.poll_s}")
         if self.max_k < 1 or self.workers < 1:
             raise InputError("max_k and workers must be at least 1")
+        if self.max_batch < 1:
+            raise InputError(f"RECSYS_SERVE_MAX_BATCH must be at least 1, got {self.max_batch}")
         if not 0 < self.port < 65536:
             raise InputError(f"port must lie in 1..65535, got {self.port}")
         return self

@@ -12,7 +12,8 @@
 - ``recsys_cache_lookups_total{result}``: ``hit``, ``miss``, ``short`` (the
   filtered list was shorter than ``k``), ``error``;
 - ``recsys_model_version{alias}``: the version answering (0 = none);
-- ``recsys_model_reloads_total{alias}``: swaps to another version.
+- ``recsys_model_reloads_total{alias}``: swaps to another version;
+- ``recsys_scoring_batch_size``: requests scored together in one model call.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ disable_created_metrics()
 
 #: Latency buckets (seconds): fine below 50 ms, where the goals are.
 BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Batch-size buckets (requests per model call).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 COLD_START_PATHS = ("onboarding", "global")
 
 
@@ -70,6 +73,12 @@ class Metrics:
         self._reloads = Counter(
             "recsys_model_reloads", "Swaps to another version", ["alias"], registry=r
         )
+        self._batch = Histogram(
+            "recsys_scoring_batch_size",
+            "Requests scored together in one model call",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self._requests.labels(route, method, str(status)).inc()
@@ -81,6 +90,9 @@ class Metrics:
             self.fallback(f"cold_start:{served_by}")
         if fallback:
             self.fallback(fallback)
+
+    def batch(self, size: int) -> None:
+        self._batch.observe(size)
 
     def fallback(self, reason: str) -> None:
         self._fallbacks.labels(reason).inc()
