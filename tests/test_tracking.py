@@ -158,13 +158,12 @@ def test_run_records_params_metrics_and_tags(logged, client, parent_run_id):
     assert run.data.tags["mlflow.runName"] == "cooc-test"
 
 
-def test_run_stores_split_json_metrics_plot_and_extras(logged, client, tmp_path):
+def test_run_stores_split_json_and_extras_and_no_metrics_picture(logged, client, tmp_path):
     names = {a.path for a in client.list_artifacts(logged.run_id)}
-    assert {"split.json", "plots", "extra"} <= names
+    assert {"split.json", "extra"} <= names
+    assert "plots" not in names  # the metrics are values MLflow charts, not a PNG per run
     split = client.download_artifacts(logged.run_id, "split.json", str(tmp_path))
     assert json.loads(Path(split).read_text()) == SPLIT
-    png = client.download_artifacts(logged.run_id, "plots/metrics.png", str(tmp_path))
-    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     notes = client.download_artifacts(logged.run_id, "extra/notes.txt", str(tmp_path))
     assert Path(notes).read_text() == "hello"
 
@@ -456,3 +455,19 @@ def test_registering_the_same_run_twice_returns_its_first_version(store, logged)
     name = "retried-register"
     first = registry.register_model(logged.run_id, name)
     assert registry.register_model(logged.run_id, name) == first
+
+
+def test_the_training_matrix_is_written_fast_and_reads_back_with_load_npz(tmp_path):
+    import scipy.sparse as sp
+
+    from recsys.serving.served import save_matrix
+
+    rng = np.random.default_rng(3)
+    X = sp.random(300, 200, density=0.05, format="csr", dtype=np.float32, random_state=rng)
+    X[5] = 0  # an empty row
+    X.eliminate_zeros()
+    save_matrix(tmp_path / "m.npz", X)
+    back = sp.load_npz(tmp_path / "m.npz")
+    assert back.format == "csr" and back.shape == X.shape and back.dtype == X.dtype
+    assert np.array_equal(back.indptr, X.indptr) and np.array_equal(back.indices, X.indices)
+    assert np.array_equal(back.data, X.data)

@@ -590,13 +590,18 @@ def test_unknown_plots_and_runs_are_404_with_a_message(store, path, message):
     assert message in response.json()["detail"]
 
 
-def test_plot_route_serves_only_logged_png_plots(store, page):
+def test_plot_route_serves_only_logged_png_plots(store, page, tmp_path):
+    from matplotlib.figure import Figure
+    from mlflow.tracking import MlflowClient
+
     run_id = page["latest"]["rows"][0]["run_id"]
     with pytest.raises(ui.PageError, match="has no plot 'split.json'"):
         ui_app.plot_bytes(run_id, "split.json")
     with pytest.raises(ui.PageError, match="no such run"):
-        ui_app.plot_bytes("../x", "plots/metrics.png")
-    png = _client().get(f"/plots/{run_id}/plots/metrics.png", headers=AUTH)
+        ui_app.plot_bytes("../x", "plots/drawn.png")
+    Figure(figsize=(1, 1)).savefig(tmp_path / "drawn.png")  # a model's own figure
+    MlflowClient().log_artifact(run_id, str(tmp_path / "drawn.png"), "plots")
+    png = _client().get(f"/plots/{run_id}/plots/drawn.png", headers=AUTH)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
 
 

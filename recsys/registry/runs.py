@@ -15,7 +15,8 @@ What one training run leaves behind (:func:`log_model_run`):
 - tags ``recsys.data_hash`` and ``recsys.model_type``, and the process that
   logged it (``recsys.owner.*``: :mod:`recsys.registry.recovery` ends the runs
   of a killed try);
-- artifacts ``split.json`` and ``plots/metrics.png``;
+- artifact ``split.json`` (the metrics are charted by MLflow's UI and the
+  Recommender page from the logged values);
 - dataset inputs: the feature tables the model was fitted with
   (:class:`InputTable`, context ``features``), each with its content hash;
 - the served model as a pyfunc named ``model`` (:mod:`recsys.registry.pyfunc`).
@@ -373,7 +374,6 @@ def log_model_run(
         mlflow.log_metrics(logged_metrics)
         _log_inputs(inputs)
         mlflow.log_dict(json_safe(dict(split_info)), "split.json")
-        mlflow.log_artifact(str(_plot_metrics(metrics, run_name, Path(tmp))), "plots")
         _log_extra_artifacts(artifacts or {})
         model_uri = log_pyfunc(model, id_map, X, k, Path(tmp), cold_start)
         mlflow.set_tag(TAG_MODEL_URI, model_uri)
@@ -520,28 +520,6 @@ def _run_tags(
 def model_type_of(model: Recommender) -> str:
     """The registry name of ``model`` (``popularity``...), or its class name."""
     return getattr(model, "name", "") or type(model).__name__
-
-
-def _plot_metrics(metrics: Mapping[str, float], title: str, folder: Path) -> Path:
-    """A horizontal bar chart of the metrics, written as ``metrics.png`` in ``folder``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = [str(n) for n in metrics]
-    values = [float(v) for v in metrics.values()]
-    fig = Figure(figsize=(6, 0.45 * max(len(names), 1) + 1.2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    bars = ax.barh(names, values, color="#4878a8")
-    ax.bar_label(bars, fmt="%.4f", padding=3, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_title(title)
-    ax.set_xlabel("value")
-    ax.margins(x=0.2)
-    fig.tight_layout()
-    path = folder / "metrics.png"
-    fig.savefig(path, dpi=100)
-    return path
 
 
 def _log_extra_artifacts(artifacts: Mapping[str, Path]) -> None:

@@ -10,6 +10,7 @@ evaluation both go through it, so what is measured is what is served.
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -103,7 +104,7 @@ class ServedRecommender:
         pd.DataFrame({ITEM_COL: self.id_map.items}).to_parquet(
             paths[ARTIFACT_ID_MAP] / "items.parquet"
         )
-        sp.save_npz(paths[ARTIFACT_TRAIN], self.X)
+        save_matrix(paths[ARTIFACT_TRAIN], self.X)
         paths[ARTIFACT_COLD_START].write_bytes(pickle.dumps(self.cold_start))
         return {name: str(path) for name, path in paths.items()}
 
@@ -196,6 +197,28 @@ class _Anonymous:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Anonymous) and other.n == self.n
+
+
+def save_matrix(path: Path, X: sp.csr_matrix) -> None:
+    """Write ``X`` as :func:`scipy.sparse.save_npz` does, but at zlib level 1.
+
+    ``save_npz`` compresses at level 6: 0.92 s for the 1.6M-cell training matrix
+    of a 2M-interaction run, against 0.18 s here for a file 10 % larger (5.0 vs
+    4.5 MB; 13 MB uncompressed), and every logged model writes one.
+    :func:`scipy.sparse.load_npz` reads it.
+    """
+    X = sp.csr_matrix(X)
+    arrays = {
+        "indices": X.indices,
+        "indptr": X.indptr,
+        "format": np.array(X.format.encode("ascii")),
+        "shape": np.array(X.shape),
+        "data": X.data,
+    }
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(array), allow_pickle=False)
 
 
 def _user_ids(users: pd.DataFrame) -> np.ndarray:

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 #: Artifact folder of the plots a training run logs.
 PLOTS_FOLDER = "plots"
-#: Plots not shown: every metric of a run on one linear axis (counts beside scores);
-#: the page's own metric-by-model chart replaces it.
+#: Plots not shown: every metric of a run on one linear axis (counts beside scores),
+#: which runs logged before 2026-12-07 carry; the page's own metric-by-model chart
+#: replaces it.
 HIDDEN_PLOTS = frozenset({"metrics.png"})
 #: Top-level field of ``evaluation.json`` / ``decision.json`` naming the registered model.
 FOLDER_MODEL_FIELD = "registered_model"
