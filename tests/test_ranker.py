@@ -270,6 +270,15 @@ def test_bags_learn_from_different_users_and_scores_average_them(fitted):
     np.testing.assert_allclose(one.boosters_[0].predict(dm), preds[0], rtol=1e-6)
 
 
+def test_later_bags_boost_the_first_bags_rounds_and_are_validated_once(fitted):
+    model, _, _ = fitted
+    assert len(model.boosters_) == TINY["n_bags"]
+    assert model.n_rounds_ == [model.n_rounds_[0]] * TINY["n_bags"]
+    bags = [v for v in model.validation_ if "bag" in v]
+    assert [v["bag"] for v in bags] == [1, 2]
+    assert all(v["n_rounds"] == model.n_rounds_[0] and 0.0 <= v["ndcg@10"] <= 1.0 for v in bags)
+
+
 def test_taste_features_hand_checked():
     from recsys.models.ranker import TASTE_FEATURES, _Taste
 
