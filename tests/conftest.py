@@ -7,6 +7,7 @@ test never touches the developer's ``var/``, ``mlruns/`` or Airflow home.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -89,6 +90,18 @@ _LONG_FILES = (
     "test_attention.py",
     "test_spark.py",
 )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the Spark session a test started while output can still be written:
+    py4j logs as it closes its connections, and a connection closed by the
+    garbage collector at interpreter exit wrote "--- Logging error ---" and a
+    traceback to a stream pytest had already closed."""
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    sql = sys.modules.get("pyspark.sql")
+    active = sql.SparkSession.getActiveSession() if sql is not None else None
+    if active is not None:
+        active.stop()
 
 
 def pytest_collection_modifyitems(config, items):

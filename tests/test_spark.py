@@ -112,6 +112,62 @@ def test_spark_validation_fails_a_bad_batch_like_the_local_one(spark, tmp_path, 
     assert (quarantined / "report.json").is_file()
 
 
+def test_with_a_pseudonym_key_spark_writes_and_reports_only_pseudonyms(
+    spark, data_dir, tmp_path, monkeypatch
+):
+    """Under RECSYS_PSEUDONYM_KEY the Spark engine stores the same pseudonyms as the
+    local one (so a model trained on either serves the same ids), and a failing
+    batch's report and Data Docs name pseudonyms, never the raw user ids."""
+    from recsys import pipeline
+    from recsys.data.prepare import pseudonymise_ids
+    from recsys.data.validation import DataValidationError
+
+    key = "spark-pseudonym-test-key"
+    monkeypatch.setenv("RECSYS_PSEUDONYM_KEY", key)
+    stored = {}
+    for engine in ("local", "spark"):
+        monkeypatch.setenv("RECSYS_ENGINE", engine)
+        pipeline.validate_data(f"pseudo-{engine}", str(data_dir))
+        stored[engine] = pd.read_parquet(
+            _folder(f"pseudo-{engine}").file("raw/interactions.parquet")
+        )
+    pd.testing.assert_frame_equal(stored["spark"], stored["local"])
+    raw = pd.read_parquet(data_dir / "interactions.parquet")["user_id"]
+    assert set(stored["spark"]["user_id"]) == set(
+        pseudonymise_ids(raw.unique().tolist(), key.encode())
+    )
+    assert not set(stored["spark"]["user_id"]) & set(raw)
+
+    raw_id = "person-raw-7"
+    rows = [
+        {"user_id": f"u{u}", "item_id": i, "rating": 4.0, "timestamp": 1000 + u * 10 + i}
+        for u in range(8)
+        for i in range(6)
+    ]
+    # Exact repeats of one user's event break the uniqueness expectation, whose
+    # examples are the repeated rows: user ids among them.
+    rows += [{"user_id": raw_id, "item_id": 2, "rating": 5.0, "timestamp": 6}] * 4
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pd.DataFrame(rows).to_parquet(bad / "interactions.parquet", index=False)
+    monkeypatch.setenv("RECSYS_ENGINE", "spark")
+    with pytest.raises(DataValidationError):
+        pipeline.validate_data("pseudo-bad", str(bad))
+    quarantine = Path(os.environ["RECSYS_HOME"]) / "quarantine" / "pseudo-bad"
+    run = _folder("pseudo-bad")
+    places = {
+        "validation.json": run.file("validation.json").read_text(),
+        "Data Docs": "\n".join(f.read_text() for f in run.data_docs.rglob("*.html")),
+        "quarantine report": (quarantine / "report.json").read_text()
+        + (quarantine / "summary.txt").read_text(),
+    }
+    pseudonym = pseudonymise_ids([raw_id], key.encode())[0]
+    for where, text in places.items():
+        assert raw_id not in text, where
+        assert pseudonym in text, where
+    assert json.loads(places["validation.json"])["pseudonymised"] is True
+
+
 @pytest.mark.parametrize("protocol", ["temporal", "loo", "random", "msr", "stratified"])
 def test_spark_split_equals_the_local_split(validated, monkeypatch, protocol):
     from recsys import pipeline
