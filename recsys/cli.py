@@ -205,6 +205,12 @@ def _parser() -> argparse.ArgumentParser:
         "--poll-seconds", type=float, default=None, help="how often the aliases are read (5)"
     )
     p.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        help="most requests that queued together scored in one model call (default 16)",
+    )
+    p.add_argument(
         "--no-access-log", action="store_true", help="no log line per request (default: one)"
     )
     _add_model_option(p)
@@ -528,6 +534,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         challenger_share=args.challenger_share,
         poll_s=args.poll_seconds,
+        max_batch=args.max_batch,
         access_log=False if args.no_access_log else None,
     )
     print(

@@ -583,7 +583,7 @@ def test_settings_come_from_flags_over_the_environment(monkeypatch):
         ("RECSYS_AB_CHALLENGER_SHARE", "1.5", "the challenger share must lie in [0, 1], got 1.5"),
         ("RECSYS_SERVE_PORT", "http", "RECSYS_SERVE_PORT must be an integer, got 'http'"),
         ("RECSYS_SERVE_POLL_SECONDS", "0", "the poll interval must be positive, got 0.0"),
-        ("RECSYS_SERVE_MAX_BATCH", "0", "RECSYS_SERVE_MAX_BATCH must be at least 1, got 0"),
+        ("RECSYS_SERVE_MAX_BATCH", "0", "the batch size must be at least 1, got 0 (RECSYS_SERVE_"),
         ("RECSYS_SERVE_MAX_BATCH", "many", "RECSYS_SERVE_MAX_BATCH must be an integer, got 'many'"),
     ],
 )

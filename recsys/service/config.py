@@ -112,7 +112,10 @@ class ServiceConfig:
         if self.max_k < 1 or self.workers < 1:
             raise InputError("max_k and workers must be at least 1")
         if self.max_batch < 1:
-            raise InputError(f"RECSYS_SERVE_MAX_BATCH must be at least 1, got {self.max_batch}")
+            raise InputError(
+                f"the batch size must be at least 1, got {self.max_batch} "
+                "(RECSYS_SERVE_MAX_BATCH or --max-batch)"
+            )
         if not 0 < self.port < 65536:
             raise InputError(f"port must lie in 1..65535, got {self.port}")
         return self
