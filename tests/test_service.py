@@ -269,6 +269,27 @@ def test_requests_scored_together_get_the_answers_they_get_alone(store, folds_in
     assert together[7].ignored == ["no-such-item"]
 
 
+def test_a_request_that_fails_alone_leaves_the_others_in_its_batch_answered(store):
+    from recsys.serving.online import Ask, OnlineModel
+
+    online = OnlineModel(store.served[1])
+    users = [online.user_id(u) for u in store.users[:3]]
+    plan = online._plan  # noqa: SLF001 - the step that reads one request
+
+    def broken_for_the_second(ask):
+        if ask.user_id == users[1]:
+            raise RuntimeError("this request's own failure")
+        return plan(ask)
+
+    online._plan = broken_for_the_second  # noqa: SLF001
+    answers = online.recommend_many([Ask(u, 5) for u in users])
+    assert isinstance(answers[1], RuntimeError)
+    assert [a.items for a in (answers[0], answers[2])] == [
+        online.recommend(users[0], 5).items,
+        online.recommend(users[2], 5).items,
+    ]
+
+
 @pytest.mark.parametrize("max_batch", [16, 2])
 def test_requests_that_arrive_together_share_a_model_call(store, max_batch):
     """While one batch is scored the next requests queue; they are then scored

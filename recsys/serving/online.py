@@ -258,7 +258,7 @@ class OnlineModel:
             raise answer
         return answer
 
-    def recommend_many(self, asks: Sequence[Ask]) -> list[Answer | InputError]:
+    def recommend_many(self, asks: Sequence[Ask]) -> list[Answer | Exception]:
         """The answer to each of several requests, as :meth:`recommend` gives it alone.
 
         Requests the model answers the same way are scored in one call: known
@@ -268,14 +268,15 @@ class OnlineModel:
         so a service answers requests that arrived together in one call.
 
         Returns:
-            Per request, its :class:`Answer`, or the :class:`InputError` that
-            request alone raised (the others are answered all the same).
+            Per request, its :class:`Answer`, or the exception that request
+            alone raised while it was planned (an :class:`InputError` for bad
+            input); the others are answered all the same.
         """
-        plans: list[_Plan | InputError] = []
+        plans: list[_Plan | Exception] = []
         for ask in asks:
             try:
                 plans.append(self._plan(ask))
-            except InputError as exc:
+            except Exception as exc:  # noqa: BLE001 - it fails its own request only
                 plans.append(exc)
         ready = [p for p in plans if isinstance(p, _Plan)]
         by_row = [p for p in ready if p.scores is None and p.history is None]
@@ -289,7 +290,7 @@ class OnlineModel:
             for plan, scores in zip(by_history, self.model.score_histories(H), strict=True):
                 plan.scores = scores
         return [
-            plan if isinstance(plan, InputError) else self._finish(ask, plan)
+            plan if isinstance(plan, Exception) else self._finish(ask, plan)
             for ask, plan in zip(asks, plans, strict=True)
         ]
 
