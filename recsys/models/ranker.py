@@ -471,8 +471,8 @@ class XGBRankerRecommender(Recommender):
             k: v for k, v in self.validation_[best].items() if k not in ("n_rounds", "ndcg@10")
         }
         self.boosters_ = [self.boosters_[best]]
-        bags.tick(note=f"{self.boosters_[0].num_boosted_rounds()} rounds")
         rounds = self.boosters_[0].num_boosted_rounds()
+        bags.tick(note=f"{rounds} rounds")
         for bag in range(1, int(self.n_bags)):
             dfit, dval = self._carve(xgb, feats, y, users, groups, seed + bag)
             booster, score = self._fixed_rounds(

@@ -330,7 +330,6 @@ class OnlineModel:
         trained = self.X.indices[start:end]
         new = np.setdiff1d(fresh, trained) if fresh.size else fresh
         plan.seen = np.union1d(trained, new) if new.size else trained
-        plan.served_by = SERVED_BY_MODEL
         if new.size and self.model.folds_in:
             plan.history = self.X[row] + _one_hot(new, self.n_items)
             plan.folded = int(new.size)
@@ -344,7 +343,7 @@ class OnlineModel:
         plan.seen = fresh
         if fresh.size and self.model.folds_in:
             plan.history = _one_hot(fresh, self.n_items)
-            plan.served_by, plan.folded = SERVED_BY_MODEL, int(fresh.size)
+            plan.folded = int(fresh.size)
             return
         chain = self.served.cold_start
         scores, paths = chain.score_users(
