@@ -63,7 +63,7 @@ class EASERecommender(Recommender):
         self.head_, self.tail_scores_ = self._head(popularity)
         _check_memory(self.head_.size)
         Xh = X[:, self.head_] if self.tail_scores_ is not None else X
-        gram = (Xh.T @ Xh).toarray().astype(np.float32)
+        gram = (Xh.T @ Xh).toarray().astype(np.float32, copy=False)
         gram[np.diag_indices_from(gram)] += self.l2
         P = _spd_inverse(gram)
         del gram
@@ -131,12 +131,17 @@ def _spd_inverse(gram: np.ndarray) -> np.ndarray:
 
     Cholesky (``potrf``) then the inverse from it (``potri``): two thirds of
     ``n³`` operations, a third of a general inverse's, which matters at 10,000
-    items and more.
+    items and more. LAPACK works on the transposed view (Fortran order, the same
+    matrix since it is symmetric), so it overwrites ``gram`` instead of copying
+    it, and only the lower triangle it fills is mirrored, block by block: no
+    extra ``n × n`` array at any point (at 10,000 items the earlier whole-matrix
+    ``tril`` copies took 4 s and 1.6 GB).
     """
     from scipy.linalg import lapack
 
-    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (gram,))
-    factor, info = potrf(gram, lower=True, overwrite_a=True, clean=False)
+    fortran = gram.T
+    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (fortran,))
+    factor, info = potrf(fortran, lower=True, overwrite_a=True, clean=False)
     if info != 0:
         raise InputError(
             f"ease: the Gram matrix is not positive definite (LAPACK {info}); raise l2"
@@ -144,8 +149,17 @@ def _spd_inverse(gram: np.ndarray) -> np.ndarray:
     inverse, info = potri(factor, lower=True, overwrite_c=True)
     if info != 0:
         raise InputError(f"ease: the Gram matrix cannot be inverted (LAPACK {info}); raise l2")
-    lower = np.tril(inverse)
-    return lower + np.tril(lower, -1).T
+    n = inverse.shape[0]
+    for start in range(0, n, _MIRROR_BLOCK):
+        end = min(start + _MIRROR_BLOCK, n)
+        block = inverse[start:end, start:end]
+        block[...] = np.tril(block) + np.tril(block, -1).T
+        inverse[start:end, end:] = inverse[end:, start:end].T
+    return inverse.T  # C order: a user's rows of the weights are read together
+
+
+#: Rows mirrored at a time by :func:`_spd_inverse`.
+_MIRROR_BLOCK = 256
 
 
 def _check_memory(n_items: int) -> None:
