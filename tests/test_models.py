@@ -252,3 +252,46 @@ def test_ease_refuses_a_gram_matrix_the_machine_cannot_hold(monkeypatch):
     X = sp.random(50, 600, density=0.05, format="csr", dtype=np.float32, random_state=0)
     with pytest.raises(InputError, match=r"lower its max_items .*'ease': \{'max_items': \d+"):
         make_model("ease").fit(X)
+
+
+def test_fit_context_derives_sequences_and_timestamps_only_for_models_that_read_them():
+    import pandas as pd
+
+    from recsys.ids import IdMap
+    from recsys.models.base import FitContext
+
+    train = pd.DataFrame(
+        {
+            "user_id": [7, 7, 7, 9, 9],
+            "item_id": ["b", "a", "c", "a", "b"],
+            "rating": [1.0] * 5,
+            "timestamp": [30, 10, 20, 5, 5],
+        }
+    )
+    ids = IdMap.from_frame(train)
+    X = ids.to_matrix(train)
+    for name in ("popularity", "itemknn", "ease", "als"):
+        context = FitContext.from_interactions(train, ids)
+        make_model(name).fit(X, context)
+        # The models that never read them left them underived (a second at 2M rows).
+        assert not {"_sequences", "_timestamps"} & set(vars(context)), name
+    context = FitContext.from_interactions(train, ids)
+    assert [s.tolist() for s in context.sequences] == [[0, 2, 1], [0, 1]]
+    np.testing.assert_array_equal(context.timestamps.toarray(), ids.time_matrix(train).toarray())
+    given = FitContext.from_interactions(train, ids)
+    given.sequences = [np.array([1]), np.array([0])]
+    assert [s.tolist() for s in given.sequences] == [[1], [0]]
+    assert FitContext().sequences is None and FitContext().timestamps is None
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 600])
+def test_ease_inverse_is_whole_and_symmetric_across_mirror_blocks(n):
+    from recsys.models.ease import _spd_inverse
+
+    rng = np.random.default_rng(n)
+    A = rng.random((n, n + 5))
+    gram = A @ A.T + n * np.eye(n)  # well conditioned, so float32 is close
+    inverse = _spd_inverse(gram.astype(np.float32))
+    assert inverse.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(inverse, inverse.T)
+    np.testing.assert_allclose(inverse, np.linalg.inv(gram), rtol=1e-3, atol=1e-6)

@@ -21,7 +21,7 @@ import os
 import pickle
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -34,6 +34,36 @@ from recsys.ids import IdMap
 from recsys.progress import Ticker
 
 log = logging.getLogger(__name__)
+
+
+class _FromRows:
+    """A :class:`FitContext` field that, when not given, is derived from the training
+    rows the context was built from, on its first read.
+
+    Sequences and latest-time matrices cost about a second at 2M interactions and
+    only the sequential models and the ranker read them, so the rest never pay.
+    """
+
+    def __init__(self, derive: str) -> None:
+        self.derive = derive  # the IdMap method that derives the field from the rows
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return None  # the dataclass's default
+        if self.slot not in obj.__dict__:
+            rows = obj.__dict__.get("rows")
+            train, id_map = rows if rows is not None else (None, None)
+            obj.__dict__[self.slot] = None if train is None else getattr(id_map, self.derive)(train)
+        return obj.__dict__[self.slot]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        if value is None:
+            obj.__dict__.pop(self.slot, None)  # derive it when read, if there are rows
+        else:
+            obj.__dict__[self.slot] = value
 
 
 @dataclass
@@ -56,15 +86,19 @@ class FitContext:
             column ``j``); models that read ``items`` align it with these.
         timestamps: users × items CSR of each pair's latest time (seconds),
             or ``None`` when the data has no time.
+        rows: the training rows and id map the context was built from; a
+            ``sequences`` or ``timestamps`` not given is derived from them when
+            first read.
     """
 
-    sequences: list[np.ndarray] | None = None
+    sequences: list[np.ndarray] | None = _FromRows("sequences")  # type: ignore[assignment]
     item_features: pd.DataFrame | None = None
     user_features: pd.DataFrame | None = None
     items: pd.DataFrame | None = None
     users: pd.DataFrame | None = None
     item_ids: pd.Index | None = None
-    timestamps: sp.csr_matrix | None = None
+    timestamps: sp.csr_matrix | None = _FromRows("time_matrix")  # type: ignore[assignment]
+    rows: tuple[pd.DataFrame, IdMap] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_interactions(
@@ -75,15 +109,10 @@ class FitContext:
         items: pd.DataFrame | None = None,
         users: pd.DataFrame | None = None,
     ) -> FitContext:
-        """The context of ``train`` under ``id_map``: sequences, item ids and
-        timestamps from the rows, plus the side tables as given."""
-        return cls(
-            sequences=id_map.sequences(train),
-            items=items,
-            users=users,
-            item_ids=id_map.items,
-            timestamps=id_map.time_matrix(train),
-        )
+        """The context of ``train`` under ``id_map``: item ids, sequences and
+        timestamps from the rows (the last two when first read), plus the side
+        tables as given."""
+        return cls(items=items, users=users, item_ids=id_map.items, rows=(train, id_map))
 
 
 class Recommender(ABC):
