@@ -18,6 +18,7 @@ from recsys.models.ranker import (
     fused_params,
     parse_generator,
     plot_feature_importances,
+    split_at_cutoff,
     split_history,
 )
 
@@ -83,6 +84,37 @@ def test_split_history_random_folds_partition_each_history():
     assert (total != 0).sum() == sum(X[u].nnz for u in range(X.shape[0]) if X[u].nnz >= 2)
     again = split_history(X, ctx.sequences, 0.2, how="random", seed=3, n_folds=3, fold=1)[1]
     assert (again != parts[1]).nnz == 0
+
+
+def test_split_at_cutoff_holds_out_the_last_stretch_of_everyone_hand_checked():
+    X = sp.csr_matrix(
+        np.array([[1, 2, 3, 0], [0, 5, 0, 6], [0, 0, 0, 7], [8, 0, 0, 0]], dtype=np.float32)
+    )
+    # Latest-time per pair; the cutoff at 50 % of the 7 times lies at 40.
+    T = sp.csr_matrix(
+        np.array([[10, 50, 20, 0], [0, 30, 0, 70], [0, 0, 0, 60], [40, 0, 0, 0]], dtype=float)
+    )
+    early, labels = split_at_cutoff(X, T, 0.5)
+    # User 0 and 1 had something before it; user 2's only pair came after, so it
+    # stays early (a cold user would teach nothing), and user 3 ended before it.
+    assert labels.toarray().tolist() == [[0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0], [0] * 4]
+    assert early.toarray().tolist() == [[1, 0, 3, 0], [0, 5, 0, 0], [0, 0, 0, 7], [8, 0, 0, 0]]
+    with pytest.raises(ValueError, match="holdout='cutoff' needs timestamps"):
+        split_at_cutoff(X, None, 0.5)
+
+
+def test_ranker_learns_from_a_cutoff_carve_and_refuses_an_unknown_holdout():
+    X, ctx = blocks()
+    rng = np.random.default_rng(5)
+    times = X.copy()
+    times.data = rng.uniform(1e9, 2e9, times.nnz)
+    ctx = dataclasses.replace(ctx, timestamps=times)
+    model = XGBRankerRecommender(**{**TINY, "holdout": "cutoff", "n_folds": 1}).fit(X, ctx)
+    top, _ = model.recommend(np.arange(X.shape[0]), X, 3)
+    # Each user's list comes mostly from their own block of items.
+    assert np.mean(top % 3 == (np.arange(X.shape[0]) % 3)[:, None]) > 0.6
+    with pytest.raises(ValueError, match="holdout must be 'random', 'time' or 'cutoff'"):
+        XGBRankerRecommender(**{**TINY, "holdout": "clock", "n_folds": 1}).fit(X, ctx)
 
 
 def test_split_history_rejects_unknown_mode():

@@ -215,6 +215,13 @@ class XGBRankerRecommender(Recommender):
             per-item splits such as ``msr``). On ML-100K ``msr`` the time
             carve taught the ranker "recent items win", which does not hold
             there (NDCG@10 0.21 vs 0.47 with the random carve), hence the default.
+            ``"cutoff"`` takes the latest ``label_share`` of all interactions
+            by time, one moment for everyone, as the ``temporal`` protocol does
+            (:func:`split_at_cutoff`; needs ``context.timestamps``). It is not
+            the default under ``temporal``: on a temporal carve of ML-100K's
+            training part it scored 0.161 against 0.176 for the random carve
+            (NDCG@10, mean of seeds 42, 1, 2), though it learns from fewer rows
+            (1.5 s against 10 s) and equals it on the demo data.
         val_share: share of the labelled users held out to choose XGBoost's
             settings and its number of trees.
         objective: ``"rank:pairwise"`` (the default: on the ML-100K ``msr``
@@ -354,6 +361,8 @@ class XGBRankerRecommender(Recommender):
             raise InputError(f"label_share must lie in (0, 1), got {self.label_share}")
         if not 0 < self.val_share < 1:
             raise InputError(f"val_share must lie in (0, 1), got {self.val_share}")
+        if self.holdout not in ("random", "time", "cutoff"):
+            raise InputError(f"holdout must be 'random', 'time' or 'cutoff', got {self.holdout!r}")
         if int(self.n_folds) < 1 or (int(self.n_folds) > 1 and self.holdout != "random"):
             raise InputError(
                 f"n_folds must be 1, or > 1 with holdout='random'; got "
@@ -389,15 +398,18 @@ class XGBRankerRecommender(Recommender):
         self, X: sp.csr_matrix, context: FitContext, sequences: list[np.ndarray], fold: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training rows of one fold: generators fitted without the fold's labels."""
-        early, labels = split_history(
-            X,
-            sequences,
-            self.label_share,
-            how=self.holdout,
-            seed=self.random_state,
-            n_folds=int(self.n_folds),
-            fold=fold,
-        )
+        if self.holdout == "cutoff":
+            early, labels = split_at_cutoff(X, context.timestamps, self.label_share)
+        else:
+            early, labels = split_history(
+                X,
+                sequences,
+                self.label_share,
+                how=self.holdout,
+                seed=self.random_state,
+                n_folds=int(self.n_folds),
+                fold=fold,
+            )
         early_ctx = replace(context, sequences=_trim_sequences(sequences, labels))
         self._fit_stage(early, early_ctx, early_ctx.sequences)
         users = np.flatnonzero(np.diff(labels.indptr) > 0)
@@ -946,6 +958,41 @@ def split_history(
     )
     labels.data[:] = 1.0
     early = (X - X.multiply(labels)).tocsr()
+    early.eliminate_zeros()
+    return early, labels
+
+
+def split_at_cutoff(
+    X: sp.csr_matrix, timestamps: sp.spmatrix | None, share: float
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Split ``X`` at one moment: the latest ``share`` of its interactions by time are
+    labels, as a temporal holdout takes the last stretch of everyone's activity.
+
+    Only users with an interaction before the cutoff get labels (the others would
+    be cold to the generators, as users without training history are to a model
+    under test). Pairs without a time stay on the early side.
+
+    Returns:
+        ``(early, labels)`` as :func:`split_history` does.
+    """
+    if timestamps is None:
+        raise InputError("the ranker's holdout='cutoff' needs timestamps in the training data")
+    pattern = X.copy()
+    pattern.data = np.ones_like(pattern.data)
+    T = sp.csr_matrix(sp.csr_matrix(timestamps, dtype=np.float64).multiply(pattern))
+    T.eliminate_zeros()
+    if T.nnz == 0:
+        raise InputError("the ranker's holdout='cutoff' needs timestamps in the training data")
+    cutoff = np.quantile(T.data, 1.0 - share)
+    late = T.copy()
+    late.data = (late.data > cutoff).astype(np.float32)
+    late.eliminate_zeros()
+    early = (X - X.multiply(late)).tocsr()
+    early.eliminate_zeros()
+    has_history = np.diff(early.indptr) > 0
+    labels = sp.csr_matrix(sp.diags(has_history.astype(np.float32)) @ late)
+    labels.eliminate_zeros()
+    early = (X - X.multiply(labels)).tocsr()  # labels dropped for the cold stay in early
     early.eliminate_zeros()
     return early, labels
 
