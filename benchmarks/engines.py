@@ -76,7 +76,8 @@ def _size(
     home = out / f"{size:g}M"
     data = (home / "data").resolve()
     base = {
-        **os.environ,
+        # Steps read their modules' cached bytecode, as Airflow's task processes do.
+        **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         "MLFLOW_TRACKING_URI": f"sqlite:///{(home / 'mlflow.db').resolve()}",
         "RECSYS_ARTIFACT_ROOT": (home / "artifacts").resolve().as_uri(),
         "SPARK_DRIVER_MEMORY": driver_memory,
