@@ -136,6 +136,21 @@ def test_profile_conditioning_runs():
     assert model._score(np.arange(3), X).shape == (3, N_ITEMS)
 
 
+def test_the_profile_is_used_by_default_when_the_context_has_one():
+    X, seqs = cyclic_data(n_users=20)
+    profiles = pd.DataFrame({"age": np.arange(20.0), "active_days": np.arange(20.0) % 3})
+    one_epoch = {**TINY, "epochs": 1}
+    given = SelfAttentionRecommender(**one_epoch).fit(
+        X, FitContext(sequences=seqs, user_features=profiles)
+    )
+    assert given.profile_.shape == (20, 2)
+    assert SelfAttentionRecommender(**one_epoch).fit(X, FitContext(sequences=seqs)).profile_ is None
+    refused = SelfAttentionRecommender(**{**one_epoch, "use_profile": False}).fit(
+        X, FitContext(sequences=seqs, user_features=profiles)
+    )
+    assert refused.profile_ is None
+
+
 def test_validation_every_few_epochs_on_a_sample_stops_by_patience_in_epochs():
     X, seqs = cyclic_data()
     params = {**TINY, "epochs": 40, "val_every": 3, "val_users": 25, "patience": 6}

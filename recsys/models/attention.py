@@ -62,7 +62,15 @@ class SelfAttentionRecommender(Recommender):
     epochs, or 5 without a better validation. Not taken: learning rate 3e-3
     (peaks near epoch 22 at 0.1099 with batches of 128); a linear warm-up and
     cosine decay over 20 epochs (0.1030 at 3e-3, 0.1003 at 1e-3 with batches
-    of 32); dropout 0.5 (0.0951).
+    of 32); dropout 0.5 (0.0951), two heads (0.1030), one block (0.1062),
+    width 128 (0.1024), 200 items of history (0.1051), learning rate 2e-3
+    (0.1023). Taken: the user's profile added to every position whenever the
+    fit context has one, 0.1369 on ``loo`` (0.1206 against 0.0933 on
+    ``temporal``'s and 0.0947 against 0.0769 on ``msr``'s validation). The
+    profile is computed on the whole training split, so it has seen the
+    validation item, and those figures flatter it; the test split, which it
+    has not seen, moved the same way (``loo`` 0.1116 against 0.1022,
+    ``temporal`` 0.1430 against 0.1275, ``msr`` 0.2189 against 0.1522).
 
     Args:
         max_len: items of history the network sees (the most recent ones).
@@ -79,7 +87,9 @@ class SelfAttentionRecommender(Recommender):
             sample beyond it); ``None`` = every user.
         random_state: seed for weights, dropout and shuffling.
         use_profile: add a projection of the user's profile vector
-            (numeric columns of ``context.user_features``) to every position.
+            (numeric columns of ``context.user_features``) to every position:
+            ``None`` (the default) when the context has user features,
+            ``True`` always (an error without them), ``False`` never.
     """
 
     name = "attention"
@@ -100,7 +110,7 @@ class SelfAttentionRecommender(Recommender):
         learning_rate: float = 1e-3,
         patience: int = 5,
         random_state: int = 0,
-        use_profile: bool = False,
+        use_profile: bool | None = None,
         val_every: int = 1,
         val_users: int | None = 2_000,
     ) -> None:
@@ -203,12 +213,16 @@ class SelfAttentionRecommender(Recommender):
 
     def _profiles(self, user_features: pd.DataFrame | None, n_users: int) -> np.ndarray | None:
         """Standardised numeric profile columns per user row (nulls → 0), or ``None``."""
-        if not self.use_profile:
+        if self.use_profile is False:
             return None
         if user_features is None:
+            if self.use_profile is None:
+                return None
             raise InputError("use_profile=True needs context.user_features")
         frame = user_features.reindex(pd.RangeIndex(n_users)).select_dtypes("number")
         if frame.shape[1] == 0:
+            if self.use_profile is None:
+                return None
             raise InputError("context.user_features has no numeric column to use as a profile")
         values = frame.to_numpy(dtype=np.float64)
         mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
