@@ -295,3 +295,23 @@ def test_ease_inverse_is_whole_and_symmetric_across_mirror_blocks(n):
     assert inverse.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(inverse, inverse.T)
     np.testing.assert_allclose(inverse, np.linalg.inv(gram), rtol=1e-3, atol=1e-6)
+
+
+def test_popularity_with_a_half_life_counts_what_is_popular_now():
+    from recsys.models.base import FitContext
+
+    day = 86_400.0
+    # Item 0: three users, 28 days ago; item 1: two users, today; item 2: one, 7 days ago.
+    X = sp.csr_matrix(np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 1]], dtype=np.float32))
+    T = sp.csr_matrix(
+        np.array([[0, 0, 0], [0, 0, 0], [0, 28, 0], [0, 28, 21]], dtype=np.float64) * day + 1e9
+    )
+    T = T.multiply(X).tocsr()
+    overall = make_model("popularity").fit(X)
+    assert overall.item_scores_.tolist() == [3, 2, 1]
+    recent = make_model("popularity", half_life_days=7.0).fit(X, FitContext(timestamps=T))
+    np.testing.assert_allclose(recent.item_scores_, [3 / 16, 2, 0.5], rtol=1e-6)
+    with pytest.raises(ValueError, match="needs timestamps"):
+        make_model("popularity", half_life_days=7.0).fit(X)
+    with pytest.raises(ValueError, match="half_life_days must be > 0"):
+        make_model("popularity", half_life_days=0).fit(X, FitContext(timestamps=T))

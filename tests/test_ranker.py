@@ -405,8 +405,19 @@ def test_fused_params_add_the_runs_sequential_models_as_generators():
     # Nothing sequential in the run, or generators / the carve set by hand: unchanged.
     assert fused_params(["ease", "ranker"], protocol="loo") == {}
     assert fused_params(models, params={"generators": ("ease",)}) == {"generators": ("ease",)}
+    # The last stretch of everyone's activity held out: what is popular now
+    # joins the generators, and the ranker learns from its own last stretch.
+    recent = {"recent": {"half_life_days": 7.0}}
+    assert fused_params(["ease", "ranker"], protocol="temporal") == {
+        "generators": (*DEFAULT_GENERATORS, "recent:popularity"),
+        "generator_params": recent,
+        "holdout": "cutoff",
+        "n_folds": 1,
+    }
+    # It fuses no sequential model there: attention cost more than it gave.
     assert fused_params(models, protocol="temporal", params={"holdout": "random"}) == {
-        "generators": (*DEFAULT_GENERATORS, "attention"),
+        "generators": (*DEFAULT_GENERATORS, "recent:popularity"),
+        "generator_params": recent,
         "holdout": "random",
     }
 
