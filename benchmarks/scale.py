@@ -97,7 +97,7 @@ def _size(size: float, models: list[str], out: Path) -> dict:
         ("prepare", {}),
         ("build_features", {}),
     ]
-    steps += [(f"train_{m}", {"model": m}) for m in models]
+    steps += [(f"train_{m}", {"model": m, "models": models}) for m in models]
     steps += [("evaluate", {"models": models}), ("promote", {}), ("recommend", {})]
     print(f"{size:g}M interactions ({users:,} users, {items:,} items):", flush=True)
     rows = []
@@ -149,7 +149,7 @@ def _child(argv: list[str]) -> int:
         pipeline.build_features(run_key)
     elif step.startswith("train_"):
         start = time.perf_counter()
-        result = pipeline.train_model(run_key, extra["model"])
+        result = pipeline.train_model(run_key, extra["model"], models=extra["models"])
         total = time.perf_counter() - start
         fit, score = result["metrics"]["train_seconds"], result["metrics"]["score_seconds"]
         facts = {

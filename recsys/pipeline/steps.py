@@ -391,7 +391,8 @@ def train_model(
     task left open are ended too (:func:`recsys.registry.end_abandoned_runs`).
 
     ``models`` are every model the run trains: the ranker fuses the sequential
-    ones among them (:func:`recsys.models.ranker.fused_params`).
+    ones among them, and takes the settings of the run's split protocol
+    (:func:`recsys.models.ranker.fused_params`) even when ``models`` is not given.
 
     Returns:
         ``{"model": name, "run_id": str, "model_uri": str, "metrics": {...},
@@ -409,11 +410,11 @@ def train_model(
     registry.end_abandoned_runs()
     tuned = run.read_json_or_none(f"{rf.MODELS}/{model_name}/{rf.TUNED}") or {}
     params = {**tuned.get("params", {}), **(params or {})} or None
-    if model_name == "ranker" and models:
+    if model_name == "ranker":
         from recsys.models.ranker import fused_params
 
         protocol = run.split_info().get("protocol")
-        params = fused_params(models, protocol=protocol, params=params) or None
+        params = fused_params(models or (), protocol=protocol, params=params) or None
     clock = time.perf_counter()
     data = load_training_data(run_key)
     read = run.read_json(rf.INPUT)
