@@ -337,6 +337,16 @@ def load_saved(path: str | Path) -> Recommender:
     return cls.load(path)
 
 
+def pair_times(X: sp.csr_matrix, timestamps: sp.spmatrix | None) -> np.ndarray | None:
+    """The latest time of each stored entry of ``X``, aligned with ``X.data`` (0 where
+    ``timestamps``, a :attr:`FitContext.timestamps` matrix, has none), or ``None``
+    without timestamps."""
+    if timestamps is None:
+        return None
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    return np.asarray(sp.csr_matrix(timestamps, dtype=np.float64)[rows, X.indices]).ravel()
+
+
 def check_matrix(X: sp.spmatrix) -> sp.csr_matrix:
     """Validate and convert an interactions matrix to float32 CSR."""
     if not sp.issparse(X):

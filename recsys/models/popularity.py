@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.errors import InputError
-from recsys.models.base import FitContext, Recommender
+from recsys.models.base import FitContext, Recommender, pair_times
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,8 @@ class PopularityRecommender(Recommender):
         """Each stored entry's weight ``0.5 ** (age / half-life)``, aligned with ``X.data``."""
         if float(self.half_life_days) <= 0:
             raise InputError(f"half_life_days must be > 0, got {self.half_life_days}")
-        if context.timestamps is None:
-            raise InputError("popularity with half_life_days needs timestamps in the training data")
-        rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-        times = np.asarray(sp.csr_matrix(context.timestamps)[rows, X.indices]).ravel()
-        known = times > 0
+        times = pair_times(X, context.timestamps)
+        known = times > 0 if times is not None else np.zeros(0, dtype=bool)
         if not known.any():
             raise InputError("popularity with half_life_days needs timestamps in the training data")
         age_days = (times[known].max() - times) / 86_400.0

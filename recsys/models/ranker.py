@@ -39,7 +39,7 @@ import scipy.sparse as sp
 
 from recsys.constants import GENRES_COL, YEAR_COL
 from recsys.errors import InputError
-from recsys.models.base import FitContext, Recommender, _dense_top_k, top_k
+from recsys.models.base import FitContext, Recommender, _dense_top_k, pair_times, top_k
 from recsys.progress import Ticker
 from recsys.progress import log as progress
 
@@ -180,7 +180,8 @@ def fused_params(
     with the time carve instead of the cutoff, 0.1577).
 
     Returns:
-        The parameters to build the ranker with (``params`` unchanged when no
+        The parameters to build the ranker with (``params`` unchanged when they
+        name the generators, under a random holdout, and under ``loo`` when no
         sequential model is trained).
     """
     from recsys.models import model_class
@@ -188,16 +189,16 @@ def fused_params(
     params = dict(params or {})
     if "generators" in params or protocol not in TIME_PROTOCOLS:
         return params
-    labels = {parse_generator(g)[0] for g in DEFAULT_GENERATORS}
-    extra = tuple(
-        m for m in models if m != "ranker" and m not in labels and model_class(m).sequential
-    )
     if protocol == "temporal":
         params["generators"] = (*DEFAULT_GENERATORS, RECENT_GENERATOR)
         params["generator_params"] = {**RECENT_PARAMS, **(params.get("generator_params") or {})}
         if not {"holdout", "n_folds"} & set(params):
             params.update(holdout="cutoff", n_folds=1)
         return params
+    labels = {parse_generator(g)[0] for g in DEFAULT_GENERATORS}
+    extra = tuple(
+        m for m in models if m != "ranker" and m not in labels and model_class(m).sequential
+    )
     if not extra:
         return params
     params["generators"] = (*DEFAULT_GENERATORS, *extra)
@@ -995,17 +996,12 @@ def split_at_cutoff(
     Returns:
         ``(early, labels)`` as :func:`split_history` does.
     """
-    if timestamps is None:
+    times = pair_times(X, timestamps)
+    if times is None or not times.any():
         raise InputError("the ranker's holdout='cutoff' needs timestamps in the training data")
-    pattern = X.copy()
-    pattern.data = np.ones_like(pattern.data)
-    T = sp.csr_matrix(sp.csr_matrix(timestamps, dtype=np.float64).multiply(pattern))
-    T.eliminate_zeros()
-    if T.nnz == 0:
-        raise InputError("the ranker's holdout='cutoff' needs timestamps in the training data")
-    cutoff = np.quantile(T.data, 1.0 - share)
-    late = T.copy()
-    late.data = (late.data > cutoff).astype(np.float32)
+    cutoff = np.quantile(times[times != 0], 1.0 - share)
+    late = X.copy()
+    late.data = ((times != 0) & (times > cutoff)).astype(np.float32)
     late.eliminate_zeros()
     early = (X - X.multiply(late)).tocsr()
     early.eliminate_zeros()
