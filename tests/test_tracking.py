@@ -471,3 +471,61 @@ def test_the_training_matrix_is_written_fast_and_reads_back_with_load_npz(tmp_pa
     assert back.format == "csr" and back.shape == X.shape and back.dtype == X.dtype
     assert np.array_equal(back.indptr, X.indptr) and np.array_equal(back.indices, X.indices)
     assert np.array_equal(back.data, X.data)
+
+
+def test_a_pyfunc_from_saved_parts_serves_the_same_and_owns_its_copies(
+    store, trained, served, tmp_path
+):
+    """The run folder's saved model and chain become the pyfunc's artifacts by link; the
+    store holds copies, so a later rewrite of the run folder cannot change a logged model."""
+    import pickle
+
+    import mlflow.pyfunc
+
+    from recsys.serving.coldstart import fit_cold_start_from_matrix
+    from recsys.serving.served import ARTIFACT_COLD_START, ARTIFACT_RECOMMENDER
+
+    model, id_map, X = trained
+    chain = fit_cold_start_from_matrix(X, id_map)
+    saved_dir = model.save(tmp_path / "run" / "recommender")
+    chain_file = tmp_path / "run" / "cold_start.pkl"
+    chain_file.write_bytes(pickle.dumps(chain))
+    info = registry.log_model_run(
+        model,
+        id_map=id_map,
+        train_matrix=X,
+        params={},
+        metrics=METRICS,
+        split_info=SPLIT,
+        data_hash="abc123",
+        run_name="cooc-saved-parts",
+        k=SERVE_K,
+        cold_start=chain,
+        saved={ARTIFACT_RECOMMENDER: saved_dir, ARTIFACT_COLD_START: chain_file},
+    )
+    for file in [*saved_dir.iterdir(), chain_file]:
+        file.write_bytes(b"rewritten by a later try")
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    users = ["u2", "u4", "nobody"]
+    got = loaded.predict(pd.DataFrame({"user_id": users}), params={"k": SERVE_K})
+    pd.testing.assert_frame_equal(got, _predict(served, users, k=SERVE_K))
+
+
+def test_link_tree_links_each_file_and_copies_where_it_cannot(tmp_path, monkeypatch):
+    from recsys.serving.served import link_tree
+
+    source = tmp_path / "model"
+    (source / "inner").mkdir(parents=True)
+    (source / "a.bin").write_bytes(b"a")
+    (source / "inner" / "b.bin").write_bytes(b"b")
+    link_tree(source, tmp_path / "linked")
+    assert (tmp_path / "linked" / "inner" / "b.bin").read_bytes() == b"b"
+    assert os.path.samefile(tmp_path / "linked" / "a.bin", source / "a.bin")
+
+    def no_links(*_args, **_kwargs):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    link_tree(source / "a.bin", tmp_path / "copied.bin")
+    assert (tmp_path / "copied.bin").read_bytes() == b"a"
+    assert not os.path.samefile(tmp_path / "copied.bin", source / "a.bin")

@@ -10,7 +10,8 @@ Layout of ``<RECSYS_HOME>/runs/<run key>/``::
     features/             feature tables of the training split (Parquet)
     features.json         each feature table's rows, columns and content hash
     cold_start.pkl        the cold-start chain every model of the run serves with
-    models/<name>/        each fitted model, its result.json, per_user.parquet
+    models/<name>/        each model's result.json, per_user.parquet and plots, and
+      recommender/        the fitted model (Recommender.save)
                           (per-user metrics and groups), tuned.json and plots/
     evaluation.json       leaderboard: every candidate and the champion
     champion_per_user.parquet  the champion scored on this run's test users
@@ -44,6 +45,8 @@ SPLIT = "split.json"
 FEATURES = "features"
 FEATURES_JSON = "features.json"
 MODELS = "models"
+#: Folder of a model's folder that holds the fitted model.
+SAVED_MODEL = "recommender"
 RESULT = "result.json"
 PER_USER = "per_user.parquet"
 TUNED = "tuned.json"
@@ -102,8 +105,14 @@ class RunFolder:
         return self.path / FEATURES
 
     def model_dir(self, model: str) -> Path:
-        """Where model ``model`` of this run is saved with its result and plots."""
+        """Where model ``model`` of this run keeps its result, plots and saved model."""
         return self.path / MODELS / model
+
+    def saved_model_dir(self, model: str) -> Path:
+        """The folder :meth:`recsys.models.base.Recommender.save` wrote model ``model`` to
+        (its model folder itself in runs from before the model had a folder of its own)."""
+        own = self.model_dir(model) / SAVED_MODEL
+        return own if own.is_dir() else self.model_dir(model)
 
     # ------------------------------------------------------------ JSON records
     def write_json(self, name: str, payload: Any) -> Path:

@@ -183,7 +183,7 @@ def spark_als_lists(run: RunFolder, users: Any, k: int, name: str) -> Any:
     from recsys.pipeline.steps import load_training_data
 
     data = load_training_data(run.run_key)
-    lists = engine.als_top_k(run.model_dir("spark_als") / SPARK_MODEL_DIR, data.X, k)
+    lists = engine.als_top_k(run.saved_model_dir("spark_als") / SPARK_MODEL_DIR, data.X, k)
     known = pd.DataFrame(
         {
             USER_COL: data.id_map.users.to_numpy()[lists["user"].to_numpy()],

@@ -10,6 +10,7 @@ serve``) can use it; only this module and :mod:`recsys.registry.runs` log it.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -95,13 +96,17 @@ def log_pyfunc(
     k: int,
     tmp: Path,
     cold_start: ColdStart | None = None,
+    saved: Mapping[str, Path] | None = None,
 ) -> str:
-    """Log the served model as pyfunc ``model`` of the active run; returns its URI."""
+    """Log the served model as pyfunc ``model`` of the active run; returns its URI.
+
+    ``saved``: parts already on disk (:meth:`ServedRecommender.save`).
+    """
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
     served = ServedRecommender(model, id_map, X, cold_start)
-    artifact_paths = served.save(tmp / "served")
+    artifact_paths = served.save(tmp / "served", saved=saved)
     example = pd.DataFrame({USER_COL: id_map.users[: min(2, id_map.n_users)].to_numpy()})
     with warnings.catch_warnings():
         # A hint that does not apply: served ids are never missing.

@@ -312,6 +312,7 @@ def log_model_run(
     parent_run_id: str | None = None,
     cold_start: ColdStart | None = None,
     inputs: Iterable[InputTable] = (),
+    saved: Mapping[str, Path] | None = None,
 ) -> RunInfo:
     """Record one trained model as an MLflow run with a servable pyfunc model.
 
@@ -337,6 +338,8 @@ def log_model_run(
             ``train_matrix`` alone (onboarding by co-liked items, global popularity).
         inputs: tables the model was fitted with, logged as dataset inputs
             (name, digest, schema, row count, source path).
+        saved: parts of the pyfunc already on disk, linked rather than written
+            again (see :meth:`recsys.serving.served.ServedRecommender.save`).
 
     Returns:
         The run id and the logged model's URI.
@@ -375,7 +378,7 @@ def log_model_run(
         _log_inputs(inputs)
         mlflow.log_dict(json_safe(dict(split_info)), "split.json")
         _log_extra_artifacts(artifacts or {})
-        model_uri = log_pyfunc(model, id_map, X, k, Path(tmp), cold_start)
+        model_uri = log_pyfunc(model, id_map, X, k, Path(tmp), cold_start, saved)
         mlflow.set_tag(TAG_MODEL_URI, model_uri)
     log.info("logged run %s (%s) with model %s", run.info.run_id, run_name, model_uri)
     return RunInfo(run_id=run.info.run_id, model_uri=model_uri)

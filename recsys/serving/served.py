@@ -9,7 +9,9 @@ evaluation both go through it, so what is measured is what is served.
 
 from __future__ import annotations
 
+import os
 import pickle
+import shutil
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -88,15 +90,26 @@ class ServedRecommender:
             self._cold_start = fit_cold_start_from_matrix(self.X, self.id_map)
         return self._cold_start
 
-    def save(self, folder: Path) -> dict[str, str]:
-        """Write model, id map and matrix under ``folder``; returns pyfunc artifact paths."""
+    def save(self, folder: Path, *, saved: Mapping[str, Path] | None = None) -> dict[str, str]:
+        """Write model, id map, matrix and cold-start chain under ``folder``; returns the
+        pyfunc's artifact paths.
+
+        ``saved`` names what is already on disk in the same form, to be linked
+        rather than written again (copied where a link cannot be made):
+        :data:`ARTIFACT_RECOMMENDER`, a folder that :meth:`Recommender.save` wrote
+        for this model, and :data:`ARTIFACT_COLD_START`, a pickle of this chain.
+        """
+        saved = saved or {}
         paths = {
             ARTIFACT_RECOMMENDER: folder / ARTIFACT_RECOMMENDER,
             ARTIFACT_ID_MAP: folder / ARTIFACT_ID_MAP,
             ARTIFACT_TRAIN: folder / "train_matrix.npz",
             ARTIFACT_COLD_START: folder / "cold_start.pkl",
         }
-        self.model.save(paths[ARTIFACT_RECOMMENDER])
+        if ARTIFACT_RECOMMENDER in saved:
+            link_tree(Path(saved[ARTIFACT_RECOMMENDER]), paths[ARTIFACT_RECOMMENDER])
+        else:
+            self.model.save(paths[ARTIFACT_RECOMMENDER])
         paths[ARTIFACT_ID_MAP].mkdir(parents=True, exist_ok=True)
         pd.DataFrame({USER_COL: self.id_map.users}).to_parquet(
             paths[ARTIFACT_ID_MAP] / "users.parquet"
@@ -105,7 +118,10 @@ class ServedRecommender:
             paths[ARTIFACT_ID_MAP] / "items.parquet"
         )
         save_matrix(paths[ARTIFACT_TRAIN], self.X)
-        paths[ARTIFACT_COLD_START].write_bytes(pickle.dumps(self.cold_start))
+        if ARTIFACT_COLD_START in saved:
+            link_tree(Path(saved[ARTIFACT_COLD_START]), paths[ARTIFACT_COLD_START])
+        else:
+            paths[ARTIFACT_COLD_START].write_bytes(pickle.dumps(self.cold_start))
         return {name: str(path) for name, path in paths.items()}
 
     @classmethod
@@ -197,6 +213,25 @@ class _Anonymous:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Anonymous) and other.n == self.n
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Hard-link file ``source`` to ``target``, or every file of folder ``source`` under
+    folder ``target``; a copy where no link can be made (another file system).
+
+    The pyfunc's artifacts are links to the run folder's files: MLflow copies
+    them into its store, so the 400 MB of an EASE model are not written once
+    more on the way (0.4 s at 2M interactions).
+    """
+    files = [source] if source.is_file() else [f for f in source.rglob("*") if f.is_file()]
+    for file in files:
+        dest = target if file == source else target / file.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        try:
+            os.link(file, dest)
+        except OSError:
+            shutil.copy2(file, dest)
 
 
 def save_matrix(path: Path, X: sp.csr_matrix) -> None:

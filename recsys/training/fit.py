@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,20 +46,35 @@ def fit_model(
     return model, time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class Scored:
+    """Every test user scored once, as served, and both views of it (:func:`score_once`).
+
+    Attributes:
+        warm: the figures of :func:`recsys.evaluation.holdout.evaluate_model`
+            (the test users with training history; the same values, read off
+            the served lists, whose known users the model itself answers).
+        detail: the :func:`served_evaluation` of every test user.
+        score_seconds: making the served lists (the model and the cold-start chain).
+        evaluate_seconds: the figures of those lists (accuracy, beyond-accuracy, slices).
+    """
+
+    warm: dict[str, float]
+    detail: DetailedEvaluation
+    score_seconds: float
+    evaluate_seconds: float
+
+
 def score_once(
     model: Recommender, data: TrainingData, *, k: int = 10, cold_start: ColdStart | None = None
-) -> tuple[dict[str, float], DetailedEvaluation]:
-    """Every test user scored once, as served, and both views of it.
-
-    Returns:
-        ``(warm, detail)``: the figures of :func:`recsys.evaluation.holdout.evaluate_model`
-        (the test users with training history; the same values, read off the
-        served lists, whose known users the model itself answers) and the
-        :func:`served_evaluation` of every test user.
-    """
+) -> Scored:
+    """Every test user scored once, as served, and both views of it (see :class:`Scored`)."""
+    start = time.perf_counter()
     lists = _served_lists(model, data, k, cold_start)
+    scored = time.perf_counter()
     detail = detailed_evaluation(lists, data.train, data.test, data.context, k)
-    return warm_figures(detail, lists, data, k), detail
+    warm = warm_figures(detail, lists, data, k)
+    return Scored(warm, detail, scored - start, time.perf_counter() - scored)
 
 
 def warm_figures(

@@ -25,7 +25,7 @@ BEYOND = (
     "user_coverage",
 )
 #: Counts and timings: last in every table, never drawn with the scores.
-COUNTS = re.compile(r"^(n_|users$|train_seconds|score_seconds|trial_seconds)")
+COUNTS = re.compile(r"^(n_|users$|train_seconds|score_seconds|evaluate_seconds|trial_seconds)")
 #: Per-group figures (``slice.<grouping>.<group>.<metric>``): the heatmap's, not the table's.
 SLICE = re.compile(r"^slice\.(?P<slicing>[^.]+)\.(?P<group>.+)\.(?P<metric>[a-z_]+@\d+)$")
 _AT_K = re.compile(r"^(?P<name>[a-z_]+)@(?P<k>\d+)$")
@@ -45,6 +45,7 @@ _LABELS = {
     "n_unknown_item_rows": "unknown-item rows",
     "train_seconds": "train s",
     "score_seconds": "score s",
+    "evaluate_seconds": "evaluate s",
 }
 
 CHECK_TITLES = {
