@@ -219,3 +219,26 @@ def test_onboarding_scores_cast_only_the_similarity_rows_they_use_and_sum_the_sa
     got = _product(H, S)
     assert got.dtype == np.float64 and got.shape == (7, 500)
     assert np.array_equal(got.toarray(), (H @ S).toarray())
+
+
+def test_a_batch_of_mixed_segments_scores_each_user_as_alone():
+    """Users of two segments, the global path and an onboarding answer in one call get
+    the rows each would get on their own."""
+    import scipy.sparse as sp
+
+    fitted = chain()
+    demos = [
+        fitted.demographics(10),
+        {},
+        fitted.demographics(12),
+        fitted.demographics(11),
+        {"age": 21, "gender": "F"},
+    ]
+    history = sp.lil_matrix((len(demos), fitted.item_ids.size))
+    history[4, 0] = 1.0
+    history = history.tocsr()
+    together, paths = fitted.score_users(history, demos)
+    alone = [fitted.score_users(history[n], [d]) for n, d in enumerate(demos)]
+    np.testing.assert_array_equal(together, np.vstack([scores for scores, _ in alone]))
+    assert paths == [p for _, ps in alone for p in ps]
+    assert paths[1] == "global" and paths[4] == "onboarding" and paths[0] != "global"
