@@ -145,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank-pool", type=int, default=100, help="candidates re-ranked per user")
     p.add_argument("--rerank-plot", default=None, help="write the trade-off plot (PNG) here")
     p.add_argument("--no-cold-users", action="store_true", help="skip the cold-user section")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of every model that takes one (default: each model's own)",
+    )
     _add_data_options(p)
 
     p = command("rollback", "move champion back to previous_champion")
@@ -406,6 +412,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         format_table,
         plot_rerank_tradeoff,
         run_benchmark,
+        seeded_params,
     )
 
     rerank = None
@@ -425,6 +432,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         columns=_columns(args),
         rerank=rerank,
         cold_users=not args.no_cold_users,
+        model_params=seeded_params(checked["models"], args.seed),
     )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,21 @@ def test_benchmark_writes_the_documented_report(synthetic, tmp_path, capsys):
     assert "| ease |" in capsys.readouterr().out
 
 
+def test_benchmark_seed_reaches_every_model_that_takes_one(synthetic, tmp_path):
+    def run(seed: int) -> dict:
+        out = tmp_path / f"seed-{seed}.json"
+        argv = ["benchmark", "--data", str(synthetic), "--models", "popularity,als"]
+        argv += ["--no-cold-users", "--seed", str(seed), "--output", str(out)]
+        assert main(argv) == 0
+        return json.loads(out.read_text())
+
+    first, again, other = run(3), run(3), run(4)
+    assert first["model_params"] == {"als": {"random_state": 3}}  # popularity takes no seed
+    als = [r["results"]["als"] for r in (first, again, other)]
+    assert als[0]["ndcg@10"] == als[1]["ndcg@10"]
+    assert (als[0]["ndcg@10"], als[0]["novelty"]) != (als[2]["ndcg@10"], als[2]["novelty"])
+
+
 def test_benchmark_reports_the_rerank_curve_and_plot(synthetic, tmp_path, capsys):
     out, plot = tmp_path / "report.json", tmp_path / "curve.png"
     assert (

@@ -6,8 +6,10 @@ figures from ``recsys benchmark`` and from a DAG run are comparable.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from recsys.errors import InputError
 from recsys.evaluation.beyond import build_catalogue, evaluate_detailed
 from recsys.evaluation.cold_users import evaluate_cold_users
 from recsys.ids import long_frame
-from recsys.models import make_model
+from recsys.models import make_model, model_class
 from recsys.models.ranker import fused_params
 from recsys.serving.rerank import rerank
 from recsys.training.data import build_training_data
@@ -101,6 +103,7 @@ def run_benchmark(
     report = {
         "protocol": protocol,
         "k": k,
+        "model_params": model_params or {},
         "dataset": {
             "name": dataset.name,
             "path": str(data_path),
@@ -136,6 +139,20 @@ DEFAULT_LAMS = {
     "popularity": (0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8),
     "mmr": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8),
 }
+
+
+def seeded_params(models: Iterable[str], seed: int | None) -> dict[str, dict] | None:
+    """``random_state=seed`` for each of ``models`` that takes one (``None``: no seed given).
+
+    The ranker hands its seed on to its generators and its validation carve.
+    """
+    if seed is None:
+        return None
+    return {
+        name: {"random_state": int(seed)}
+        for name in models
+        if "random_state" in inspect.signature(model_class(name)).parameters
+    }
 
 
 def rerank_tradeoff(
