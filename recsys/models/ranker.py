@@ -131,6 +131,12 @@ DEFAULT_GRID: dict[str, tuple] = {
     "min_child_weight": (10.0,),
     "max_bin": (64,),
 }
+#: Boosting rounds without a better validation NDCG@10 before the first bag stops.
+#: 15 rather than 30: on the ML-100K ``msr`` validation carve (seeds 42/1/2) the
+#: same best rounds and NDCG@10 (0.2838/0.2792/0.2811) for 15 fewer rounds; on
+#: the ``temporal`` carve 0.1832/0.2204/0.2259 against 0.1832/0.2204/0.2263
+#: (10 stopped seeds 1 and 2 after 10 and 13 rounds instead of 47 and 70).
+_PATIENCE = 15
 #: Share of each user's history counted as "late" for ``item_late_share``.
 _LATE = 0.2
 #: Margins (days) around a user's active period for ``item_window_share_*``.
@@ -565,7 +571,7 @@ class XGBRankerRecommender(Recommender):
             dfit,
             num_boost_round=int(self.max_rounds),
             evals=[(dval, "val")],
-            early_stopping_rounds=30,
+            early_stopping_rounds=_PATIENCE,
             evals_result=history,
             verbose_eval=False,
         )
