@@ -4,8 +4,8 @@
 (``recsys generate``), then runs the training pipeline's own step functions in
 order, each in a process of its own, as Airflow runs each task, and records
 the step's wall time and peak resident memory, and for each model its fit,
-scoring and the rest (loading the run's data, the cold-start chain, MLflow
-logging). The machine's load average is recorded beside every figure.
+scoring and the rest (its figures and slices, MLflow logging, opening the store,
+reading the run, saving). The machine's load average is recorded beside every figure.
 
 Writes ``<out>/scale.json``, ``<out>/scale.md`` (one table per size plus a
 summary) and ``<out>/scale.png`` (log-log: cost against interactions).
@@ -227,8 +227,8 @@ def _markdown(report: dict) -> str:
         ]
         for r in models:
             part = r.get("parts", {})
-            cells = [part.get(p, float("nan")) for p in ("evaluate", "log", "mlflow_start")]
-            cells += [part.get("load", float("nan")), part.get("save", float("nan"))]
+            names = ("evaluate", "log", "mlflow_start", "load", "save")
+            cells = [part.get(name, float("nan")) for name in names]
             core = r["fit_seconds"] + r["score_seconds"]
             share = f"{100 * r['other_seconds'] / core:.0f} %" if core else "-"
             lines.append(

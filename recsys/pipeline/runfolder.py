@@ -10,9 +10,9 @@ Layout of ``<RECSYS_HOME>/runs/<run key>/``::
     features/             feature tables of the training split (Parquet)
     features.json         each feature table's rows, columns and content hash
     cold_start.pkl        the cold-start chain every model of the run serves with
-    models/<name>/        each model's result.json, per_user.parquet and plots, and
+    models/<name>/        each model's result.json, per_user.parquet (per-user
+                          metrics and groups), tuned.json and plots/
       recommender/        the fitted model (Recommender.save)
-                          (per-user metrics and groups), tuned.json and plots/
     evaluation.json       leaderboard: every candidate and the champion
     champion_per_user.parquet  the champion scored on this run's test users
     leaderboard.md leaderboard.png  the same leaderboard as a table and a chart
