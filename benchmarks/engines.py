@@ -17,6 +17,7 @@ Usage::
 
     python benchmarks/engines.py --sizes 1 --out var/bench/engines
     python benchmarks/engines.py --sizes 1,10 --driver-memory 8g   # the larger runs
+    python benchmarks/engines.py --sizes 10 --from-step build_features --to-step build_features
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main() -> int:
         choices=STEPS,
         help="resume an earlier run of the same size at this step",
     )
+    parser.add_argument("--to-step", default=STEPS[-1], choices=STEPS, help="stop after this step")
     parser.add_argument("--step", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
@@ -60,7 +62,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"sizes": []}
     for size in (float(s) for s in args.sizes.split(",")):
-        steps = STEPS[STEPS.index(args.from_step) :]
+        steps = STEPS[STEPS.index(args.from_step) : STEPS.index(args.to_step) + 1]
         engines = args.engines.split(",")
         report["sizes"].append(_size(size, engines, steps, args.driver_memory, out))
         (out / "engines.json").write_text(json.dumps(report, indent=2))

@@ -308,6 +308,30 @@ def eval_max_users() -> int | None:
     return int(raw) or None
 
 
+DEFAULT_COLD_START_PAIRS = 5_000_000
+
+
+def cold_start_pairs() -> int | None:
+    """``RECSYS_COLD_START_PAIRS``: about how many training (user, item) pairs the
+    cold-start chain's co-liked item similarity learns from (a sample of users,
+    drawn by a hash of their ids, when the split has more; popularity counts
+    every pair); ``0`` = all (default 5,000,000).
+
+    Raises:
+        recsys.errors.InputError: the value is not a whole number >= 0.
+    """
+    raw = os.environ.get("RECSYS_COLD_START_PAIRS", "").strip()
+    if not raw:
+        return DEFAULT_COLD_START_PAIRS
+    if not raw.isdigit():
+        from recsys.errors import InputError
+
+        raise InputError(
+            f"RECSYS_COLD_START_PAIRS must be a whole number of pairs >= 0 (0 = all), got {raw!r}"
+        )
+    return int(raw) or None
+
+
 #: The engines ``RECSYS_ENGINE`` chooses between.
 ENGINES = ("local", "spark")
 

@@ -47,11 +47,33 @@ class IdMap:
 
         Ids are sorted so the same data always gives the same indices.
         """
-        users = pd.Index(np.sort(interactions[user_col].unique()), name=user_col)
-        items = interactions[item_col].unique()
+        return cls.from_ids(
+            interactions[user_col].unique(),
+            interactions[item_col].unique(),
+            extra_items=extra_items,
+            user_col=user_col,
+            item_col=item_col,
+        )
+
+    @classmethod
+    def from_ids(
+        cls,
+        users: object,
+        items: object,
+        *,
+        extra_items: pd.Index | None = None,
+        user_col: str = USER_COL,
+        item_col: str = ITEM_COL,
+    ) -> IdMap:
+        """The map of :meth:`from_frame` from the distinct ids alone (as counted elsewhere)."""
+        user_ids = np.sort(pd.unique(np.asarray(users)))
+        item_ids = pd.unique(np.asarray(items))
         if extra_items is not None:
-            items = np.union1d(items, np.asarray(extra_items))
-        return cls(users=users, items=pd.Index(np.sort(items), name=item_col))
+            item_ids = np.union1d(item_ids, np.asarray(extra_items))
+        return cls(
+            users=pd.Index(user_ids, name=user_col),
+            items=pd.Index(np.sort(item_ids), name=item_col),
+        )
 
     @property
     def n_users(self) -> int:

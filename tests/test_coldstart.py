@@ -242,3 +242,44 @@ def test_a_batch_of_mixed_segments_scores_each_user_as_alone():
     np.testing.assert_array_equal(together, np.vstack([scores for scores, _ in alone]))
     assert paths == [p for _, ps in alone for p in ps]
     assert paths[1] == "global" and paths[4] == "onboarding" and paths[0] != "global"
+
+
+def test_the_co_liked_similarity_learns_from_a_hash_drawn_sample_past_its_pair_budget(
+    monkeypatch,
+):
+    """Past ``similarity_pairs`` the co-liked similarity learns from the users whose
+    id hashes below the cut (the same users at every fit and on every engine);
+    popularity and segments still count every pair; RECSYS_COLD_START_PAIRS sets it."""
+    import hashlib
+
+    from recsys import config
+    from recsys.ids import IdMap
+    from recsys.serving.coldstart import similarity_sample, similarity_threshold
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame(
+        {"user_id": np.repeat(np.arange(400), 5), "item_id": rng.integers(0, 40, 2000)}
+    ).drop_duplicates()
+    whole = fit_cold_start(train)
+    part = fit_cold_start(train, similarity_pairs=len(train) // 4)
+    assert np.array_equal(part.global_pop, whole.global_pop)
+
+    cut = similarity_threshold(len(train), len(train) // 4)
+    drawn = [
+        u for u in range(400) if int(hashlib.sha256(str(u).encode()).hexdigest()[:15], 16) < cut
+    ]
+    assert 60 < len(drawn) < 140  # about a quarter of the users
+    assert similarity_sample(pd.Index(range(400)), len(train), len(train) // 4).sum() == len(drawn)
+    expected = fit_cold_start(train[train["user_id"].isin(drawn)], id_map=IdMap.from_frame(train))
+    assert (part.item_sim != whole.item_sim).nnz > 0
+    assert (part.item_sim != expected.item_sim).nnz == 0
+    assert similarity_threshold(len(train), len(train)) is None
+    assert similarity_threshold(len(train), None) is None
+
+    monkeypatch.delenv("RECSYS_COLD_START_PAIRS", raising=False)
+    assert config.cold_start_pairs() == 5_000_000
+    monkeypatch.setenv("RECSYS_COLD_START_PAIRS", "0")
+    assert config.cold_start_pairs() is None
+    monkeypatch.setenv("RECSYS_COLD_START_PAIRS", "half")
+    with pytest.raises(InputError, match="RECSYS_COLD_START_PAIRS must be a whole number"):
+        config.cold_start_pairs()

@@ -50,3 +50,12 @@ class Dataset:
     users: pd.DataFrame | None = None
     name: str = "dataset"
     meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class SideTables:
+    """The item and user tables of a data set without its interactions: what a step
+    that already has its split needs (:meth:`recsys.pipeline.runfolder.RunFolder.side_tables`)."""
+
+    items: pd.DataFrame | None = None
+    users: pd.DataFrame | None = None

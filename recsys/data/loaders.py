@@ -40,7 +40,7 @@ from recsys.constants import (
     USER_COL,
     YEAR_COL,
 )
-from recsys.data import RATING_SCALE, Dataset
+from recsys.data import RATING_SCALE, Dataset, SideTables
 from recsys.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -547,13 +547,19 @@ def _read_recsys(path: Path) -> Dataset:
         raise DataFormatError(f"{folder}: not a recsys folder (no {INTERACTIONS_FILE})")
     inter = _read_parquet(inter_path)
     _require_columns(inter, [USER_COL, ITEM_COL, RATING_COL, TIME_COL], inter_path)
-    items = _read_parquet(folder / ITEMS_FILE) if (folder / ITEMS_FILE).is_file() else None
-    users = _read_parquet(folder / USERS_FILE) if (folder / USERS_FILE).is_file() else None
+    side = read_side_tables(folder)
     meta_path = folder / META_FILE
     info = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return Dataset(
-        inter, items, users, name=info.get("name", folder.name), meta=info.get("meta", {})
+        inter, side.items, side.users, name=info.get("name", folder.name), meta=info.get("meta", {})
     )
+
+
+def read_side_tables(folder: Path) -> SideTables:
+    """The item and user tables of a recsys-format folder, not its interactions."""
+    items = _read_parquet(folder / ITEMS_FILE) if (folder / ITEMS_FILE).is_file() else None
+    users = _read_parquet(folder / USERS_FILE) if (folder / USERS_FILE).is_file() else None
+    return SideTables(items, users)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

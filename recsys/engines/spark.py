@@ -775,6 +775,71 @@ def suite_parameters(train: DataFrame, *, max_len: int = 50) -> dict[str, dict[s
     }
 
 
+# --------------------------------------------------------------- cold start
+@dataclass
+class ColdStartCounts:
+    """What the cold-start chain learns from the training split, counted on Spark
+    (:func:`cold_start_counts`); every table is small enough for the driver."""
+
+    users: np.ndarray  # distinct training users
+    items: np.ndarray  # distinct training items
+    pairs: int  # distinct (user, item) pairs
+    item_pairs: pd.DataFrame  # item_id, n: pairs per item
+    segment_pairs: pd.DataFrame  # kind, key, item_id, n: pairs per segment and item
+    segment_users: pd.DataFrame  # kind, key, n: training users per segment
+    similarity_rows: pd.DataFrame  # user_id, item_id: the pairs similarity learns from
+
+
+def cold_start_counts(
+    train: DataFrame, segments: pd.DataFrame | None, similarity_cut: Any
+) -> ColdStartCounts:
+    """Count on the cluster what :func:`recsys.serving.coldstart.fit_cold_start`
+    counts in memory, so the driver never holds the training split.
+
+    Args:
+        train: the training split (``user_id``, ``item_id``).
+        segments: the users' segment keys, long (``user_id, kind, key``), or ``None``.
+        similarity_cut: a function of the number of distinct pairs giving the cut of
+            :func:`recsys.serving.coldstart.similarity_threshold` (``None``: all pairs
+            go to the similarity).
+    """
+    from pyspark.sql import functions as F
+
+    pairs = train.select(USER_COL, ITEM_COL).distinct().persist()
+    try:
+        n_pairs = pairs.count()
+        users = to_pandas(pairs.select(USER_COL).distinct())[USER_COL].to_numpy()
+        item_pairs = to_pandas(pairs.groupBy(ITEM_COL).agg(F.count(F.lit(1)).alias("n")))
+        if segments is not None and len(segments):
+            keys = to_spark(train.sparkSession, segments)
+            known = keys.join(pairs.select(USER_COL).distinct(), USER_COL)
+            segment_users = to_pandas(known.groupBy("kind", "key").agg(F.count("*").alias("n")))
+            joined = keys.join(pairs, USER_COL)
+            segment_pairs = to_pandas(
+                joined.groupBy("kind", "key", ITEM_COL).agg(F.count("*").alias("n"))
+            )
+        else:
+            segment_users = pd.DataFrame({"kind": [], "key": [], "n": []})
+            segment_pairs = pd.DataFrame({"kind": [], "key": [], ITEM_COL: [], "n": []})
+        cut = similarity_cut(n_pairs)
+        drawn = pairs
+        if cut is not None:
+            digits = F.substring(F.sha2(F.col(USER_COL).cast("string"), 256), 1, 15)
+            drawn = pairs.filter(F.conv(digits, 16, 10).cast("long") < F.lit(int(cut)))
+        similarity_rows = to_pandas(drawn)
+    finally:
+        pairs.unpersist()
+    return ColdStartCounts(
+        users=users,
+        items=item_pairs[ITEM_COL].to_numpy(),
+        pairs=int(n_pairs),
+        item_pairs=item_pairs,
+        segment_pairs=segment_pairs,
+        segment_users=segment_users,
+        similarity_rows=similarity_rows,
+    )
+
+
 # ---------------------------------------------------------------- MLlib ALS
 def fit_als(
     X: Any,

@@ -150,6 +150,19 @@ class RunFolder:
 
         return load_dataset(self.raw, "recsys")
 
+    def side_tables(self) -> Any:
+        """The validated input's item and user tables, without reading its interactions
+        (a :class:`recsys.data.SideTables`)."""
+        from recsys.data.loaders import read_side_tables
+
+        return read_side_tables(self.raw)
+
+    def raw_interactions(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """The validated input's interactions (``columns`` of them)."""
+        from recsys.data.loaders import INTERACTIONS_FILE
+
+        return pd.read_parquet(self.raw / INTERACTIONS_FILE, columns=columns)
+
     def train(self, columns: list[str] | None = None) -> pd.DataFrame:
         return pd.read_parquet(self.file(TRAIN), columns=columns)
 

@@ -131,7 +131,7 @@ def write_feature_tables(run: RunFolder, *, max_len: int = 50) -> dict[str, Path
 
     spark = engine.session()
     train = engine.read_ordered(spark, [run.file(rf.TRAIN)]).persist()
-    dataset = run.dataset()
+    dataset = run.side_tables()
     items = dataset.items
     genres = items if items is not None and GENRES_COL in items.columns else None
     tables: dict[str, Any] = {
@@ -156,6 +156,67 @@ def write_feature_tables(run: RunFolder, *, max_len: int = 50) -> dict[str, Path
         paths[name] = path
     train.unpersist()
     return paths
+
+
+def fit_cold_start(run: RunFolder, *, min_segment_users: int = 20, **options: Any) -> Any:
+    """The run's cold-start chain (:func:`recsys.serving.coldstart.fit_cold_start`)
+    with the training split counted on Spark: the driver gathers the distinct ids,
+    the pairs per item and per segment, and the pairs of the users the co-liked
+    similarity learns from (``RECSYS_COLD_START_PAIRS``), never the whole split.
+    The same split gives the local engine's chain; ``options`` are the chain's
+    weights (:func:`recsys.serving.coldstart.cold_start_from_counts`).
+    """
+    import numpy as np
+
+    from recsys.engines import spark as engine
+    from recsys.ids import IdMap
+    from recsys.serving import coldstart
+
+    spark = engine.session()
+    train = engine.read_ordered(spark, [run.file(rf.TRAIN)])
+    side = run.side_tables()
+    table, lookup = coldstart.segment_lookup(side.users)
+    segments = None
+    if table is not None and lookup:
+        segments = table.melt(
+            id_vars=[USER_COL], value_vars=list(lookup), var_name="kind", value_name="key"
+        ).dropna(subset=["key"])
+        segments["key"] = segments["key"].astype(str)
+    max_pairs = config.cold_start_pairs()
+    counts = engine.cold_start_counts(
+        train, segments, lambda pairs: coldstart.similarity_threshold(pairs, max_pairs)
+    )
+    catalogue = side.items[ITEM_COL] if side.items is not None else None
+    id_map = IdMap.from_ids(counts.users, counts.items, extra_items=catalogue)
+    popularity = np.zeros(id_map.n_items, dtype=np.float32)  # as a sum of to_matrix's ones
+    popularity[id_map.item_index(counts.item_pairs[ITEM_COL])] = counts.item_pairs["n"]
+    segment_pop: dict[str, dict[str, np.ndarray]] = {}
+    for kind in lookup:
+        sizes = counts.segment_users[counts.segment_users["kind"] == kind]
+        pairs = counts.segment_pairs[counts.segment_pairs["kind"] == kind]
+        segment_pop[kind] = {}
+        for key in sizes.loc[sizes["n"] >= min_segment_users, "key"]:
+            rows = pairs[pairs["key"] == key]
+            vector = np.zeros(id_map.n_items)
+            vector[id_map.item_index(rows[ITEM_COL])] = rows["n"]
+            segment_pop[kind][str(key)] = vector
+    similar = id_map.to_matrix(counts.similarity_rows, weight_col=None)
+    similar.data[:] = 1.0
+    progress.info(
+        "cold-start chain counted on Spark: %s pairs, co-liked similarity from %s of them",
+        f"{counts.pairs:,}",
+        f"{len(counts.similarity_rows):,}",
+    )
+    return coldstart.cold_start_from_counts(
+        id_map,
+        popularity,
+        lookup,
+        segment_pop,
+        similar,
+        side.items,
+        min_segment_users=min_segment_users,
+        **options,
+    )
 
 
 def _cached(table: Any) -> Any:

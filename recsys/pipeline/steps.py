@@ -254,7 +254,7 @@ def build_features(run_key: str, *, max_len: int = 50) -> dict:
         paths = spark_steps.write_feature_tables(run, max_len=max_len)
     else:
         train = run.train()
-        dataset = run.dataset()
+        dataset = run.side_tables()
         tables = features.build_feature_tables(train, dataset.items, dataset.users, max_len=max_len)
         features.check_feature_tables(tables, features.suite_parameters(train, max_len=max_len))
         paths = features.write_features(run.features_dir, **tables)
@@ -264,9 +264,33 @@ def build_features(run_key: str, *, max_len: int = 50) -> dict:
     }
     run.write_json(rf.FEATURES_JSON, summary)
     started = time.perf_counter()
-    _shared_cold_start(run, load_training_data(run_key))
+    _write_cold_start(run, _fit_run_cold_start(run))
     progress.info("cold-start chain of the run fitted in %.1fs", time.perf_counter() - started)
     return summary
+
+
+def _fit_run_cold_start(run: RunFolder, **options: Any) -> Any:
+    """The run's cold-start chain from its training pairs and side tables (on Spark
+    under ``RECSYS_ENGINE=spark``: the driver then holds counts, not the split);
+    ``options`` go to :func:`recsys.serving.coldstart.fit_cold_start`."""
+    if config.engine() == "spark":
+        from recsys.pipeline import spark_steps
+
+        return spark_steps.fit_cold_start(run, **options)
+    from recsys.ids import IdMap
+    from recsys.serving.coldstart import fit_cold_start
+
+    train = run.train([USER_COL, ITEM_COL])
+    side = run.side_tables()
+    catalogue = side.items[ITEM_COL] if side.items is not None else None
+    return fit_cold_start(
+        train,
+        side.items,
+        side.users,
+        id_map=IdMap.from_frame(train, extra_items=catalogue),
+        similarity_pairs=config.cold_start_pairs(),
+        **options,
+    )
 
 
 def _table_summary(run: RunFolder, name: str, path: Path) -> dict:
@@ -300,7 +324,7 @@ def load_training_data(run_key: str) -> Any:
     data = build_training_data(
         run.train(),
         run.test(),
-        run.dataset(),
+        run.side_tables(),
         run.split_info(),
         features=run.feature_tables(CONTEXT_TABLES) or None,
     )
@@ -342,7 +366,7 @@ def tune_model(
     from recsys.training.tuning import tune_model as run_study
 
     run = RunFolder(run_key)
-    dataset = run.dataset()
+    dataset = run.side_tables()
     result = run_study(
         model_name,
         run.train(),
@@ -523,7 +547,6 @@ def train_task_id(model_name: str) -> str:
 def _shared_cold_start(run: RunFolder, data: Any) -> Any:
     """The run's cold-start chain, fitted by the first model that needs it and kept in
     the run folder for the others (it depends on the training split alone)."""
-    import os
     import pickle
 
     from recsys.training.fit import cold_start_chain
@@ -532,10 +555,19 @@ def _shared_cold_start(run: RunFolder, data: Any) -> Any:
     if path.is_file():
         return pickle.loads(path.read_bytes())
     chain = cold_start_chain(data)
+    _write_cold_start(run, chain)
+    return chain
+
+
+def _write_cold_start(run: RunFolder, chain: Any) -> None:
+    """``cold_start.pkl`` of the run, written aside and moved into place."""
+    import os
+    import pickle
+
+    path = run.file(rf.COLD_START)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     partial.write_bytes(pickle.dumps(chain, protocol=pickle.HIGHEST_PROTOCOL))
     os.replace(partial, path)  # a task beside this one may have written it too: same content
-    return chain
 
 
 def evaluate_candidates(
@@ -608,7 +640,7 @@ def _score_champion(run: RunFolder, name: str, champion: dict, k: int) -> dict[s
         log.warning("the champion of %s cannot be compared with this run: %s", name, why)
         return {"metrics": {}, "comparable": False, "incomparable": why}
     test = run.test()
-    dataset = run.dataset()
+    dataset = run.side_tables()
     # The version read above, not the alias: another run may move the alias meanwhile.
     model = registry.load_model(champion["model_uri"])
     why = _incomparable(model.unwrap_python_model().served(), run, dataset, test)
@@ -863,7 +895,7 @@ def recommend_all(run_key: str, *, k: int = 10, rerank_strength: float = 0.0) ->
     if champion is None:
         raise NotFoundError(f"no model holds the champion alias of '{name}'")
     # The run's own copy: pseudonyms already when pseudonymisation is on.
-    users = run.dataset().interactions[USER_COL].unique()
+    users = run.raw_interactions([USER_COL])[USER_COL].unique()
     pool = max(k, RERANK_POOL) if rerank_strength > 0 else k
     if config.engine() == "spark" and _champion_is_runs_spark_als(run, champion):
         from recsys.pipeline import spark_steps

@@ -474,6 +474,7 @@ def fit_cold_start(
     min_segment_users: int = 20,
     segment_weight: float = 0.5,
     onboarding_weight: float = 1.0,
+    similarity_pairs: int | None = None,
 ) -> ColdStart:
     """Learn the fallback chain from the training interactions.
 
@@ -489,6 +490,10 @@ def fit_cold_start(
             added to the segment/global popularity. The defaults (20, 0.5, 1.0)
             were picked on a cold slice of a validation carve of the ML-100K
             ``msr`` training split (never its test part).
+        similarity_pairs: learn the co-liked item similarity from the users of
+            :func:`similarity_sample` for about this many (user, item) pairs
+            when ``train`` has more (``None``: from every user). Popularity and
+            segments always count every pair.
 
     Raises:
         ColdStartError: missing columns or empty ``train``.
@@ -502,18 +507,76 @@ def fit_cold_start(
         id_map = IdMap.from_frame(train, extra_items=None if items is None else items[ITEM_COL])
     X = id_map.to_matrix(train, weight_col=None)
     X.data[:] = 1.0
-    segments, seg_pop = _segments(users, id_map, X, min_segment_users)
-    return ColdStart(
-        item_ids=id_map.items,
-        global_pop=np.asarray(X.sum(axis=0)).ravel(),
-        segment_pop=seg_pop,
-        user_segments=segments,
-        item_sim=_item_cosine(X),
-        content=_content(items, id_map),
-        item_genres=_genres(items, id_map),
+    lookup, seg_pop = _segments(users, id_map, X, min_segment_users)
+    similar = X
+    keep = similarity_sample(id_map.users, X.nnz, similarity_pairs)
+    if keep is not None:
+        similar = X[np.flatnonzero(keep)]
+    return cold_start_from_counts(
+        id_map,
+        np.asarray(X.sum(axis=0)).ravel(),
+        lookup,
+        seg_pop,
+        similar,
+        items,
         min_segment_users=min_segment_users,
         segment_weight=segment_weight,
         onboarding_weight=onboarding_weight,
+    )
+
+
+def cold_start_from_counts(
+    id_map: IdMap,
+    global_pop: np.ndarray,
+    user_segments: dict[str, dict],
+    segment_pop: dict[str, dict[str, np.ndarray]],
+    similar: sp.csr_matrix,
+    items: pd.DataFrame | None,
+    **options: object,
+) -> ColdStart:
+    """The chain from what :func:`fit_cold_start` counts, wherever it was counted (the
+    Spark engine counts on its cluster): each item's pairs, the segments'
+    (:func:`segment_lookup`, per kind segment -> pairs per item) and the binary
+    rows the co-liked similarity learns from (any users, ``id_map``'s columns)."""
+    return ColdStart(
+        item_ids=id_map.items,
+        global_pop=global_pop,
+        segment_pop=segment_pop,
+        user_segments=user_segments,
+        item_sim=_item_cosine(similar),
+        content=_content(items, id_map),
+        item_genres=_genres(items, id_map),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+#: Hex digits of a user id's SHA-256 that :func:`similarity_sample` compares.
+_SAMPLE_DIGITS = 15
+
+
+def similarity_threshold(pairs: int, max_pairs: int | None) -> int | None:
+    """The cut of :func:`similarity_sample` for ``pairs`` training pairs: a user is in
+    the sample when the first 15 hex digits of the SHA-256 of ``str(user_id)``, as
+    a number, are below it (``None``: everyone is, as ``pairs <= max_pairs``).
+    The rule depends on the ids alone, so both engines draw the same users."""
+    if max_pairs is None or pairs <= max_pairs:
+        return None
+    return int(16**_SAMPLE_DIGITS * max_pairs / pairs)
+
+
+def similarity_sample(user_ids: pd.Index, pairs: int, max_pairs: int | None) -> np.ndarray | None:
+    """Which of ``user_ids`` the co-liked similarity learns from (a boolean mask), or
+    ``None`` for all of them (see :func:`similarity_threshold`)."""
+    import hashlib
+
+    cut = similarity_threshold(pairs, max_pairs)
+    if cut is None:
+        return None
+    digits = _SAMPLE_DIGITS
+    return np.fromiter(
+        (int(hashlib.sha256(str(u).encode()).hexdigest()[:digits], 16) < cut for u in user_ids),
+        dtype=bool,
+        count=len(user_ids),
     )
 
 
@@ -531,19 +594,26 @@ def fit_cold_start_from_matrix(X: sp.spmatrix, id_map: IdMap, **options: object)
     return fit_cold_start(train, id_map=id_map, **options)
 
 
+def segment_lookup(users: pd.DataFrame | None) -> tuple[pd.DataFrame | None, dict[str, dict]]:
+    """The users table's segment keys (:func:`user_segment_table`) and, per segment
+    kind, user id -> key: the chain's ``user_segments``."""
+    if users is None:
+        return None, {}
+    table = user_segment_table(users)
+    kinds = [k for k in (SEGMENT_AGE_GENDER, SEGMENT_OCCUPATION) if k in table.columns]
+    return table, {k: dict(zip(table[USER_COL], table[k], strict=True)) for k in kinds}
+
+
 def _segments(
     users: pd.DataFrame | None, id_map: IdMap, X: sp.csr_matrix, min_users: int
 ) -> tuple[dict, dict]:
-    if users is None:
+    table, lookup = segment_lookup(users)
+    if table is None:
         return {}, {}
-    table = user_segment_table(users)
-    lookup, pops = {}, {}
+    pops = {}
     rows = id_map.user_index(table[USER_COL].to_numpy())
-    for kind in (SEGMENT_AGE_GENDER, SEGMENT_OCCUPATION):
-        if kind not in table.columns:
-            continue
+    for kind in lookup:
         keys = table[kind]
-        lookup[kind] = dict(zip(table[USER_COL], keys, strict=True))
         known = (rows >= 0) & keys.notna().to_numpy()
         codes, names = pd.factorize(keys[known])
         M = sp.csr_matrix(

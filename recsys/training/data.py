@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.constants import ITEM_COL, USER_COL
-from recsys.data import Dataset
+from recsys.data import Dataset, SideTables
 from recsys.data.features import indexed_features
 from recsys.ids import IdMap
 from recsys.models.base import FitContext
@@ -45,7 +45,7 @@ class TrainingData:
 def build_training_data(
     train: pd.DataFrame,
     test: pd.DataFrame,
-    dataset: Dataset,
+    dataset: Dataset | SideTables,
     split: dict,
     *,
     features: dict[str, pd.DataFrame] | None = None,

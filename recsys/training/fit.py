@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys import config
 from recsys.constants import ITEM_COL, RANK_COL, USER_COL
 from recsys.evaluation.beyond import BEYOND_METRICS, DetailedEvaluation, evaluate_detailed
 from recsys.evaluation.holdout import evaluate_model
@@ -104,7 +105,13 @@ def warm_figures(
 
 def cold_start_chain(data: TrainingData) -> ColdStart:
     """The fallback chain served models use for users they have never seen."""
-    return fit_cold_start(data.train, data.context.items, data.context.users, id_map=data.id_map)
+    return fit_cold_start(
+        data.train,
+        data.context.items,
+        data.context.users,
+        id_map=data.id_map,
+        similarity_pairs=config.cold_start_pairs(),
+    )
 
 
 def served_evaluation(
