@@ -185,6 +185,19 @@ def test_spark_split_equals_the_local_split(validated, monkeypatch, protocol):
     assert {key: b[key] for key in same} == {key: a[key] for key in same}
 
 
+def test_the_temporal_cutoff_is_the_exact_nth_smallest_time(spark):
+    """The temporal split's cutoff comes from a histogram, not a global sort: still
+    the exact n-th smallest time, with ties and far-apart values."""
+    from recsys.engines import spark as engine
+
+    rng = np.random.default_rng(5)
+    times = np.concatenate([rng.integers(0, 10**9, 3000), np.full(500, 123_456), [10**12]])
+    frame = engine.to_spark(spark, pd.DataFrame({TIME_COL: times}))
+    ordered = np.sort(times)
+    for n in (1, 2, 1700, 2000, len(times) - 1, len(times)):
+        assert engine._nth_smallest(frame, TIME_COL, n) == ordered[n - 1], n
+
+
 def test_spark_feature_tables_equal_the_local_ones(validated, monkeypatch):
     """The tables the Spark step checks and writes equal the local builders' on the
     same split (the step's cold-start fit, the same code for both, is left out)."""

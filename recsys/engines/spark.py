@@ -250,10 +250,12 @@ def write_parquet_file(df: DataFrame, target: Path, order: list[str] | None = No
     partial = target.with_name(f".{target.name}.partial")
     schema = pq.read_schema(parts[0]) if parts else df.drop(*internal).limit(0).toArrow().schema
     with pq.ParquetWriter(partial, schema) as writer:
-        for part in parts:
-            table = pq.read_table(part)
-            if table.num_rows:
-                writer.write_table(table.cast(schema))
+        for part in parts:  # a row group at a time: the driver never holds a whole part
+            source = pq.ParquetFile(part)
+            for group in range(source.num_row_groups):
+                table = source.read_row_group(group)
+                if table.num_rows:
+                    writer.write_table(table.cast(schema))
     os.replace(partial, target)
     shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -465,9 +467,34 @@ def _temporal(df: DataFrame, ratio: float = 0.8) -> tuple[DataFrame, DataFrame, 
     n_train = int(round(ratio * df.count()))
     if n_train == 0:
         return df.limit(0), df, [ROW]
-    cutoff = df.select(TIME_COL).orderBy(TIME_COL).offset(n_train - 1).first()[0]
+    cutoff = _nth_smallest(df, TIME_COL, n_train)
     in_train = F.col(TIME_COL) <= F.lit(cutoff)
     return df.filter(in_train), df.filter(~in_train), [ROW]
+
+
+#: Buckets of the value histogram :func:`_nth_smallest` counts first.
+_HISTOGRAM_BUCKETS = 1 << 16
+
+
+def _nth_smallest(df: DataFrame, col: str, n: int) -> int:
+    """The ``n``-th smallest (1-based) of the integer column ``col``, exactly, without a
+    global sort: a histogram of :data:`_HISTOGRAM_BUCKETS` equal-width buckets
+    finds the bucket that holds it, then that bucket's distinct values are counted.
+    The driver holds two small tables; a sort with an offset would keep ``n``
+    rows in one task (the whole training part of a temporal split)."""
+    from pyspark.sql import functions as F
+
+    low, high = df.agg(F.min(col), F.max(col)).first()
+    width = (int(high) - int(low)) // _HISTOGRAM_BUCKETS + 1
+    bucket = ((F.col(col) - F.lit(int(low))) / F.lit(width)).cast("long")
+    counts = to_pandas(df.groupBy(bucket.alias("_b")).count()).sort_values("_b")
+    through = counts["count"].cumsum().to_numpy()
+    at = int(np.searchsorted(through, n))
+    before = int(through[at - 1]) if at else 0
+    inside = df.filter(bucket == F.lit(int(counts["_b"].iloc[at])))
+    values = to_pandas(inside.groupBy(col).count()).sort_values(col)
+    within = int(np.searchsorted(values["count"].cumsum().to_numpy(), n - before))
+    return int(values[col].iloc[within])
 
 
 def _leave_last_out(df: DataFrame, n: int = 1) -> tuple[DataFrame, DataFrame, list[str]]:
