@@ -296,16 +296,7 @@ def eval_max_users() -> int | None:
     Raises:
         recsys.errors.InputError: the value is not a whole number >= 0.
     """
-    raw = os.environ.get("RECSYS_EVAL_MAX_USERS", "").strip()
-    if not raw:
-        return DEFAULT_EVAL_MAX_USERS
-    if not raw.isdigit():
-        from recsys.errors import InputError
-
-        raise InputError(
-            f"RECSYS_EVAL_MAX_USERS must be a whole number of users >= 0 (0 = all), got {raw!r}"
-        )
-    return int(raw) or None
+    return _count_or_all("RECSYS_EVAL_MAX_USERS", DEFAULT_EVAL_MAX_USERS, "users")
 
 
 DEFAULT_COLD_START_PAIRS = 5_000_000
@@ -320,15 +311,18 @@ def cold_start_pairs() -> int | None:
     Raises:
         recsys.errors.InputError: the value is not a whole number >= 0.
     """
-    raw = os.environ.get("RECSYS_COLD_START_PAIRS", "").strip()
+    return _count_or_all("RECSYS_COLD_START_PAIRS", DEFAULT_COLD_START_PAIRS, "pairs")
+
+
+def _count_or_all(name: str, default: int, unit: str) -> int | None:
+    """The whole number in ``name`` (``default`` when unset); ``0`` means no limit (``None``)."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_COLD_START_PAIRS
+        return default
     if not raw.isdigit():
         from recsys.errors import InputError
 
-        raise InputError(
-            f"RECSYS_COLD_START_PAIRS must be a whole number of pairs >= 0 (0 = all), got {raw!r}"
-        )
+        raise InputError(f"{name} must be a whole number of {unit} >= 0 (0 = all), got {raw!r}")
     return int(raw) or None
 
 

@@ -809,7 +809,6 @@ class ColdStartCounts:
     (:func:`cold_start_counts`); every table is small enough for the driver."""
 
     users: np.ndarray  # distinct training users
-    items: np.ndarray  # distinct training items
     pairs: int  # distinct (user, item) pairs
     item_pairs: pd.DataFrame  # item_id, n: pairs per item
     segment_pairs: pd.DataFrame  # kind, key, item_id, n: pairs per segment and item
@@ -858,7 +857,6 @@ def cold_start_counts(
         pairs.unpersist()
     return ColdStartCounts(
         users=users,
-        items=item_pairs[ITEM_COL].to_numpy(),
         pairs=int(n_pairs),
         item_pairs=item_pairs,
         segment_pairs=segment_pairs,

@@ -187,7 +187,7 @@ def fit_cold_start(run: RunFolder, *, min_segment_users: int = 20, **options: An
         train, segments, lambda pairs: coldstart.similarity_threshold(pairs, max_pairs)
     )
     catalogue = side.items[ITEM_COL] if side.items is not None else None
-    id_map = IdMap.from_ids(counts.users, counts.items, extra_items=catalogue)
+    id_map = IdMap.from_ids(counts.users, counts.item_pairs[ITEM_COL], extra_items=catalogue)
     popularity = np.zeros(id_map.n_items, dtype=np.float32)  # as a sum of to_matrix's ones
     popularity[id_map.item_index(counts.item_pairs[ITEM_COL])] = counts.item_pairs["n"]
     segment_pop: dict[str, dict[str, np.ndarray]] = {}
