@@ -272,6 +272,9 @@ def recsys_training():
             task_id=f"train_{name}",
             doc_md=f"Fit `{name}` with its tuned parameters (from the run folder) and log it "
             "as an MLflow run.",
+            # The ranker trains after the other models, whatever became of them: it
+            # takes those that succeeded in place of its generators of the same settings.
+            trigger_rule="all_done_min_one_success" if name == "ranker" else "all_success",
         )
         @_fail_fast
         def train() -> dict:
@@ -322,10 +325,12 @@ def recsys_training():
     tuned = tune.partial(features=features).expand(model_name=MODELS)
     # Each train task reads its own tuned parameters from the run folder, so none
     # has to page through every mapped tune result over XCom.
-    trained = [train_task(name)() for name in MODELS]
-    tuned >> trained
+    trained = {name: train_task(name)() for name in MODELS}
+    tuned >> list(trained.values())
+    if "ranker" in trained:
+        [t for name, t in trained.items() if name != "ranker"] >> trained["ranker"]
     evaluation = evaluate()
-    trained >> evaluation
+    list(trained.values()) >> evaluation
     recommend(promote(evaluation))
 
 

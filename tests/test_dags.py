@@ -70,7 +70,9 @@ def test_training_dag_has_the_exact_task_graph(dagbag):
         "prepare": {"build_features"},
         "build_features": {"tune"},
         "tune": trains,
-        **{t: {"evaluate"} for t in trains},
+        # The ranker trains after the others: it takes their fits for its generators.
+        **{t: {"evaluate", "train_ranker"} for t in trains - {"train_ranker"}},
+        "train_ranker": {"evaluate"},
         "evaluate": {"promote"},
         "promote": {"recommend"},
         "recommend": set(),
@@ -87,6 +89,8 @@ def test_training_dag_schedule_retries_and_docs(dagbag):
     assert all(t.retries == 2 for t in dag.tasks)
     assert all(t.doc_md for t in dag.tasks)
     assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
+    # A failed or skipped model does not stop the ranker, which then fits its own.
+    assert dag.get_task("train_ranker").trigger_rule == "all_done_min_one_success"
     assert set(dag.params) == {
         "data_path",
         "data_format",

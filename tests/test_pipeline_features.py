@@ -145,3 +145,19 @@ def test_train_model_logs_the_feature_tables_as_dataset_inputs(built, isolated_m
         assert tags["mlflow.data.context"] == "features"
     source = json.loads(next(i for i in inputs if i.dataset.name == "sequences").dataset.source)
     assert os.path.samefile(source["uri"], RunFolder(RUN).path / "features/sequences.parquet")
+
+
+def test_the_rankers_step_takes_the_models_the_run_trained_before_it(built, isolated_mlflow):
+    from recsys.models.base import load_saved
+
+    pipeline.train_model(RUN, "popularity", k=5)
+    quick = {"generators": ["popularity", "ease"], "n_bags": 1, "n_folds": 1, "max_rounds": 10}
+    pipeline.train_model(RUN, "ranker", params=quick, k=5)
+    run = RunFolder(RUN)
+    ranker = load_saved(run.saved_model_dir("ranker"))
+    popularity = load_saved(run.saved_model_dir("popularity"))
+    # The run's popularity is the generator; EASE, which the run did not train, was fitted.
+    assert ranker.reused_ == ["popularity"]
+    np.testing.assert_array_equal(
+        ranker.generators_["popularity"].item_scores_, popularity.item_scores_
+    )

@@ -500,3 +500,45 @@ def test_ranker_fused_with_attention_learns_the_next_item_rule():
     assert np.mean(items[:, 0] == expected) >= 0.9
     attention_gain = sum(v for f, v in model.feature_importances_.items() if "attention" in f)
     assert attention_gain > 0
+
+
+def test_the_ranker_takes_the_runs_fitted_generators_of_the_same_settings_only(fitted):
+    """A generator the run already fitted on the same data with the same parameters is
+    taken as it is for the final stage, never for a carve; another setting is refitted.
+    The result is the ranker that fitted every generator itself."""
+    _, X, ctx = fitted
+    ease = make_model("ease", l2=1.0).fit(X, ctx)
+    itemknn = make_model("itemknn", k_neighbours=9).fit(X, ctx)  # TINY fits it with 5
+    loads = []
+
+    def loader(model):
+        def load():
+            loads.append(model.name)
+            return model
+
+        return load
+
+    ctx_fitted = dataclasses.replace(ctx, fitted={"ease": loader(ease), "itemknn": loader(itemknn)})
+    model = XGBRankerRecommender(**TINY).fit(X, ctx_fitted)
+    assert model.generators_["ease"] is ease
+    assert model.reused_ == ["ease"]
+    assert model.generators_["itemknn"] is not itemknn
+    assert model.generators_["itemknn"].k_neighbours == 5
+    # Each sibling is looked at once, for the final stage: the carves of both folds
+    # fitted their own (the fitted ones have seen the carves' labels).
+    assert sorted(loads) == ["ease", "itemknn"]
+    users = np.arange(X.shape[0])
+    alone = XGBRankerRecommender(**TINY).fit(X, ctx)
+    (top, scores), (top_alone, scores_alone) = (m.recommend(users, X, 5) for m in (model, alone))
+    np.testing.assert_array_equal(top, top_alone)
+    np.testing.assert_allclose(scores, scores_alone)
+
+
+def test_a_sibling_fitted_on_other_data_is_not_taken():
+    X, ctx = blocks()
+    other, _ = blocks(n_users=30)
+    ease = make_model("ease", l2=1.0).fit(other, ctx)
+    ctx_fitted = dataclasses.replace(ctx, fitted={"ease": lambda: ease})
+    model = XGBRankerRecommender(**TINY).fit(X, ctx_fitted)
+    assert model.reused_ == []
+    assert model.generators_["ease"] is not ease

@@ -20,6 +20,7 @@ import logging
 import os
 import pickle
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,10 @@ class FitContext:
         rows: the training rows and id map the context was built from; a
             ``sequences`` or ``timestamps`` not given is derived from them when
             first read.
+        fitted: models of the same run already fitted on this ``X`` and context,
+            registry name → a loader called only when the model is wanted. A
+            model built from others (the ranker) may take one instead of fitting
+            its own, when it has the same class and parameters.
     """
 
     sequences: list[np.ndarray] | None = _FromRows("sequences")  # type: ignore[assignment]
@@ -99,6 +104,9 @@ class FitContext:
     item_ids: pd.Index | None = None
     timestamps: sp.csr_matrix | None = _FromRows("time_matrix")  # type: ignore[assignment]
     rows: tuple[pd.DataFrame, IdMap] | None = field(default=None, repr=False, compare=False)
+    fitted: Mapping[str, Callable[[], Recommender]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def from_interactions(

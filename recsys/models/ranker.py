@@ -284,6 +284,8 @@ class XGBRankerRecommender(Recommender):
 
     Attributes:
         generators_: the generators refitted on all of ``X``.
+        reused_: labels of the generators taken as the run had fitted them
+            (``context.fitted``) rather than fitted again.
         boosters_: the ``n_bags`` trained ``xgboost.Booster`` (each cut at its best round).
         best_params_: the chosen XGBoost setting.
         n_rounds_: each bag's boosting rounds.
@@ -367,7 +369,7 @@ class XGBRankerRecommender(Recommender):
         feats, y, users = (np.concatenate(p) for p in zip(*parts, strict=True))
         folds = np.repeat(np.arange(len(parts)), [p[2].size for p in parts])
         self._fit_booster(feats, y, users, folds * X.shape[0] + users)
-        self._fit_stage(X, context, sequences)
+        self._fit_stage(X, context, sequences, reuse=True)
         top = sorted(self.feature_importances_, key=self.feature_importances_.get)[-3:][::-1]
         log.info(
             "ranker fitted: %d bags, best %s, top features %s",
@@ -406,16 +408,39 @@ class XGBRankerRecommender(Recommender):
             )
 
     def _fit_stage(
-        self, X: sp.csr_matrix, context: FitContext, sequences: list[np.ndarray]
+        self,
+        X: sp.csr_matrix,
+        context: FitContext,
+        sequences: list[np.ndarray],
+        *,
+        reuse: bool = False,
     ) -> None:
-        """Fit the generators and the item statistics on ``X``."""
+        """Fit the generators and the item statistics on ``X``.
+
+        With ``reuse`` (the final stage, on the whole of ``X``, never a carve,
+        whose generators must not have seen its labels), a generator the run
+        already fitted (``context.fitted``) with the same class and parameters
+        is taken as it is instead of being fitted again.
+        """
         from recsys.models import make_model
 
         params = self.generator_params or {}
         self.generators_ = {}
+        self.reused_ = []
         for label, name in map(parse_generator, self.generators):
             model = make_model(name, **params.get(label, {}))
-            self.generators_[label] = model.fit(X, context)
+            fitted = _fitted_sibling(model, name, X, context) if reuse else None
+            if fitted is not None:
+                self.reused_.append(label)
+                self.generators_[label] = fitted
+            else:
+                self.generators_[label] = model.fit(X, context)
+        if self.reused_:
+            progress.info(
+                "ranker: took the run's fitted %s (same parameters, same data) "
+                "instead of fitting them again",
+                ", ".join(self.reused_),
+            )
         self.item_stats_ = _item_stats(X, context, sequences, self.item_genres_)
         self.activity_sorted_ = np.sort(np.diff(X.indptr)).astype(np.float64)
         self.times_ = _Times.build(X, context.timestamps)
@@ -1064,6 +1089,25 @@ def _sequences(X: sp.csr_matrix, context: FitContext) -> list[np.ndarray]:
         return [np.asarray(s, dtype=np.int64) for s in context.sequences]
     log.warning("ranker: no sequences in the context; item order stands in for time")
     return np.split(X.indices.astype(np.int64), X.indptr[1:-1])
+
+
+def _fitted_sibling(
+    model: Recommender, name: str, X: sp.csr_matrix, context: FitContext
+) -> Recommender | None:
+    """The run's fitted ``name`` (``context.fitted``) when it is ``model`` fitted on
+    ``X``: same class, same parameters, same shape; otherwise ``None``."""
+    load = context.fitted.get(name)
+    if load is None:
+        return None
+    sibling = load()
+    same = (
+        type(sibling) is type(model)
+        and sibling.get_params() == model.get_params()
+        and (getattr(sibling, "n_users_", None), getattr(sibling, "n_items_", None)) == X.shape
+    )
+    if not same:
+        log.info("ranker: the run's %s differs from its generator; fitting its own", name)
+    return sibling if same else None
 
 
 def _item_genres(context: FitContext, n_items: int) -> sp.csr_matrix | None:

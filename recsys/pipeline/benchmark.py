@@ -86,12 +86,17 @@ def run_benchmark(
         train, test, dataset, describe_split(train, test, protocol, options), features=tables
     )
     results = {}
-    for name in models:
+    fitted: dict[str, Any] = {}
+    # The ranker last: it takes the models fitted before it in place of its own
+    # generators where they are the same (class and parameters), as a DAG run does.
+    for name in sorted(models, key=lambda name: name == "ranker"):
         params = (model_params or {}).get(name)
         if name == "ranker":
             params = fused_params(models, protocol=protocol, params=params)
+            data.context.fitted = {n: (lambda m=m: m) for n, m in fitted.items()}
         start = time.perf_counter()
         model, metrics, seconds = fit_and_evaluate(name, data, params=params, k=k)
+        fitted[name] = model
         total = time.perf_counter() - start
         results[name] = {
             **metrics,
@@ -113,7 +118,7 @@ def run_benchmark(
             "train_rows": int(len(train)),
             "test_rows": int(len(test)),
         },
-        "results": results,
+        "results": {name: results[name] for name in models},
     }
     if rerank:
         report["rerank"] = rerank_tradeoff(

@@ -105,8 +105,10 @@ def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = 
         summary["split"] = prepare_data(run_key, protocol=options.protocol, dedupe=options.dedupe)
     with step("build_features"):
         summary["features"] = build_features(run_key, max_len=options.max_sequence_length)
-    for i, name in enumerate(options.models, 1):
-        with step(f"train {name} ({i}/{len(options.models)})"):
+    # The ranker last: it takes the generators the others fitted (same parameters).
+    order = sorted(options.models, key=lambda name: name == "ranker")
+    for i, name in enumerate(order, 1):
+        with step(f"train {name} ({i}/{len(order)})"):
             tune_model(
                 run_key,
                 name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -417,6 +418,9 @@ def train_model(
     ``models`` are every model the run trains: the ranker fuses the sequential
     ones among them, and takes the settings of the run's split protocol
     (:func:`recsys.models.ranker.fused_params`) even when ``models`` is not given.
+    The ranker takes the models this run has trained already in place of those of
+    its generators with the same parameters (they are the same fit), so it trains
+    after them where it can (the DAG's and ``recsys train``'s order).
 
     Returns:
         ``{"model": name, "run_id": str, "model_uri": str, "metrics": {...},
@@ -443,6 +447,8 @@ def train_model(
         params = fused_params(models or (), protocol=protocol, params=params) or None
     clock = time.perf_counter()
     data = load_training_data(run_key)
+    if model_name == "ranker":
+        data.context.fitted = _fitted_models(run)
     loaded = time.perf_counter()
     read = run.read_json(rf.INPUT)
     n_rows = read["rows"]
@@ -537,6 +543,20 @@ def train_model(
     )
     run.write_json(f"{rf.MODELS}/{model_name}/{rf.RESULT}", result)
     return result
+
+
+def _fitted_models(run: RunFolder) -> dict[str, Any]:
+    """Loaders of the models this run has trained already (their step finished), by
+    name: the ranker takes those that match its generators instead of fitting them
+    again (:class:`recsys.models.base.FitContext`'s ``fitted``)."""
+    from recsys.models import MODELS
+    from recsys.models.base import load_saved
+
+    return {
+        name: partial(load_saved, run.saved_model_dir(name))
+        for name in MODELS
+        if name != "ranker" and run.has_model_result(name)
+    }
 
 
 def train_task_id(model_name: str) -> str:
