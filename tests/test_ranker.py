@@ -397,10 +397,12 @@ def test_fused_params_add_the_runs_sequential_models_as_generators():
     assert fused_params(models, protocol="msr") == {}
     assert fused_params(models, protocol="random", params={"n_bags": 2}) == {"n_bags": 2}
     # A time-ordered test: the ranker learns from each user's latest items.
+    # Attention, fitted on the carve, trains half its default epochs there.
     assert fused_params(models, protocol="loo") == {
         "generators": (*DEFAULT_GENERATORS, "attention"),
         "holdout": "time",
         "n_folds": 1,
+        "carve_params": {"attention": {"epochs": 10}},
     }
     # Nothing sequential in the run, or generators / the carve set by hand: unchanged.
     assert fused_params(["ease", "ranker"], protocol="loo") == {}
@@ -542,3 +544,19 @@ def test_a_sibling_fitted_on_other_data_is_not_taken():
     model = XGBRankerRecommender(**TINY).fit(X, ctx_fitted)
     assert model.reused_ == []
     assert model.generators_["ease"] is not ease
+
+
+def test_carve_params_shape_the_carves_generators_only():
+    X, ctx = blocks()
+    carved = []
+    ranker = XGBRankerRecommender(**{**TINY, "carve_params": {"itemknn": {"k_neighbours": 2}}})
+    original = ranker._fit_stage
+
+    def spy(X, context, sequences, **kw):
+        original(X, context, sequences, **kw)
+        carved.append((kw.get("carve", False), ranker.generators_["itemknn"].k_neighbours))
+
+    ranker._fit_stage = spy
+    ranker.fit(X, ctx)
+    # Two folds' carves with the carve's setting, then the served one with its own.
+    assert carved == [(True, 2), (True, 2), (False, 5)]
