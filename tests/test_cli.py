@@ -109,6 +109,19 @@ def test_benchmark_seed_reaches_every_model_that_takes_one(synthetic, tmp_path):
     assert (als[0]["ndcg@10"], als[0]["novelty"]) != (als[2]["ndcg@10"], als[2]["novelty"])
 
 
+def test_the_benchmark_seed_reaches_the_rankers_generators_too():
+    from recsys.pipeline.benchmark import seeded_params
+
+    params = seeded_params(["popularity", "als", "ranker"], 7)
+    assert params["als"] == {"random_state": 7}
+    generators = params["ranker"].pop("generator_params")
+    assert params["ranker"] == {"random_state": 7}
+    # Every generator that takes a seed gets it (the same model the run fits beside
+    # the ranker, which it then takes); popularity takes none.
+    assert generators["als"] == generators["attention"] == {"random_state": 7}
+    assert "popularity" not in generators and "ranker" not in generators
+
+
 def test_benchmark_reports_the_rerank_curve_and_plot(synthetic, tmp_path, capsys):
     out, plot = tmp_path / "report.json", tmp_path / "curve.png"
     assert (

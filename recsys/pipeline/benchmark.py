@@ -149,15 +149,24 @@ DEFAULT_LAMS = {
 def seeded_params(models: Iterable[str], seed: int | None) -> dict[str, dict] | None:
     """``random_state=seed`` for each of ``models`` that takes one (``None``: no seed given).
 
-    The ranker hands its seed on to its generators and its validation carve.
+    The ranker hands its seed on to its generators (so they are the models the
+    run fitted beside it, which it then takes instead of fitting them again).
     """
     if seed is None:
         return None
-    return {
-        name: {"random_state": int(seed)}
-        for name in models
-        if "random_state" in inspect.signature(model_class(name)).parameters
-    }
+    from recsys.models import MODELS
+
+    def seeded(names: Iterable[str]) -> dict[str, dict]:
+        return {
+            name: {"random_state": int(seed)}
+            for name in names
+            if "random_state" in inspect.signature(model_class(name)).parameters
+        }
+
+    params = seeded(models)
+    if "ranker" in params:
+        params["ranker"]["generator_params"] = seeded(n for n in MODELS if n != "ranker")
+    return params
 
 
 def rerank_tradeoff(
