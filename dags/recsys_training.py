@@ -272,9 +272,9 @@ def recsys_training():
             task_id=f"train_{name}",
             doc_md=f"Fit `{name}` with its tuned parameters (from the run folder) and log it "
             "as an MLflow run.",
-            # The ranker trains after the other models, whatever became of them: it
-            # takes those that succeeded in place of its generators of the same settings.
-            trigger_rule="all_done_min_one_success" if name == "ranker" else "all_success",
+            # The ranker trains after the other models (those not chosen are skipped):
+            # it takes their fits in place of its generators of the same settings.
+            trigger_rule="none_failed_min_one_success" if name == "ranker" else "all_success",
         )
         @_fail_fast
         def train() -> dict:
