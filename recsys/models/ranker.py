@@ -451,7 +451,7 @@ class XGBRankerRecommender(Recommender):
         self.reused_ = []
         for label, name in map(parse_generator, self.generators):
             model = make_model(name, **{**params.get(label, {}), **carve_params.get(label, {})})
-            fitted = _fitted_sibling(model, name, X, context) if reuse else None
+            fitted = _fitted_sibling(model, label, name, X, context) if reuse else None
             if fitted is not None:
                 self.reused_.append(label)
                 self.generators_[label] = fitted
@@ -1114,10 +1114,11 @@ def _sequences(X: sp.csr_matrix, context: FitContext) -> list[np.ndarray]:
 
 
 def _fitted_sibling(
-    model: Recommender, name: str, X: sp.csr_matrix, context: FitContext
+    model: Recommender, label: str, name: str, X: sp.csr_matrix, context: FitContext
 ) -> Recommender | None:
-    """The run's fitted ``name`` (``context.fitted``) when it is ``model`` fitted on
-    ``X``: same class, same parameters, same shape; otherwise ``None``."""
+    """The run's fitted ``name`` (``context.fitted``) when it is ``model``, generator
+    ``label``, fitted on ``X``: same class, same parameters, same shape; otherwise
+    ``None``."""
     load = context.fitted.get(name)
     if load is None:
         return None
@@ -1128,7 +1129,7 @@ def _fitted_sibling(
         and (getattr(sibling, "n_users_", None), getattr(sibling, "n_items_", None)) == X.shape
     )
     if not same:
-        log.info("ranker: the run's %s differs from its generator; fitting its own", name)
+        log.info("ranker: the run's %s is not its generator %r (other settings)", name, label)
     return sibling if same else None
 
 
