@@ -396,12 +396,14 @@ def _check_task_rows(page) -> None:
             shown[task_id] = row.locator("[data-testid=state-badge]").inner_text().strip()
         return shown
 
-    shown = states()
+    shown = first = states()
     if shown != expected:
         page.reload()
-        page.get_by_role("link", name="recommend", exact=True).wait_for(timeout=30_000)
+        # The task table's link (the grid names each task too).
+        table = page.get_by_test_id("table-list")
+        table.get_by_role("link", name="recommend", exact=True).wait_for(timeout=30_000)
         shown = states()
-    assert shown == expected
+    assert shown == expected, f"before the reload: {first}"
 
 
 def test_the_cron_and_the_ingest_asset_start_runs(stack):
