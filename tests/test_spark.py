@@ -275,6 +275,16 @@ def test_spark_cold_start_chain_equals_the_local_one(validated, monkeypatch):
     assert (similarities["0"] != similarities["700"]).nnz > 0  # the sample is a sample
 
 
+def test_mllib_als_gets_a_block_per_core_at_least_and_ten_at_most(spark):
+    from recsys.engines.spark import als_blocks
+
+    cores = spark.sparkContext.defaultParallelism
+    # One block is one task: small data still gets one per core (up to MLlib's 10).
+    assert als_blocks(10_000) == min(cores, 10)
+    assert als_blocks(7_500_000) == min(max(7, cores), 10)
+    assert als_blocks(80_000_000) == 10
+
+
 def test_spark_engine_rejects_an_unknown_engine_name(monkeypatch):
     from recsys import config
     from recsys.errors import InputError

@@ -905,6 +905,18 @@ def fit_als(
     return als.fit(ratings)
 
 
+def als_blocks(nnz: int) -> int:
+    """MLlib ALS's user and item blocks for ``nnz`` ratings: one per million, at least
+    one per core the session runs tasks on (each block is one task: a single block
+    leaves every core but one idle), at most MLlib's default of 10."""
+    spark = session()
+    if config.spark_remote():  # Spark Connect has no SparkContext to ask
+        cores = int(spark.conf.get("spark.default.parallelism", "1") or 1)
+    else:
+        cores = spark.sparkContext.defaultParallelism
+    return int(np.clip(max(nnz // 1_000_000, cores), 1, 10))
+
+
 def als_factors(model: Any, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """The fitted user and item factors as dense float32 arrays indexed by matrix position
     (zeros where MLlib has no factor: a row or column without interactions)."""
