@@ -288,8 +288,8 @@ class XGBRankerRecommender(Recommender):
         segments: user-table columns (``context.user_features``) whose
             segments give ``segment_lift_*`` features (NaN when absent).
         n_jobs: XGBoost threads.
-        random_state: seed of the validation carve, XGBoost and the generators
-            that take one.
+        random_state: seed of the carves and XGBoost; each generator takes its
+            own from ``generator_params`` (``recsys benchmark --seed`` sets both).
         max_users: most labelled users whose candidates the booster learns from;
             a seeded sample of them beyond it (logged), so the ranker's cost
             stops growing with the users; ``None`` = all.
