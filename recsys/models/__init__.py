@@ -11,12 +11,20 @@ suite, the DAG's tasks, the CLI and the trigger form pick it up from here.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from recsys.models.base import Recommender
 
-__all__ = ["DEFAULT_MODELS", "MODELS", "available_models", "make_model", "model_class"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "MODELS",
+    "available_models",
+    "make_model",
+    "model_class",
+    "training_order",
+]
 
 MODELS: dict[str, str] = {
     "popularity": "recsys.models.popularity:PopularityRecommender",
@@ -39,6 +47,12 @@ DEFAULT_MODELS: tuple[str, ...] = ("popularity", "itemknn", "als", "ease", "cont
 def available_models() -> list[str]:
     """Registry names of every model, in registration order."""
     return list(MODELS)
+
+
+def training_order(names: Iterable[str]) -> list[str]:
+    """``names`` in the order a run trains them: the ranker last, so it can take the
+    models fitted before it in place of its generators with the same settings."""
+    return sorted(names, key=lambda name: name == "ranker")
 
 
 def model_class(name: str) -> type[Recommender]:

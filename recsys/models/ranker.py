@@ -388,7 +388,7 @@ class XGBRankerRecommender(Recommender):
         feats, y, users = (np.concatenate(p) for p in zip(*parts, strict=True))
         folds = np.repeat(np.arange(len(parts)), [p[2].size for p in parts])
         self._fit_booster(feats, y, users, folds * X.shape[0] + users)
-        self._fit_stage(X, context, sequences, reuse=True)
+        self._fit_stage(X, context, sequences)
         top = sorted(self.feature_importances_, key=self.feature_importances_.get)[-3:][::-1]
         log.info(
             "ranker fitted: %d bags, best %s, top features %s",
@@ -432,16 +432,14 @@ class XGBRankerRecommender(Recommender):
         context: FitContext,
         sequences: list[np.ndarray],
         *,
-        reuse: bool = False,
         carve: bool = False,
     ) -> None:
         """Fit the generators and the item statistics on ``X``.
 
-        With ``reuse`` (the final stage, on the whole of ``X``, never a carve,
-        whose generators must not have seen its labels), a generator the run
-        already fitted (``context.fitted``) with the same class and parameters
-        is taken as it is instead of being fitted again. A ``carve`` stage's
-        generators take ``carve_params`` over their own.
+        A ``carve`` stage's generators take ``carve_params`` over their own. The
+        final stage (the whole of ``X``) takes a generator the run already fitted
+        (``context.fitted``) with the same class and parameters as it is instead
+        of fitting it again; a carve never does, as those have seen its labels.
         """
         from recsys.models import make_model
 
@@ -451,7 +449,7 @@ class XGBRankerRecommender(Recommender):
         self.reused_ = []
         for label, name in map(parse_generator, self.generators):
             model = make_model(name, **{**params.get(label, {}), **carve_params.get(label, {})})
-            fitted = _fitted_sibling(model, label, name, X, context) if reuse else None
+            fitted = None if carve else _fitted_sibling(model, label, name, X, context)
             if fitted is not None:
                 self.reused_.append(label)
                 self.generators_[label] = fitted

@@ -23,7 +23,7 @@ from recsys.errors import InputError
 from recsys.evaluation.beyond import build_catalogue, evaluate_detailed
 from recsys.evaluation.cold_users import evaluate_cold_users
 from recsys.ids import long_frame
-from recsys.models import make_model, model_class
+from recsys.models import make_model, model_class, training_order
 from recsys.models.ranker import fused_params
 from recsys.serving.rerank import rerank
 from recsys.training.data import build_training_data
@@ -87,9 +87,7 @@ def run_benchmark(
     )
     results = {}
     fitted: dict[str, Any] = {}
-    # The ranker last: it takes the models fitted before it in place of its own
-    # generators where they are the same (class and parameters), as a DAG run does.
-    for name in sorted(models, key=lambda name: name == "ranker"):
+    for name in training_order(models):
         params = (model_params or {}).get(name)
         if name == "ranker":
             params = fused_params(models, protocol=protocol, params=params)

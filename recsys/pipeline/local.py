@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from recsys.models import DEFAULT_MODELS
+from recsys.models import DEFAULT_MODELS, training_order
 from recsys.options import check_options
 from recsys.pipeline.steps import (
     build_features,
@@ -105,8 +105,7 @@ def run_pipeline(options: PipelineOptions, run_key: str, *, now: float | None = 
         summary["split"] = prepare_data(run_key, protocol=options.protocol, dedupe=options.dedupe)
     with step("build_features"):
         summary["features"] = build_features(run_key, max_len=options.max_sequence_length)
-    # The ranker last: it takes the generators the others fitted (same parameters).
-    order = sorted(options.models, key=lambda name: name == "ranker")
+    order = training_order(options.models)
     for i, name in enumerate(order, 1):
         with step(f"train {name} ({i}/{len(order)})"):
             tune_model(
