@@ -396,21 +396,30 @@ def test_fused_params_add_the_runs_sequential_models_as_generators():
     # A random holdout: the order says nothing about the test items; nothing fused.
     assert fused_params(models, protocol="msr") == {}
     assert fused_params(models, protocol="random", params={"n_bags": 2}) == {"n_bags": 2}
-    # A time-ordered test: the ranker learns from each user's latest items.
-    # Attention, fitted on the carve, trains half its default epochs there.
+    # A time-ordered test: the ranker learns from each user's latest items and
+    # what follows them. Attention, fitted on the carve, trains half its
+    # default epochs there.
     assert fused_params(models, protocol="loo") == {
+        "follows": True,
         "generators": (*DEFAULT_GENERATORS, "attention"),
         "holdout": "time",
         "n_folds": 1,
         "carve_params": {"attention": {"epochs": 10}},
     }
-    # Nothing sequential in the run, or generators / the carve set by hand: unchanged.
-    assert fused_params(["ease", "ranker"], protocol="loo") == {}
+    # Nothing sequential in the run, or generators / the carve set by hand: only
+    # the follow features, and a run may turn those off.
+    assert fused_params(["ease", "ranker"], protocol="loo") == {"follows": True}
+    assert fused_params(models, protocol="loo", params={"generators": ("ease",)}) == {
+        "generators": ("ease",),
+        "follows": True,
+    }
+    assert fused_params(["ease"], protocol="loo", params={"follows": False}) == {"follows": False}
     assert fused_params(models, params={"generators": ("ease",)}) == {"generators": ("ease",)}
     # The last stretch of everyone's activity held out: what is popular now
     # joins the generators, and the ranker learns from its own last stretch.
     recent = {"recent": {"half_life_days": 7.0}}
     assert fused_params(["ease", "ranker"], protocol="temporal") == {
+        "follows": True,
         "generators": (*DEFAULT_GENERATORS, "recent:popularity"),
         "generator_params": recent,
         "holdout": "cutoff",
@@ -418,6 +427,7 @@ def test_fused_params_add_the_runs_sequential_models_as_generators():
     }
     # It fuses no sequential model there: attention cost more than it gave.
     assert fused_params(models, protocol="temporal", params={"holdout": "random"}) == {
+        "follows": True,
         "generators": (*DEFAULT_GENERATORS, "recent:popularity"),
         "generator_params": recent,
         "holdout": "random",
@@ -560,3 +570,73 @@ def test_carve_params_shape_the_carves_generators_only():
     ranker.fit(X, ctx)
     # Two folds' carves with the carve's setting, then the served one with its own.
     assert carved == [(True, 2), (True, 2), (False, 5)]
+
+
+def test_follow_features_hand_checked():
+    from recsys.models.ranker import FOLLOW_FEATURES, _Follows
+
+    # User 0 watched 0, 1, 2 in that order; user 1 watched 0, 2; user 2 nothing.
+    # Followers of 0: item 1 (next, weight 1), item 2 (two places on, 1/2; and
+    # next for user 1, 1): shares 1 / 2.5 and 1.5 / 2.5. Item 1's one follower is 2.
+    seqs = [np.array([0, 1, 2]), np.array([0, 2]), np.array([], dtype=np.int64)]
+    follows = _Follows.build(seqs, n_items=4)
+    feats = follows.features(np.arange(3), np.array([0, 0, 1, 1, 2]), np.array([2, 3, 1, 2, 0]))
+    assert feats.shape == (5, len(FOLLOW_FEATURES))
+    # follows_last: after the user's last item (2 for users 0 and 1) nothing came.
+    np.testing.assert_allclose(feats[:, 0], [0, 0, 0, 0, 0])
+    # follows_recent: the k-th latest item's share weighs 1 / k.
+    # User 0, item 2: from 1 (2nd latest) 1.0 / 2, from 0 (3rd) 0.6 / 3.
+    # User 1: from 0 (2nd latest), item 1 0.4 / 2, item 2 0.6 / 2.
+    np.testing.assert_allclose(feats[:, 1], [0.5 + 0.2, 0, 0.2, 0.3, 0])
+    # What followed an item is read from that item's row: 0 -> 1 is known, 1 -> 0 is not.
+    after_zero = _Follows.build([np.array([1, 0])], n_items=2).features(
+        np.array([0]), np.array([0]), np.array([1])
+    )
+    np.testing.assert_allclose(after_zero, [[0, 0]])
+
+
+def test_ranker_learns_the_next_item_from_what_follows_what():
+    """Each user walks i -> i + 1; without a sequential generator the follow
+    features alone must lead the ranker to the next item."""
+    n_items, rng = 12, np.random.default_rng(1)
+    seqs = [(rng.integers(n_items) + np.arange(rng.integers(5, 9))) % n_items for _ in range(90)]
+    rows = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
+    X = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, np.concatenate(seqs))), shape=(len(seqs), n_items)
+    )
+    params = {
+        **TINY,
+        "generators": ("popularity",),
+        "holdout": "time",
+        "n_folds": 1,
+        "label_share": 0.25,
+        "n_candidates": n_items,
+        "follows": True,
+    }
+    model = XGBRankerRecommender(**params).fit(X, FitContext(sequences=seqs))
+    items, _ = model.recommend(np.arange(len(seqs)), X, k=1)
+    expected = np.array([(s[-1] + 1) % n_items for s in seqs])
+    assert np.mean(items[:, 0] == expected) >= 0.9
+    assert model.feature_importances_["follows_last"] > 0
+
+
+def test_lookup_reads_sorted_pairs_of_a_sparse_matrix():
+    from recsys.models.ranker import _lookup
+
+    rng = np.random.default_rng(3)
+    M = sp.random(30, 40, density=0.1, format="csr", random_state=4, dtype=np.float64)
+    pairs = np.unique(rng.integers(0, 30 * 40, 300))
+    r, c = np.divmod(pairs, 40)
+    np.testing.assert_array_equal(_lookup(M, r, c), M.toarray()[r, c])
+    assert _lookup(sp.csr_matrix((2, 3)), np.array([0, 1]), np.array([2, 0])).tolist() == [0, 0]
+
+
+def test_each_item_keeps_its_most_frequent_followers(monkeypatch):
+    import recsys.models.ranker as ranker
+
+    # After 0 came 1 twice and 2 once: with one follower kept, 0 -> 2 is dropped,
+    # and 0 -> 1 keeps its share of all of 0's followers (2 / 3).
+    monkeypatch.setattr(ranker, "_FOLLOWERS", 1)
+    monkeypatch.setattr(ranker, "_FOLLOW_WINDOW", 1)
+    follows = ranker._Follows.build([np.array([0, 1]), np.array([0, 1]), np.array([0, 2])], 3)
+    np.testing.assert_allclose(follows.shares.toarray(), [[0, 2 / 3, 0], [0, 0, 0], [0, 0, 0]])
