@@ -167,6 +167,8 @@ def test_validation_every_few_epochs_on_a_sample_stops_by_patience_in_epochs():
     assert plot_history(h) is not None
     with pytest.raises(ValueError, match="^val_users must be at least 1 or None, got 0$"):
         SelfAttentionRecommender(**{**TINY, "val_users": 0}).fit(X, FitContext(sequences=seqs))
+    with pytest.raises(ValueError, match="^recent_windows must be at least 1 or None, got 0$"):
+        SelfAttentionRecommender(**{**TINY, "recent_windows": 0}).fit(X, FitContext(sequences=seqs))
 
 
 def test_sample_users_keeps_row_order_and_pairs():
@@ -217,6 +219,10 @@ def test_training_windows_by_hand():
     assert inputs[order].tolist() == [[0, 6], [7, 8]]  # +1 shifted, 0 = padding
     assert targets[order].tolist() == [[-1, 6], [7, 8]]  # unshifted, -1 = padding
     assert users.tolist() == [0, 0]
+    # Only the latest window: the most recent pairs (6->7),(7->8).
+    inputs, targets, users = _training_windows(items, indptr, max_len=2, recent=1)
+    assert inputs.tolist() == [[7, 8]] and targets.tolist() == [[7, 8]]
+    assert users.tolist() == [0]
 
 
 def test_length_batches_cover_every_window_once_with_similar_lengths():

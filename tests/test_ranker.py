@@ -404,7 +404,7 @@ def test_fused_params_add_the_runs_sequential_models_as_generators():
         "generators": (*DEFAULT_GENERATORS, "attention"),
         "holdout": "time",
         "n_folds": 1,
-        "carve_params": {"attention": {"epochs": 10}},
+        "carve_params": {"attention": {"epochs": 10, "recent_windows": 1}},
     }
     # Nothing sequential in the run, or generators / the carve set by hand: only
     # the follow features, and a run may turn those off.

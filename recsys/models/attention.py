@@ -85,6 +85,10 @@ class SelfAttentionRecommender(Recommender):
         val_every: validate after every ``val_every`` epochs (and after the last).
         val_users: most users whose held-out last item validates (a seeded
             sample beyond it); ``None`` = every user.
+        recent_windows: learn from each user's latest ``recent_windows``
+            windows of ``max_len`` pairs only (``None``: every pair); a cheaper
+            fit that keeps the most recent steps, where next-item prediction is
+            asked.
         random_state: seed for weights, dropout and shuffling.
         use_profile: add a projection of the user's profile vector
             (numeric columns of ``context.user_features``) to every position:
@@ -113,6 +117,7 @@ class SelfAttentionRecommender(Recommender):
         use_profile: bool | None = None,
         val_every: int = 1,
         val_users: int | None = 2_000,
+        recent_windows: int | None = None,
     ) -> None:
         self.max_len = max_len
         self.d_model = d_model
@@ -127,6 +132,7 @@ class SelfAttentionRecommender(Recommender):
         self.use_profile = use_profile
         self.val_every = val_every
         self.val_users = val_users
+        self.recent_windows = recent_windows
 
     # ------------------------------------------------------------------ fit
     def _fit(self, X: sp.csr_matrix, context: FitContext) -> None:
@@ -140,7 +146,9 @@ class SelfAttentionRecommender(Recommender):
         val_rows, val_targets = _sample_users(
             val_rows, val_targets, self.val_users, int(self.random_state)
         )
-        inputs, targets, window_users = _training_windows(train_items, train_indptr, self.max_len)
+        inputs, targets, window_users = _training_windows(
+            train_items, train_indptr, self.max_len, self.recent_windows
+        )
         if not len(inputs):
             raise InputError(
                 "no user has three or more interactions (the last one is held out "
@@ -210,6 +218,10 @@ class SelfAttentionRecommender(Recommender):
             raise InputError("epochs, batch_size, patience and val_every must be at least 1")
         if self.val_users is not None and self.val_users < 1:
             raise InputError(f"val_users must be at least 1 or None, got {self.val_users}")
+        if self.recent_windows is not None and int(self.recent_windows) < 1:
+            raise InputError(
+                f"recent_windows must be at least 1 or None, got {self.recent_windows}"
+            )
 
     def _profiles(self, user_features: pd.DataFrame | None, n_users: int) -> np.ndarray | None:
         """Standardised numeric profile columns per user row (nulls → 0), or ``None``."""
@@ -459,12 +471,13 @@ def _pattern(
 
 
 def _training_windows(
-    items: np.ndarray, indptr: np.ndarray, max_len: int
+    items: np.ndarray, indptr: np.ndarray, max_len: int, recent: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cut every user's (input, next item) pairs into left-padded windows.
 
     A user with ``n`` items has ``n - 1`` pairs, split into windows of
-    ``max_len`` from the most recent backwards, so no pair is lost.
+    ``max_len`` from the most recent backwards, so no pair is lost; with
+    ``recent``, only each user's latest ``recent`` windows are kept.
 
     Returns:
         ``inputs`` (+1-shifted item indices, 0 = padding) and ``targets``
@@ -477,6 +490,9 @@ def _training_windows(
     j = np.arange(pairs.sum()) - np.repeat(np.cumsum(pairs) - pairs, pairs)
     src = np.repeat(indptr[:-1], pairs) + j
     back = np.repeat(pairs, pairs) - 1 - j
+    if recent is not None:
+        kept = back < int(recent) * max_len
+        user, src, back = user[kept], src[kept], back[kept]
     keys, window = np.unique(np.stack([user, back // max_len]), axis=1, return_inverse=True)
     window = window.ravel()
     col = max_len - 1 - back % max_len

@@ -52,13 +52,18 @@ DEFAULT_GENERATORS = ("popularity", "itemknn", "als", "ease", "content")
 RECENT_GENERATOR = "recent:popularity"
 RECENT_PARAMS = {"recent": {"half_life_days": 7.0}}
 
-#: Epochs of a sequential generator fitted on the ranker's carve (under ``loo``;
-#: the served one keeps its own). On a ``loo`` carve of ML-100K's training part
-#: (its ``loo`` train split, split again), ranker seeds 42/1/2: NDCG@10
-#: 0.1275/0.1236/0.1273 in 16.2-18.6 s against 0.1257/0.1274/0.1254 in
-#: 23.6-25.6 s with attention's own 20 (attention alone 0.1132); 5 epochs
-#: 0.1208/0.1142/0.1194 in 10.2-11.3 s.
-CARVE_EPOCHS = {"epochs": 10}
+#: Settings of a sequential generator fitted on the ranker's carve (under ``loo``;
+#: the served one keeps its own), those it takes: 10 epochs rather than 20, and
+#: only each user's latest window of pairs (``recent_windows``). On a ``loo``
+#: carve of ML-100K's training part (its ``loo`` train split, split again),
+#: ranker seeds 42/1/2, NDCG@10: 10 epochs 0.1275/0.1236/0.1273 in 16.2-18.6 s
+#: against 0.1257/0.1274/0.1254 in 23.6-25.6 s with attention's own 20
+#: (attention alone 0.1132); 5 epochs 0.1208/0.1142/0.1194 in 10.2-11.3 s.
+#: With the follow features, the latest window alone 0.1381/0.1386/0.1360 in
+#: 16.5-17.4 s against 0.1341/0.1384/0.1370 in 26.7-31.3 s with every window (a
+#: slower hour; attention alone 0.1170/0.1201/0.1189); the latest 50 pairs
+#: alone 0.1312/0.1396/0.1323 in 14.1-17.5 s.
+CARVE_PARAMS = {"epochs": 10, "recent_windows": 1}
 
 #: Per-generator features (prefixed with the generator's name).
 GENERATOR_FEATURES = ("rank", "score_ratio", "score_z")
@@ -199,7 +204,7 @@ def fused_params(
     features, unless ``params`` names the generators itself; under ``loo`` the
     ranker then learns from each user's latest items (``holdout="time"``, one
     fold), the carve that matches such a test, and fits the sequential models
-    on that carve with :data:`CARVE_EPOCHS`, unless ``params`` says
+    on that carve with :data:`CARVE_PARAMS`, unless ``params`` says
     otherwise. Under a random holdout the order of a history says nothing
     about the held-out items, and each fold would refit the network (minutes
     each), so nothing is fused there.
@@ -253,9 +258,11 @@ def fused_params(
     if not {"holdout", "n_folds"} & set(params):
         params.update(holdout="time", n_folds=1)
     if "carve_params" not in params:
-        params["carve_params"] = {
-            m: dict(CARVE_EPOCHS) for m in extra if "epochs" in signature(model_class(m)).parameters
-        }
+        params["carve_params"] = {}
+        for m in extra:
+            takes = signature(model_class(m)).parameters
+            if carve := {k: v for k, v in CARVE_PARAMS.items() if k in takes}:
+                params["carve_params"][m] = carve
     return params
 
 
