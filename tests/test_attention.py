@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from walk_data import walks
 
 from recsys.models.attention import (
     SelfAttentionRecommender,
@@ -38,14 +39,7 @@ TINY = {
 
 def cyclic_data(n_users: int = 60, seed: int = 0) -> tuple[sp.csr_matrix, list[np.ndarray]]:
     """Each user walks i → i + 1 (mod N_ITEMS) from a random start, 4 to 8 steps."""
-    rng = np.random.default_rng(seed)
-    seqs = [
-        (rng.integers(N_ITEMS) + np.arange(rng.integers(4, 9))) % N_ITEMS for _ in range(n_users)
-    ]
-    rows = np.repeat(np.arange(n_users), [len(s) for s in seqs])
-    X = sp.csr_matrix(
-        (np.ones(len(rows), np.float32), (rows, np.concatenate(seqs))), shape=(n_users, N_ITEMS)
-    )
+    seqs, X = walks(n_users, N_ITEMS, seed=seed, shortest=4)
     return X, seqs
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from walk_data import walks
 
 from recsys.models import make_model
 from recsys.models.base import FitContext, _dense_top_k
@@ -476,12 +477,8 @@ def test_unseen_moments_equal_those_of_the_masked_rows():
 def test_ranker_fused_with_attention_learns_the_next_item_rule():
     """Each user walks i -> i + 1: popularity cannot tell the next item, attention
     can; the ranker fused with both (its latest items as labels) must put it first."""
-    n_items, rng = 10, np.random.default_rng(0)
-    seqs = [(rng.integers(n_items) + np.arange(rng.integers(5, 9))) % n_items for _ in range(80)]
-    rows = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
-    X = sp.csr_matrix(
-        (np.ones(len(rows), np.float32), (rows, np.concatenate(seqs))), shape=(len(seqs), n_items)
-    )
+    n_items = 10
+    seqs, X = walks(80, n_items, seed=0)
     attention = {
         "max_len": 8,
         "d_model": 16,
@@ -598,12 +595,8 @@ def test_follow_features_hand_checked():
 def test_ranker_learns_the_next_item_from_what_follows_what():
     """Each user walks i -> i + 1; without a sequential generator the follow
     features alone must lead the ranker to the next item."""
-    n_items, rng = 12, np.random.default_rng(1)
-    seqs = [(rng.integers(n_items) + np.arange(rng.integers(5, 9))) % n_items for _ in range(90)]
-    rows = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
-    X = sp.csr_matrix(
-        (np.ones(len(rows), np.float32), (rows, np.concatenate(seqs))), shape=(len(seqs), n_items)
-    )
+    n_items = 12
+    seqs, X = walks(90, n_items, seed=1)
     params = {
         **TINY,
         "generators": ("popularity",),
@@ -618,17 +611,6 @@ def test_ranker_learns_the_next_item_from_what_follows_what():
     expected = np.array([(s[-1] + 1) % n_items for s in seqs])
     assert np.mean(items[:, 0] == expected) >= 0.9
     assert model.feature_importances_["follows_last"] > 0
-
-
-def test_lookup_reads_sorted_pairs_of_a_sparse_matrix():
-    from recsys.models.ranker import _lookup
-
-    rng = np.random.default_rng(3)
-    M = sp.random(30, 40, density=0.1, format="csr", random_state=4, dtype=np.float64)
-    pairs = np.unique(rng.integers(0, 30 * 40, 300))
-    r, c = np.divmod(pairs, 40)
-    np.testing.assert_array_equal(_lookup(M, r, c), M.toarray()[r, c])
-    assert _lookup(sp.csr_matrix((2, 3)), np.array([0, 1]), np.array([2, 0])).tolist() == [0, 0]
 
 
 def test_each_item_keeps_its_most_frequent_followers(monkeypatch):
